@@ -1,0 +1,38 @@
+# Two commands do all the set-up on a fresh Debian machine (run as root):
+#   make demo   - the live lab demo (sets itself up first)
+#   make test   - the whole test suite (sets itself up first)
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+
+.PHONY: setup test lint demo bench bench-quick clean
+
+setup: $(STAMP)
+
+# bcc is Debian's python3-bpfcc, visible only to /usr/bin/python3: the venv is made from
+# that interpreter with --system-site-packages so `import bcc` works inside it.
+$(STAMP): pyproject.toml scripts/install-deps.sh
+	bash scripts/install-deps.sh
+	test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+	$(VENV)/bin/enforcer kernel-headers
+	touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check enforcer tests bench
+
+test: setup lint
+	$(VENV)/bin/pytest -q tests
+
+demo: setup
+	$(VENV)/bin/enforcer demo
+
+bench: setup
+	$(PY) -m bench.run
+
+bench-quick: setup
+	$(PY) -m bench.run --quick
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The kernel side: bcc-compiled TC program, pinned maps, attach, and typed map writes."""

@@ -1,0 +1,81 @@
+"""The contract between the (pure) compiler and the datapath writer.
+
+The compiler turns cluster state into two things the datapath stores:
+- identities: IP prefix -> peer identity number (an LPM trie in the kernel);
+- per-endpoint policies: complete allow tables, written atomically as one generation.
+Nothing here touches the kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from ipaddress import IPv4Network, IPv6Network
+
+IPNetwork = IPv4Network | IPv6Network
+
+
+class Direction(IntEnum):
+    """Direction as seen by the endpoint (the local pod)."""
+
+    INGRESS = 0  # to the pod: tc egress hook of the host-side veth
+    EGRESS = 1  # from the pod: tc ingress hook of the host-side veth
+
+
+# Reserved identities. Real peer identities start at FIRST_IDENTITY and are never reused
+# while a policy generation may still name them.
+IDENTITY_ANY = 0  # in a policy entry: any peer (an empty or missing from/to)
+IDENTITY_WORLD = 1  # an address no identity prefix covers
+FIRST_IDENTITY = 16
+
+PROTO_ANY = 0  # in a policy entry: any protocol (a rule without ports)
+PROTO_ICMP = 1
+PROTO_TCP = 6
+PROTO_UDP = 17
+PROTO_ICMPV6 = 58
+PROTO_SCTP = 132
+PROTOCOL_NUMBERS = {"TCP": PROTO_TCP, "UDP": PROTO_UDP, "SCTP": PROTO_SCTP}
+
+
+@dataclass(frozen=True, order=True)
+class PolicyEntry:
+    """One allow entry: traffic in `direction` with the peer `peer` on protocol/port range.
+
+    protocol PROTO_ANY means every protocol and port (port_lo/port_hi are then ignored);
+    a port range of 0..65535 means every port of that protocol.
+    """
+
+    direction: Direction
+    peer: int
+    protocol: int
+    port_lo: int = 0
+    port_hi: int = 65535
+
+
+@dataclass(frozen=True)
+class EndpointPolicy:
+    """A local pod's complete policy. A direction that is not isolated allows everything."""
+
+    ingress_isolated: bool
+    egress_isolated: bool
+    entries: frozenset[PolicyEntry] = field(default_factory=frozenset)
+
+    @classmethod
+    def allow_all(cls) -> EndpointPolicy:
+        return cls(ingress_isolated=False, egress_isolated=False)
+
+
+class DropReason(IntEnum):
+    """Why a packet was dropped (codes are stable: metrics and events carry them)."""
+
+    POLICY_DENIED = 133  # Cilium's code for the same thing
+    UNKNOWN_ENDPOINT = 140  # interface attached before its pod is known
+    TRUNCATED = 141  # header shorter than its protocol needs, bogus lengths, IHL < 5
+    FRAGMENT_UNTRACKED = 142  # non-first fragment whose first fragment was not seen
+    IPV6_EXT_HEADER = 143  # extension header outside the allow-list, or too many
+    MAP_FULL = 144  # a table the program had to write was full (fail closed)
+    UNSUPPORTED_L3 = 145  # an ethertype we cannot parse on an isolated endpoint
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
