@@ -7,8 +7,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from enforcer import __version__
-from enforcer import log
+from enforcer import __version__, log
 
 # Modules that define subcommands: each has `register(subparsers) -> None`, and the parser
 # it adds sets `func=callable(args) -> int`.
@@ -24,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"enforcer {__version__}")
     parser.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

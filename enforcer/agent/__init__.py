@@ -1,0 +1,1 @@
+"""The node agent: sources -> cluster state -> compiler -> datapath, plus endpoints and metrics."""
