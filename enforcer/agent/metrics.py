@@ -1,0 +1,114 @@
+"""Prometheus metrics of the agent. Datapath counters are read from the kernel at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from enforcer.datapath.types import Direction, DropReason
+
+DELAY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def _reason_label(reason: int) -> str:
+    try:
+        return DropReason(reason).label
+    except ValueError:
+        return f"code_{reason}"
+
+
+class DatapathCollector(Collector):
+    """Drops and forwards per pod, direction and reason; map pressure; from the live maps."""
+
+    def __init__(
+        self,
+        counters: Callable[[], Iterable[Any]],
+        pod_of_ifindex: Callable[[int], str | None],
+        map_pressure: Callable[[], Mapping[str, float]],
+    ) -> None:
+        self._counters = counters
+        self._pod_of = pod_of_ifindex
+        self._pressure = map_pressure
+
+    def collect(self) -> Iterable[Any]:
+        drops = CounterMetricFamily(
+            "enforcer_drop_count",
+            "Packets dropped by the datapath",
+            labels=["namespace", "pod", "direction", "reason"],
+        )
+        drop_bytes = CounterMetricFamily(
+            "enforcer_drop_bytes",
+            "Bytes dropped by the datapath",
+            labels=["namespace", "pod", "direction", "reason"],
+        )
+        forwards = CounterMetricFamily(
+            "enforcer_forward_count",
+            "Packets the datapath let through",
+            labels=["namespace", "pod", "direction"],
+        )
+        totals: dict[tuple[str, ...], list[int]] = {}
+        for row in self._counters():
+            pod = self._pod_of(row.ifindex)
+            namespace, name = pod.split("/", 1) if pod else ("", "")
+            direction = Direction(row.direction).name.lower()
+            reason = "" if row.reason is None else _reason_label(int(row.reason))
+            acc = totals.setdefault((namespace, name, direction, reason), [0, 0])
+            acc[0] += row.packets
+            acc[1] += row.bytes
+        for (namespace, name, direction, reason), (packets, nbytes) in sorted(totals.items()):
+            if reason:
+                drops.add_metric([namespace, name, direction, reason], packets)
+                drop_bytes.add_metric([namespace, name, direction, reason], nbytes)
+            else:
+                forwards.add_metric([namespace, name, direction], packets)
+        pressure = GaugeMetricFamily(
+            "enforcer_bpf_map_pressure", "Fill level of each BPF map (0..1)", labels=["map_name"]
+        )
+        for name, level in sorted(self._pressure().items()):
+            pressure.add_metric([name], level)
+        yield from (drops, drop_bytes, forwards, pressure)
+
+
+class AgentMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.policy_delay = Histogram(
+            "enforcer_policy_implementation_delay_seconds",
+            "Time from receiving a change until the datapath maps reflect it",
+            buckets=DELAY_BUCKETS,
+            registry=r,
+        )
+        self.map_full = Counter(
+            "enforcer_map_full", "Writes refused because a BPF map was full", registry=r
+        )
+        self.invalid_objects = Counter(
+            "enforcer_invalid_objects", "Objects rejected by validation", ["kind"], registry=r
+        )
+        self.ready = Gauge("enforcer_ready", "1 once the first full sync is enforced", registry=r)
+        self.endpoints = Gauge(
+            "enforcer_endpoints", "Local endpoints under enforcement", registry=r
+        )
+        self.last_sync = Gauge(
+            "enforcer_last_sync_timestamp_seconds",
+            "Unix time of the last complete sync with the source",
+            registry=r,
+        )
+        self.watch_restarts = Counter(
+            "enforcer_watch_restarts", "Watch restarts per resource", ["resource"], registry=r
+        )
+        self.source_healthy = Gauge(
+            "enforcer_source_healthy", "1 while the object source is reachable", registry=r
+        )
+        self.events_lost = Counter(
+            "enforcer_monitor_events_dropped",
+            "Drop events not delivered to a slow monitor",
+            registry=r,
+        )
+
+    def add_datapath(self, collector: DatapathCollector) -> None:
+        self.registry.register(collector)

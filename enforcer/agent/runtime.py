@@ -1,0 +1,411 @@
+"""The agent's control loop: one thread owns the state; everything else feeds it a queue.
+
+    source thread ──SourceEvent──┐
+    netlink thread ──link event──┼─> queue ─> Agent.step(): parse, state, compiler, datapath
+    ring-buffer thread ──────────┘ (drop events go straight to the EventHub, not the queue)
+
+Only the loop thread mutates the cluster state, the compiler and the maps, so no locks are
+needed around them; readers (/status, metrics) get snapshots built by the loop.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import ip_address
+from typing import Any, Protocol
+
+from enforcer import log
+from enforcer.agent.http import EventHub
+from enforcer.agent.interfaces import Interface, InterfaceDiscovery
+from enforcer.agent.metrics import AgentMetrics
+from enforcer.compiler import CompileDelta, Compiler, plan_writes
+from enforcer.datapath.types import DropReason, EndpointPolicy
+from enforcer.model.cluster import ClusterState
+from enforcer.model.loader import ValidationError, parse_object
+from enforcer.sources.base import EventType, Source, SourceEvent
+
+ObjKey = tuple[str, str | None, str]
+
+
+class DatapathWriter(Protocol):
+    """What the loop needs of enforcer.datapath (kept narrow so tests can read it at a glance)."""
+
+    def attach(self, ifindex: int, netns: str | None = None) -> None: ...
+    def set_endpoint(self, ifindex: int, endpoint_id: int, policy: EndpointPolicy) -> int: ...
+    def remove_endpoint(self, ifindex: int) -> None: ...
+    def set_identities(self, changes: Mapping[Any, int | None]) -> None: ...
+    def flush_conntrack(self, ip: Any) -> int: ...
+    def endpoints(self) -> Mapping[int, Any]: ...
+
+
+@dataclass
+class LinkEvent:
+    new: Interface | None = None
+    gone: int | None = None
+
+
+@dataclass
+class EndpointRecord:
+    pod: str
+    ifindex: int | None = None
+    endpoint_id: int = 0
+    generation: int = 0
+    policy: EndpointPolicy | None = None
+    error: str | None = None
+
+
+@dataclass
+class AgentStatus:
+    ready: bool = False
+    synced_once: bool = False
+    map_full: int = 0
+    invalid: list[str] = field(default_factory=list)
+    last_error: str | None = None
+
+
+def _obj_key(kind: str, obj: Mapping[str, Any]) -> ObjKey:
+    meta = obj.get("metadata") or {}
+    return (kind, meta.get("namespace"), meta.get("name", ""))
+
+
+class Agent:
+    def __init__(
+        self,
+        node_name: str | None,
+        source: Source,
+        datapath: DatapathWriter,
+        discovery: InterfaceDiscovery,
+        metrics: AgentMetrics,
+        events: EventHub,
+    ) -> None:
+        self.node_name = node_name
+        self.source = source
+        self.datapath = datapath
+        self.discovery = discovery
+        self.metrics = metrics
+        self.events = events
+        self.log = log.get("agent")
+        self.state = ClusterState()
+        self.compiler = Compiler(self.state, node_name)
+        self.queue: queue.Queue[tuple[float, SourceEvent | LinkEvent]] = queue.Queue()
+        self.objects: dict[ObjKey, Any] = {}  # last VALID version of every object
+        self.endpoints: dict[str, EndpointRecord] = {}
+        self.pod_of_ifindex: dict[int, str] = {}
+        self.attached: set[int] = set()
+        self.status = AgentStatus()
+        self._relisting: dict[str, set[ObjKey]] = {}
+        self._next_endpoint_id = 1
+        self._adopted: dict[int, int] = {}  # ifindex -> endpoint id
+        self._lock = threading.Lock()  # held by step(); readers take it for snapshots
+        self._adopt_endpoint_ids()
+
+    # -- threads feeding the queue ------------------------------------------------------------
+
+    def _emit(self, event: SourceEvent) -> None:
+        self.queue.put((time.monotonic(), event))
+
+    def run(self, stop: threading.Event) -> None:
+        threads = [
+            threading.Thread(
+                target=self.source.run, args=(self._emit, stop), name="source", daemon=True
+            ),
+            threading.Thread(
+                target=self.discovery.watch,
+                args=(self._on_link_new, self._on_link_gone, stop),
+                name="netlink",
+                daemon=True,
+            ),
+        ]
+        for t in threads:
+            t.start()
+        # Interfaces that exist already: attach now (replace in place, never detach first).
+        for iface in self.discovery.list_interfaces():
+            self.queue.put((time.monotonic(), LinkEvent(new=iface)))
+        while not stop.is_set():
+            try:
+                item = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                self._refresh_health()
+                continue
+            batch = [item]
+            while True:  # drain what is already queued: one write pass for a burst
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            with self._lock:
+                self.step(batch)
+            self._refresh_health()
+
+    def _on_link_new(self, iface: Interface) -> None:
+        self.queue.put((time.monotonic(), LinkEvent(new=iface)))
+
+    def _on_link_gone(self, ifindex: int) -> None:
+        self.queue.put((time.monotonic(), LinkEvent(gone=ifindex)))
+
+    def _refresh_health(self) -> None:
+        self.metrics.source_healthy.set(1 if getattr(self.source, "healthy", True) else 0)
+        self.metrics.ready.set(1 if self.is_ready() else 0)
+
+    def is_ready(self) -> bool:
+        return self.status.synced_once and bool(getattr(self.source, "healthy", True))
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def step(self, batch: list[tuple[float, SourceEvent | LinkEvent]]) -> None:
+        delta = CompileDelta.empty()
+        oldest = min(t for t, _ in batch)
+        full = False
+        for _, item in batch:
+            if isinstance(item, LinkEvent):
+                self._handle_link(item)
+                continue
+            if item.type is EventType.SYNCED:
+                full = full or self._handle_synced()
+            elif item.type is EventType.RESET:
+                self._handle_reset(item)
+            else:
+                change = self._handle_object(item)
+                if change is not None and self.status.synced_once:
+                    delta.merge(change)
+        if full:
+            delta = self.compiler.full()
+            self._write(delta, full=True)
+        elif not delta.is_empty():
+            self._write(delta, full=False)
+        else:
+            return
+        self.metrics.policy_delay.observe(time.monotonic() - oldest)
+
+    def _handle_synced(self) -> bool:
+        for kind, seen in self._relisting.items():
+            for key in [k for k in self.objects if k[0] == kind and k not in seen]:
+                self._remove(key)
+        self._relisting.clear()
+        first = not self.status.synced_once
+        self.status.synced_once = True
+        self.metrics.last_sync.set(time.time())
+        if first:
+            self.log.info("first full sync", objects=len(self.objects))
+        return True
+
+    def _handle_reset(self, event: SourceEvent) -> None:
+        if event.kind:
+            self._relisting[event.kind] = set()
+            self.metrics.watch_restarts.labels(resource=event.kind).inc()
+
+    def _handle_object(self, event: SourceEvent) -> CompileDelta | None:
+        kind = event.kind or ""
+        raw = event.obj or {}
+        key = _obj_key(kind, raw)
+        if kind in self._relisting:
+            self._relisting[kind].add(key)
+        if event.type is EventType.DELETED:
+            return self._remove(key)
+        try:
+            obj = parse_object(raw, origin=self.source.describe())
+        except ValidationError as exc:
+            # The previous valid version (if any) stays in force: nothing half-applied.
+            self.metrics.invalid_objects.labels(kind=kind).inc()
+            self.status.invalid = [*self.status.invalid[-49:], str(exc)]
+            self.log.warning("invalid object rejected", error=str(exc), kind=kind, key=key)
+            return None
+        if obj is None:
+            return None
+        self.objects[key] = obj
+        self.state.upsert(obj)
+        if not self.status.synced_once:
+            return None
+        return self.compiler.on_upsert(obj)
+
+    def _remove(self, key: ObjKey) -> CompileDelta | None:
+        old = self.objects.pop(key, None)
+        if old is None:
+            return None
+        self.state.remove(key[0], key[1], key[2])
+        if not self.status.synced_once:
+            return None
+        return self.compiler.on_remove(old)
+
+    # -- endpoints and interfaces -------------------------------------------------------------
+
+    def _adopt_endpoint_ids(self) -> None:
+        """Keep endpoint ids from pinned state, so a restart rewrites rather than renumbers."""
+        for ifindex, ep in self.datapath.endpoints().items():
+            eid = int(getattr(ep, "endpoint_id", 0))
+            self._next_endpoint_id = max(self._next_endpoint_id, eid + 1)
+            self._adopted[ifindex] = eid
+
+    def _endpoint_id_for(self, ifindex: int) -> int:
+        eid = self._adopted.get(ifindex)
+        if eid is None:
+            eid = self._next_endpoint_id
+            self._next_endpoint_id += 1
+            self._adopted[ifindex] = eid
+        return eid
+
+    def _handle_link(self, event: LinkEvent) -> None:
+        if event.gone is not None:
+            pod = self.pod_of_ifindex.pop(event.gone, None)
+            self.attached.discard(event.gone)
+            self._adopted.pop(event.gone, None)
+            if pod and pod in self.endpoints:
+                self.endpoints[pod].ifindex = None
+            return
+        iface = event.new
+        assert iface is not None
+        if iface.ifindex not in self.attached:
+            # Attach first: until its pod is known the interface gets the unknown verdict.
+            self.datapath.attach(iface.ifindex)
+            self.attached.add(iface.ifindex)
+            self.log.info("interface attached", ifname=iface.name, ifindex=iface.ifindex)
+        for addr in self.discovery.addresses_behind(iface):
+            pod = self.state.pods_by_ip(addr)
+            if pod and pod in self.endpoints:
+                self._bind(pod, iface.ifindex)
+
+    def _bind(self, pod: str, ifindex: int) -> None:
+        record = self.endpoints[pod]
+        if record.ifindex == ifindex and record.generation:
+            return
+        if ifindex not in self.attached:
+            self.datapath.attach(ifindex)
+            self.attached.add(ifindex)
+        record.ifindex = ifindex
+        self.pod_of_ifindex[ifindex] = pod
+        if record.policy is not None:
+            self._write_endpoint(record)
+
+    def _locate(self, pod_key: str) -> int | None:
+        pod = self.state.pods.get(pod_key)
+        if pod is None:
+            return None
+        for ip in pod.ips:
+            found = self.discovery.interface_for_ip(ip)
+            if found is not None:
+                return found
+        return None
+
+    def _write_endpoint(self, record: EndpointRecord) -> None:
+        assert record.ifindex is not None and record.policy is not None
+        record.endpoint_id = self._endpoint_id_for(record.ifindex)
+        try:
+            record.generation = self.datapath.set_endpoint(
+                record.ifindex, record.endpoint_id, record.policy
+            )
+            record.error = None
+        except Exception as exc:  # map full or kernel error: previous generation stays
+            self.status.map_full += 1
+            self.metrics.map_full.inc()
+            record.error = str(exc)
+            self.status.last_error = str(exc)
+            self.log.error("endpoint policy not written", pod=record.pod, error=str(exc))
+
+    # -- writing a compile delta --------------------------------------------------------------
+
+    def _write(self, delta: CompileDelta, full: bool) -> None:
+        previous = {k: r.policy for k, r in self.endpoints.items() if r.policy is not None}
+        for step in plan_writes(delta, previous):
+            if step.identities:
+                self.datapath.set_identities(step.identities)
+            for pod_key, policy in step.endpoints.items():
+                record = self.endpoints.setdefault(pod_key, EndpointRecord(pod=pod_key))
+                record.policy = policy
+                if record.ifindex is None:
+                    found = self._locate(pod_key)
+                    if found is not None:
+                        record.ifindex = found
+                        self.pod_of_ifindex[found] = pod_key
+                        if found not in self.attached:
+                            self.datapath.attach(found)
+                            self.attached.add(found)
+                if record.ifindex is not None:
+                    self._write_endpoint(record)
+        for ip in delta.ip_owner_changes:
+            flushed = self.datapath.flush_conntrack(ip)
+            self.log.info("ip changed owner, conntrack flushed", ip=str(ip), entries=flushed)
+        for pod_key in delta.removed_endpoints:
+            record = self.endpoints.pop(pod_key, None)
+            if record and record.ifindex is not None:
+                # The interface (if it lingers) falls back to the unknown-endpoint verdict.
+                self.datapath.remove_endpoint(record.ifindex)
+                self.pod_of_ifindex.pop(record.ifindex, None)
+        if full:
+            self._reconcile_pinned()
+        self.metrics.endpoints.set(sum(1 for r in self.endpoints.values() if r.ifindex))
+
+    def _reconcile_pinned(self) -> None:
+        """Drop pinned endpoint entries that no current pod owns (state adopted from before)."""
+        owned = {r.ifindex for r in self.endpoints.values() if r.ifindex is not None}
+        for ifindex in list(self.datapath.endpoints()):
+            if ifindex not in owned:
+                self.datapath.remove_endpoint(ifindex)
+
+    # -- observability ------------------------------------------------------------------------
+
+    def pod_for_ifindex(self, ifindex: int) -> str | None:
+        return self.pod_of_ifindex.get(ifindex)
+
+    def pod_for_ip(self, ip: str) -> str | None:
+        try:
+            return self.state.pods_by_ip(ip_address(ip))
+        except ValueError:
+            return None
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
+        eps = []
+        for key, r in sorted(self.endpoints.items()):
+            pod = self.state.pods.get(key)
+            policies = [p.key for p in self.state.policies_selecting(key)] if pod else []
+            eps.append(
+                {
+                    "pod": key,
+                    "ifindex": r.ifindex,
+                    "endpoint_id": r.endpoint_id,
+                    "ips": [str(ip) for ip in pod.ips] if pod else [],
+                    "ingress_isolated": bool(r.policy and r.policy.ingress_isolated),
+                    "egress_isolated": bool(r.policy and r.policy.egress_isolated),
+                    "entries": len(r.policy.entries) if r.policy else 0,
+                    "policies": policies,
+                    "generation": r.generation,
+                    "error": r.error,
+                }
+            )
+        return {
+            "node": self.node_name,
+            "ready": self.is_ready(),
+            "source": self.source.describe(),
+            "source_healthy": bool(getattr(self.source, "healthy", True)),
+            "map_full": self.status.map_full,
+            "invalid_objects": self.status.invalid[-10:],
+            "endpoints": eps,
+        }
+
+    def describe_drop(self, event: Any) -> dict[str, Any]:
+        src, dst = str(event.saddr), str(event.daddr)
+        try:
+            reason = DropReason(int(event.reason)).label
+        except ValueError:
+            reason = f"code_{event.reason}"
+        return {
+            "time": time.time(),
+            "node": self.node_name,
+            "pod": self.pod_for_ifindex(int(event.ifindex)),
+            "direction": "ingress" if int(event.direction) == 0 else "egress",
+            "reason": reason,
+            "protocol": int(event.protocol),
+            "src": src,
+            "src_port": int(event.sport),
+            "src_pod": self.pod_for_ip(src),
+            "dst": dst,
+            "dst_port": int(event.dport),
+            "dst_pod": self.pod_for_ip(dst),
+        }
