@@ -1,0 +1,109 @@
+"""`enforcer agent`: the node daemon."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+from pathlib import Path
+
+DEFAULT_PIN_DIR = "/sys/fs/bpf/enforcer"
+DEFAULT_METRICS_ADDR = "0.0.0.0:9830"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "agent",
+        help="run the node agent (watch the cluster, enforce policy on local pods)",
+        description="Watch pods, namespaces and policies; enforce them on this node's pods.",
+    )
+    p.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME"),
+        help="this node's name; pods with this spec.nodeName are enforced (default: $NODE_NAME)",
+    )
+    p.add_argument(
+        "--source",
+        default="k8s",
+        help="'k8s' (in-cluster or kubeconfig) or 'dir:PATH' (a folder of manifests, watched)",
+    )
+    p.add_argument("--kubeconfig", default=None, help="kubeconfig file (with --source k8s)")
+    p.add_argument("--pin-dir", default=DEFAULT_PIN_DIR, help="bpffs folder for pinned maps")
+    p.add_argument(
+        "--metrics-addr",
+        default=DEFAULT_METRICS_ADDR,
+        help="HOST:PORT for /metrics, /healthz, /readyz, /status and /events",
+    )
+    p.add_argument(
+        "--unknown-endpoint-verdict",
+        choices=["deny", "allow"],
+        default="deny",
+        help="verdict for interfaces whose pod is not known yet (default: deny, fail closed)",
+    )
+    from enforcer.agent.interfaces import DEFAULT_INTERFACE_PATTERN
+
+    p.add_argument(
+        "--interface-pattern",
+        default=DEFAULT_INTERFACE_PATTERN,
+        help="regular expression for host-side pod interfaces to enforce on",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here: bcc is heavy, and other subcommands must not pay for it.
+    from enforcer import log
+    from enforcer.agent.http import AgentHTTPServer, EventHub
+    from enforcer.agent.interfaces import InterfaceDiscovery
+    from enforcer.agent.metrics import AgentMetrics, DatapathCollector
+    from enforcer.agent.runtime import Agent
+    from enforcer.datapath import Datapath, DatapathConfig
+    from enforcer.kheaders import configure_bcc_headers
+    from enforcer.sources.base import source_from_spec
+
+    logger = log.get("agent")
+    if args.source == "k8s" and not args.node_name:
+        logger.error("--node-name (or $NODE_NAME) is required with --source k8s")
+        return 2
+    headers = configure_bcc_headers()
+    logger.info("kernel headers", how=headers.how, path=str(headers.path or ""))
+
+    datapath = Datapath.open(Path(args.pin_dir), DatapathConfig())
+    datapath.set_unknown_verdict(args.unknown_endpoint_verdict == "allow")
+    source = source_from_spec(args.source, kubeconfig=args.kubeconfig, node_name=args.node_name)
+    metrics = AgentMetrics()
+    hub = EventHub(on_lost=metrics.events_lost.inc)
+    agent = Agent(
+        args.node_name, source, datapath, InterfaceDiscovery(args.interface_pattern), metrics, hub
+    )
+    metrics.add_datapath(
+        DatapathCollector(datapath.counters, agent.pod_for_ifindex, datapath.map_pressure)
+    )
+    http = AgentHTTPServer(args.metrics_addr, metrics.registry, agent.is_ready, agent.snapshot, hub)
+    http.start()
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def pump_events() -> None:
+        while not stop.is_set():
+            datapath.poll_events(200, lambda ev: hub.publish(agent.describe_drop(ev)))
+
+    threading.Thread(target=pump_events, name="events", daemon=True).start()
+    logger.info(
+        "agent started",
+        node=args.node_name,
+        source=source.describe(),
+        pin_dir=args.pin_dir,
+        metrics=f"{args.metrics_addr.rpartition(':')[0]}:{http.port}",
+    )
+    try:
+        agent.run(stop)
+    finally:
+        # Never detach programs or remove maps on exit: enforcement continues without us.
+        http.stop()
+        datapath.close()
+        logger.info("agent stopped; datapath left in place")
+    return 0

@@ -1,0 +1,115 @@
+"""`enforcer status` and `enforcer monitor`: read a running agent's endpoints and drop stream."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from enforcer.agentclient import DEFAULT_AGENT, get_json, stream_events
+
+
+def _agent_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--agent", default=DEFAULT_AGENT, help="the agent's metrics address HOST:PORT")
+    p.add_argument("--netns", default=None, help="reach the agent inside this network namespace")
+    p.add_argument("--output", choices=["table", "json"], default="table")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("status", help="list the local endpoints a running agent enforces")
+    _agent_args(s)
+    s.set_defaults(func=run_status)
+    m = sub.add_parser("monitor", help="stream drop events from a running agent")
+    _agent_args(m)
+    m.add_argument(
+        "--pod", default=None, help="only events whose pod, source or destination is NS/POD"
+    )
+    m.add_argument("--namespace", default=None, help="only events touching this namespace")
+    m.add_argument("--reason", default=None, help="only this drop reason (e.g. policy_denied)")
+    m.add_argument("--direction", choices=["ingress", "egress"], default=None)
+    m.add_argument("--count", type=int, default=0, help="stop after this many events (0: never)")
+    m.set_defaults(func=run_monitor)
+
+
+def _isolation(ep: dict[str, Any]) -> str:
+    parts = [
+        name for name, on in (("in", ep["ingress_isolated"]), ("eg", ep["egress_isolated"])) if on
+    ]
+    return ",".join(parts) or "-"
+
+
+def format_status(status: dict[str, Any]) -> str:
+    head = (
+        f"node {status.get('node') or '-'}  ready={status['ready']}  source={status['source']}"
+        f"  map_full={status['map_full']}"
+    )
+    rows = [("POD", "IFINDEX", "IPS", "ISOLATED", "ENTRIES", "GEN", "POLICIES")]
+    for ep in status["endpoints"]:
+        rows.append(
+            (
+                ep["pod"],
+                str(ep["ifindex"] if ep["ifindex"] is not None else "-"),
+                ",".join(ep["ips"]) or "-",
+                _isolation(ep),
+                str(ep["entries"]),
+                str(ep["generation"]),
+                ",".join(ep["policies"]) or "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [head] + ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    for err in status.get("invalid_objects", []):
+        lines.append(f"invalid: {err}")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    try:
+        status = get_json(args.agent, "/status", args.netns)
+    except OSError as exc:
+        print(f"error: cannot reach the agent at {args.agent}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(status, indent=2) if args.output == "json" else format_status(status))
+    return 0
+
+
+def event_matches(ev: dict[str, Any], args: argparse.Namespace) -> bool:
+    pods = {ev.get("pod"), ev.get("src_pod"), ev.get("dst_pod")} - {None}
+    if args.pod and args.pod not in pods:
+        return False
+    if args.namespace and not any(p.split("/")[0] == args.namespace for p in pods):
+        return False
+    if args.reason and ev.get("reason") != args.reason:
+        return False
+    return not (args.direction and ev.get("direction") != args.direction)
+
+
+PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP"}
+
+
+def format_event(ev: dict[str, Any]) -> str:
+    proto = PROTO_NAMES.get(ev["protocol"], str(ev["protocol"]))
+    src = f"{ev.get('src_pod') or ev['src']}:{ev['src_port']}"
+    dst = f"{ev.get('dst_pod') or ev['dst']}:{ev['dst_port']}"
+    return (
+        f"DROP {ev['reason']:<18} {ev['direction']:<7} {proto:<6} {src} -> {dst}"
+        f"  (at {ev.get('pod') or '?'} on {ev.get('node') or '-'})"
+    )
+
+
+def run_monitor(args: argparse.Namespace) -> int:
+    seen = 0
+    try:
+        for ev in stream_events(args.agent, args.netns):
+            if not event_matches(ev, args):
+                continue
+            print(json.dumps(ev, sort_keys=True) if args.output == "json" else format_event(ev))
+            sys.stdout.flush()
+            seen += 1
+            if args.count and seen >= args.count:
+                break
+    except OSError as exc:
+        print(f"error: cannot reach the agent at {args.agent}: {exc}", file=sys.stderr)
+        return 1
+    return 0
