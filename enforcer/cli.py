@@ -13,6 +13,8 @@ from enforcer import __version__, log
 # it adds sets `func=callable(args) -> int`.
 COMMAND_MODULES = [
     "enforcer.commands.kernel_headers",
+    "enforcer.commands.agent",
+    "enforcer.commands.status",
 ]
 
 
