@@ -1,0 +1,178 @@
+"""The verdict for one new connection, with the policies and rules that decide it.
+
+A connection needs the source's egress AND the destination's ingress. A direction is
+isolated when some policy selects the pod with that type; then only the union of those
+policies' rules allows. A pod may always reach itself.
+
+ipBlock and pods: a pod matches an ipBlock when one of its IPs (of the connection's IP family,
+or any family when `family` is None) is inside the cidr and in no `except`.
+Named ports resolve on the destination pod, by name AND protocol; traffic to an address
+outside the cluster has no destination pod, so a named egress port never matches it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import ip_address
+
+from enforcer.model.cluster import ClusterState
+from enforcer.model.objects import (
+    EGRESS,
+    INGRESS,
+    IPAddress,
+    NetworkPolicy,
+    Pod,
+    PolicyPort,
+    PolicyRule,
+)
+
+
+@dataclass
+class DirectionVerdict:
+    """One side of a connection: the source's egress or the destination's ingress."""
+
+    isolated: bool
+    allowed: bool
+    allowing: list[tuple[str, int]] = field(default_factory=list)  # (policy key, rule index)
+    isolating: list[str] = field(default_factory=list)  # keys of policies that isolate
+
+    @classmethod
+    def unrestricted(cls) -> DirectionVerdict:
+        return cls(isolated=False, allowed=True)
+
+
+@dataclass
+class Verdict:
+    allowed: bool
+    egress: DirectionVerdict
+    ingress: DirectionVerdict
+    self_traffic: bool = False  # allowed because a pod may always reach itself
+
+
+@dataclass(frozen=True)
+class _Remote:
+    """The other end of a connection: a pod, or just addresses outside the cluster."""
+
+    pod: Pod | None
+    ips: tuple[IPAddress, ...]
+
+
+def port_matches(policy_port: PolicyPort, port: int, protocol: str, dst_pod: Pod | None) -> bool:
+    if policy_port.protocol != protocol:
+        return False
+    if isinstance(policy_port.port, str):
+        return dst_pod is not None and port in dst_pod.resolve_named_port(
+            policy_port.port, protocol
+        )
+    return policy_port.matches_number(protocol, port)
+
+
+def rule_matches(
+    state: ClusterState,
+    policy: NetworkPolicy,
+    rule: PolicyRule,
+    remote: _Remote,
+    dst_pod: Pod | None,
+    port: int,
+    protocol: str,
+    family: int | None,
+) -> bool:
+    if rule.ports and not any(port_matches(p, port, protocol, dst_pod) for p in rule.ports):
+        return False
+    if not rule.peers:
+        return True
+    for peer in rule.peers:
+        if remote.pod is not None:
+            if state.peer_matches_pod(policy, peer, remote.pod, family):
+                return True
+        elif peer.ip_block is not None and any(peer.ip_block.contains(ip) for ip in remote.ips):
+            return True
+    return False
+
+
+def _direction(
+    state: ClusterState,
+    direction: str,
+    subject: Pod,
+    remote: _Remote,
+    dst_pod: Pod | None,
+    port: int,
+    protocol: str,
+    family: int | None,
+) -> DirectionVerdict:
+    policies = sorted(
+        (p for p in state.policies_selecting(subject.key) if direction in p.policy_types),
+        key=lambda p: p.key,
+    )
+    if not policies:
+        return DirectionVerdict.unrestricted()
+    allowing = [
+        (p.key, i)
+        for p in policies
+        for i, rule in enumerate(p.rules(direction))
+        if rule_matches(state, p, rule, remote, dst_pod, port, protocol, family)
+    ]
+    return DirectionVerdict(
+        isolated=True,
+        allowed=bool(allowing),
+        allowing=allowing,
+        isolating=[p.key for p in policies],
+    )
+
+
+def _pod(state: ClusterState, key: str) -> Pod:
+    pod = state.pods.get(key)
+    if pod is None:
+        raise KeyError(f"unknown pod {key!r} (use namespace/name)")
+    return pod
+
+
+def evaluate(
+    state: ClusterState,
+    src_pod_key: str,
+    dst_pod_key: str,
+    port: int,
+    protocol: str,
+    family: int | None = None,
+) -> Verdict:
+    """May `src` open a new connection to `dst` on port/protocol?"""
+    src, dst = _pod(state, src_pod_key), _pod(state, dst_pod_key)
+    egress = _direction(
+        state, EGRESS, src, _Remote(dst, dst.ips_of_family(family)), dst, port, protocol, family
+    )
+    ingress = _direction(
+        state, INGRESS, dst, _Remote(src, src.ips_of_family(family)), dst, port, protocol, family
+    )
+    if src_pod_key == dst_pod_key:
+        return Verdict(allowed=True, egress=egress, ingress=ingress, self_traffic=True)
+    return Verdict(allowed=egress.allowed and ingress.allowed, egress=egress, ingress=ingress)
+
+
+def evaluate_ip(
+    state: ClusterState,
+    pod_key: str,
+    ip: IPAddress | str,
+    port: int,
+    protocol: str,
+    direction: str = EGRESS,
+) -> Verdict:
+    """A pod and an address: pod -> ip for direction Egress, ip -> pod for Ingress.
+
+    An address that belongs to an endpoint pod is that pod (evaluated with the address's
+    family); any other address is outside the cluster and only ipBlock peers match it.
+    """
+    addr = ip_address(ip) if isinstance(ip, str) else ip
+    if direction not in (EGRESS, INGRESS):
+        raise ValueError(f"direction must be {EGRESS} or {INGRESS}")
+    owner = state.pods_by_ip(addr)
+    if owner is not None:
+        if direction == EGRESS:
+            return evaluate(state, pod_key, owner, port, protocol, family=addr.version)
+        return evaluate(state, owner, pod_key, port, protocol, family=addr.version)
+    pod = _pod(state, pod_key)
+    outside = _Remote(None, (addr,))
+    if direction == EGRESS:
+        verdict = _direction(state, EGRESS, pod, outside, None, port, protocol, addr.version)
+        return Verdict(verdict.allowed, egress=verdict, ingress=DirectionVerdict.unrestricted())
+    verdict = _direction(state, INGRESS, pod, outside, pod, port, protocol, addr.version)
+    return Verdict(verdict.allowed, egress=DirectionVerdict.unrestricted(), ingress=verdict)

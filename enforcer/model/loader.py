@@ -1,0 +1,122 @@
+"""Read Namespaces, Pods and NetworkPolicies from manifest files and folders.
+
+Accepts YAML or JSON, multi-document files, `kind: List` and typed lists (`PodList`...), so
+`kubectl get ... -o yaml` output loads as is. Invalid objects become errors (never partially
+loaded); other kinds become notes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from enforcer.model.objects import ModelObject
+from enforcer.model.parse import ValidationError, parse_object
+
+__all__ = ["LoadResult", "ValidationError", "load_paths", "load_text", "parse_object"]
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+try:  # libyaml is much faster on big inputs; fall back to the pure-Python loader.
+    _YamlLoader: Any = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - depends on the PyYAML build
+    _YamlLoader = yaml.SafeLoader
+
+
+@dataclass
+class LoadResult:
+    objects: list[ModelObject] = field(default_factory=list)
+    errors: list[ValidationError] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _manifest_files(path: Path) -> Iterator[Path]:
+    if path.is_dir():
+        for child in sorted(path.rglob("*")):
+            if child.is_file() and child.suffix.lower() in MANIFEST_SUFFIXES:
+                yield child
+    else:
+        yield path
+
+
+def _documents(text: str, origin: str) -> list[Any]:
+    stripped = text.lstrip()
+    if origin.endswith(".json") or stripped.startswith(("{", "[")):
+        try:
+            doc = json.loads(text)
+            return doc if isinstance(doc, list) else [doc]
+        except json.JSONDecodeError:
+            pass  # YAML is a superset of JSON; let the YAML parser report the error
+    return [d for d in yaml.load_all(text, Loader=_YamlLoader) if d is not None]
+
+
+def _flatten(doc: Any, origin: str, notes: list[str]) -> Iterator[Any]:
+    """Expand List and typed lists (their items may lack `kind`)."""
+    if isinstance(doc, Mapping) and isinstance(doc.get("kind"), str):
+        kind = doc["kind"]
+        if kind.endswith("List") and isinstance(doc.get("items"), list):
+            item_kind = kind[: -len("List")] or None
+            for item in doc["items"]:
+                if isinstance(item, Mapping) and item_kind and "kind" not in item:
+                    item = {**item, "kind": item_kind, "apiVersion": doc.get("apiVersion")}
+                yield from _flatten(item, origin, notes)
+            return
+    yield doc
+
+
+def _describe(doc: Any) -> str:
+    if not isinstance(doc, Mapping):
+        return type(doc).__name__
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), Mapping) else {}
+    name = meta.get("name", "?")
+    ns = meta.get("namespace")
+    return f"{doc.get('apiVersion', '?')} {doc.get('kind', '?')} {ns + '/' if ns else ''}{name}"
+
+
+def load_text(text: str, origin: str, result: LoadResult | None = None) -> LoadResult:
+    """Parse one file's content into `result` (a new one when None)."""
+    result = result if result is not None else LoadResult()
+    try:
+        docs = _documents(text, origin)
+    except yaml.YAMLError as exc:
+        result.errors.append(ValidationError(origin, "", None, None, "", f"cannot parse: {exc}"))
+        return result
+    for doc in docs:
+        for item in _flatten(doc, origin, result.notes):
+            try:
+                obj = parse_object(item, origin)
+            except ValidationError as exc:
+                result.errors.append(exc)
+                continue
+            if obj is None:
+                result.notes.append(f"{origin}: ignored {_describe(item)} (not a kind we model)")
+            else:
+                result.objects.append(obj)
+    return result
+
+
+def load_paths(paths: Sequence[str | Path]) -> LoadResult:
+    """Load every manifest in the given files and folders (folders recursively)."""
+    result = LoadResult()
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            result.errors.append(
+                ValidationError(str(path), "", None, None, "", "no such file or directory")
+            )
+            continue
+        for file in _manifest_files(path):
+            try:
+                text = file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                result.errors.append(
+                    ValidationError(str(file), "", None, None, "", f"cannot read: {exc}")
+                )
+                continue
+            load_text(text, str(file), result)
+    return result
