@@ -24,6 +24,7 @@ from enforcer.agent.interfaces import Interface, InterfaceDiscovery
 from enforcer.agent.metrics import AgentMetrics
 from enforcer.compiler import CompileDelta, Compiler, plan_writes
 from enforcer.datapath.types import DropReason, EndpointPolicy
+from enforcer.digest import object_hash
 from enforcer.model.cluster import ClusterState
 from enforcer.model.loader import ValidationError, parse_object
 from enforcer.sources.base import EventType, Source, SourceEvent
@@ -93,6 +94,8 @@ class Agent:
         self.compiler = Compiler(self.state, node_name)
         self.queue: queue.Queue[tuple[float, SourceEvent | LinkEvent]] = queue.Queue()
         self.objects: dict[ObjKey, Any] = {}  # last VALID version of every object
+        self.object_hashes: dict[ObjKey, int] = {}
+        self.digest = 0  # XOR of object_hash over self.objects: see enforcer.digest
         self.endpoints: dict[str, EndpointRecord] = {}
         self.pod_of_ifindex: dict[int, str] = {}
         self.attached: set[int] = set()
@@ -217,6 +220,9 @@ class Agent:
         if obj is None:
             return None
         self.objects[key] = obj
+        self.digest ^= self.object_hashes.pop(key, 0)
+        self.object_hashes[key] = object_hash(raw)
+        self.digest ^= self.object_hashes[key]
         self.state.upsert(obj)
         if not self.status.synced_once:
             return None
@@ -226,6 +232,7 @@ class Agent:
         old = self.objects.pop(key, None)
         if old is None:
             return None
+        self.digest ^= self.object_hashes.pop(key, 0)
         self.state.remove(key[0], key[1], key[2])
         if not self.status.synced_once:
             return None
@@ -385,6 +392,8 @@ class Agent:
             "source": self.source.describe(),
             "source_healthy": bool(getattr(self.source, "healthy", True)),
             "map_full": self.status.map_full,
+            "objects": len(self.objects),
+            "digest": f"{self.digest:016x}",
             "invalid_objects": self.status.invalid[-10:],
             "endpoints": eps,
         }

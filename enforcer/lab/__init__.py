@@ -1,0 +1,1 @@
+"""`enforcer lab`: a cluster in network namespaces with the real agent and datapath."""

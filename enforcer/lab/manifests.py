@@ -1,0 +1,128 @@
+"""The lab's objects: read raw manifests, complete pods (node, IPs, phase), write them out.
+
+The agents read the lab's manifest folder with the directory source, exactly as they would
+read any folder; the lab writes one file per object, atomically (write, then rename).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from enforcer.model.loader import MANIFEST_SUFFIXES, ValidationError, parse_object
+from enforcer.model.loader import _documents as documents
+from enforcer.model.loader import _flatten as flatten
+
+LAB_KINDS = ("Namespace", "Pod", "NetworkPolicy")
+RawObject = dict[str, Any]
+
+
+def object_id(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    meta = obj.get("metadata") or {}
+    return (str(obj.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name")))
+
+
+def read_raw(paths: Sequence[str | Path]) -> tuple[list[RawObject], list[str]]:
+    """Raw objects of the kinds the lab runs, validated; and error messages for the rest."""
+    objects: list[RawObject] = []
+    errors: list[str] = []
+    for raw_path in paths:
+        path = Path(raw_path)
+        if not path.exists():
+            errors.append(f"{path}: no such file or directory")
+            continue
+        files = (
+            sorted(f for f in path.rglob("*") if f.suffix.lower() in MANIFEST_SUFFIXES)
+            if path.is_dir()
+            else [path]
+        )
+        for file in files:
+            try:
+                docs = documents(file.read_text(encoding="utf-8"), str(file))
+            except (OSError, yaml.YAMLError) as exc:
+                errors.append(f"{file}: cannot parse: {exc}")
+                continue
+            notes: list[str] = []
+            for doc in docs:
+                for item in flatten(doc, str(file), notes):
+                    if not isinstance(item, Mapping) or item.get("kind") not in LAB_KINDS:
+                        continue
+                    try:
+                        parse_object(item, str(file))
+                    except ValidationError as exc:
+                        errors.append(str(exc))
+                        continue
+                    obj = copy.deepcopy(dict(item))
+                    if obj["kind"] != "Namespace":
+                        obj.setdefault("metadata", {}).setdefault("namespace", "default")
+                    objects.append(obj)
+    return objects, errors
+
+
+def implied_namespaces(objects: Iterable[RawObject]) -> list[RawObject]:
+    """Namespace objects for namespaces that pods or policies use but no manifest declares."""
+    declared = {object_id(o)[2] for o in objects if o["kind"] == "Namespace"}
+    used = {object_id(o)[1] for o in objects if o["kind"] != "Namespace"}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+        for ns in sorted(used - declared)
+    ]
+
+
+def pod_ports(pod: Mapping[str, Any]) -> list[tuple[int, str]]:
+    ports = []
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        for p in c.get("ports") or []:
+            ports.append((int(p["containerPort"]), str(p.get("protocol", "TCP"))))
+    return sorted(set(ports))
+
+
+def pod_ips(pod: Mapping[str, Any]) -> list[str]:
+    status = pod.get("status") or {}
+    ips = [p["ip"] for p in status.get("podIPs") or [] if p.get("ip")]
+    if not ips and status.get("podIP"):
+        ips = [status["podIP"]]
+    return ips
+
+
+def complete_pod(pod: RawObject, node: str, ips: Sequence[str]) -> RawObject:
+    """The pod as the API server would show it once running on `node` with `ips`."""
+    done = copy.deepcopy(pod)
+    done.setdefault("apiVersion", "v1")
+    done.setdefault("spec", {})["nodeName"] = node
+    status = done.setdefault("status", {})
+    status["phase"] = status.get("phase", "Running")
+    status["podIP"] = ips[0]
+    status["podIPs"] = [{"ip": ip} for ip in ips]
+    return done
+
+
+def file_name(obj: Mapping[str, Any]) -> str:
+    kind, ns, name = object_id(obj)
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{kind}_{ns}_{name}")
+    return f"{safe}.yaml"
+
+
+def write_object(folder: Path, obj: Mapping[str, Any]) -> Path:
+    path = folder / file_name(obj)
+    tmp = folder / f".{path.name}.tmp"
+    tmp.write_text(yaml.safe_dump(dict(obj), sort_keys=True))
+    os.replace(tmp, path)  # the agents' directory source never sees half a file
+    return path
+
+
+def remove_object(folder: Path, obj: Mapping[str, Any]) -> None:
+    (folder / file_name(obj)).unlink(missing_ok=True)
+
+
+def read_folder(folder: Path) -> Iterator[RawObject]:
+    for path in sorted(folder.glob("*.yaml")):
+        loaded = yaml.safe_load(path.read_text())
+        if isinstance(loaded, dict):
+            yield loaded

@@ -1,0 +1,142 @@
+"""Probe who can reach whom with real packets: a new connection per pair, all in parallel."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from enforcer.netnsutil import run_in_netns
+
+IPAddress = IPv4Address | IPv6Address
+ETH_P_ALL = 0x0003
+PROTO_SCTP = 132
+
+
+@dataclass(frozen=True)
+class ProbeEndpoint:
+    key: str  # namespace/name
+    netns: str
+    ip: IPAddress
+    ifname: str = "eth0"
+
+
+def _tcp(dst: IPAddress, port: int, timeout: float) -> bool:
+    family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((str(dst), port))
+            return s.recv(16).startswith(b"ok")
+        except OSError:
+            return False
+
+
+def _udp(dst: IPAddress, port: int, timeout: float) -> bool:
+    family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        payload = b"probe"
+        deadline = time.monotonic() + timeout
+        try:
+            s.connect((str(dst), port))
+            # Two tries inside the timeout: the first datagram may wait for ARP/ND.
+            while time.monotonic() < deadline:
+                s.send(payload)
+                try:
+                    if s.recv(64) == payload:
+                        return True
+                except TimeoutError:
+                    return False
+                except OSError:
+                    return False
+        except OSError:
+            return False
+    return False
+
+
+def _sctp_init(src_port: int, dst_port: int) -> bytes:
+    from scapy.layers.sctp import SCTP, SCTPChunkInit
+
+    return bytes(SCTP(sport=src_port, dport=dst_port) / SCTPChunkInit(init_tag=0x1234567))
+
+
+def _capture_socket(ifname: str) -> socket.socket:
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    s.bind((ifname, 0))
+    s.setblocking(False)
+    return s
+
+
+def _sctp_seen(cap: socket.socket, src: IPAddress, dst_port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            frame = cap.recv(65535)
+        except BlockingIOError:
+            time.sleep(0.005)
+            continue
+        ethertype = struct.unpack("!H", frame[12:14])[0]
+        if ethertype == 0x0800 and frame[14 + 9] == PROTO_SCTP:
+            ihl = (frame[14] & 0x0F) * 4
+            if IPv4Address(frame[26:30]) == src:
+                l4 = 14 + ihl
+                if struct.unpack("!H", frame[l4 + 2 : l4 + 4])[0] == dst_port:
+                    return True
+        elif ethertype == 0x86DD and frame[14 + 6] == PROTO_SCTP:
+            if IPv6Address(frame[22:38]) == src:
+                if struct.unpack("!H", frame[56:58])[0] == dst_port:
+                    return True
+    return False
+
+
+def probe_sctp(src: ProbeEndpoint, dst: ProbeEndpoint, port: int, timeout: float) -> bool:
+    """This kernel has no SCTP: inject an INIT from src, see whether it arrives at dst."""
+    # Traffic to itself never leaves the pod: it is seen on loopback.
+    ifname = "lo" if src.netns == dst.netns else dst.ifname
+    cap = run_in_netns(dst.netns, lambda: _capture_socket(ifname))
+    try:
+        family = socket.AF_INET if dst.ip.version == 4 else socket.AF_INET6
+
+        def send() -> None:
+            with socket.socket(family, socket.SOCK_RAW, PROTO_SCTP) as s:
+                s.sendto(_sctp_init(40000 + port % 1000, port), (str(dst.ip), 0))
+
+        run_in_netns(src.netns, send)
+        return _sctp_seen(cap, src.ip, port, timeout)
+    finally:
+        cap.close()
+
+
+def probe_pair(
+    src: ProbeEndpoint, dst: ProbeEndpoint, port: int, protocol: str, timeout: float = 1.0
+) -> bool:
+    if protocol == "SCTP":
+        return probe_sctp(src, dst, port, timeout)
+    fn = _tcp if protocol == "TCP" else _udp
+    return run_in_netns(src.netns, lambda: fn(dst.ip, port, timeout))
+
+
+def probe_matrix(
+    pods: Sequence[ProbeEndpoint],
+    port: int,
+    protocol: str,
+    timeout: float = 1.0,
+    workers: int = 128,
+) -> dict[str, dict[str, bool]]:
+    """A new connection from every pod to every pod; rows are sources, columns destinations."""
+    pairs = [(s, d) for s in pods for d in pods]
+    with ThreadPoolExecutor(max_workers=min(workers, len(pairs) or 1)) as pool:
+        results = list(pool.map(lambda p: probe_pair(p[0], p[1], port, protocol, timeout), pairs))
+    matrix: dict[str, dict[str, bool]] = {s.key: {} for s in pods}
+    for (s, d), ok in zip(pairs, results, strict=True):
+        matrix[s.key][d.key] = ok
+    return matrix
+
+
+def parse_ip(text: str) -> IPAddress:
+    return ip_address(text)

@@ -1,0 +1,77 @@
+"""Serve every declared container port of many lab pods from one process.
+
+Sockets are created inside each pod's network namespace (a thread enters it for the call) and
+stay bound to that namespace, so a single selector loop serves all pods: cheaper than a
+process per pod. TCP accepts and answers "ok"; UDP echoes. SCTP cannot be served by this
+kernel; probes capture it at the destination instead (see probe.py).
+
+Run as: python -m enforcer.lab.serve SPEC.json  (SPEC: [{"netns": ..., "ports": [[80, "TCP"]]}])
+"""
+
+from __future__ import annotations
+
+import json
+import selectors
+import signal
+import socket
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from enforcer.netnsutil import run_in_netns
+
+
+def _listener(port: int, protocol: str) -> socket.socket:
+    kind = socket.SOCK_STREAM if protocol == "TCP" else socket.SOCK_DGRAM
+    sock = socket.socket(socket.AF_INET6, kind)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # one socket for v4 and v6
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("::", port))
+    if protocol == "TCP":
+        sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def open_listeners(netns: str, ports: Iterable[tuple[int, str]]) -> list[tuple[socket.socket, str]]:
+    wanted = [(p, proto) for p, proto in ports if proto in ("TCP", "UDP")]
+    return run_in_netns(netns, lambda: [(_listener(p, proto), proto) for p, proto in wanted])
+
+
+def serve_forever(listeners: list[tuple[socket.socket, str]]) -> None:
+    sel = selectors.DefaultSelector()
+    for sock, proto in listeners:
+        sel.register(sock, selectors.EVENT_READ, proto)
+    while True:
+        for key, _ in sel.select():
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            try:
+                if key.data == "TCP":
+                    conn, _ = sock.accept()
+                    conn.setblocking(True)
+                    conn.settimeout(1.0)
+                    conn.sendall(b"ok\n")
+                    conn.close()
+                else:
+                    data, peer = sock.recvfrom(2048)
+                    sock.sendto(data, peer)
+            except OSError:
+                continue  # a probe that went away; keep serving the others
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(Path(argv[0]).read_text())
+    listeners = []
+    for pod in spec:
+        listeners += open_listeners(
+            pod["netns"], [(int(p), str(proto)) for p, proto in pod["ports"]]
+        )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"serving {len(listeners)} sockets", flush=True)
+    serve_forever(listeners)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
