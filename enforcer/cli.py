@@ -15,6 +15,8 @@ COMMAND_MODULES = [
     "enforcer.commands.kernel_headers",
     "enforcer.commands.agent",
     "enforcer.commands.status",
+    "enforcer.commands.analyze",
+    "enforcer.commands.lint",
 ]
 
 

@@ -31,6 +31,7 @@ except AttributeError:  # pragma: no cover - depends on the PyYAML build
 @dataclass
 class LoadResult:
     objects: list[ModelObject] = field(default_factory=list)
+    origins: list[str] = field(default_factory=list)  # the file of each object, same order
     errors: list[ValidationError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -97,6 +98,7 @@ def load_text(text: str, origin: str, result: LoadResult | None = None) -> LoadR
                 result.notes.append(f"{origin}: ignored {_describe(item)} (not a kind we model)")
             else:
                 result.objects.append(obj)
+                result.origins.append(origin)
     return result
 
 

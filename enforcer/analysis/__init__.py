@@ -1,0 +1,1 @@
+"""What the model answers for people: reachability matrices, explanations, lint findings."""

@@ -1,0 +1,66 @@
+"""Why a connection is allowed or denied: the deciding policies and rules, in words."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from ipaddress import ip_address
+from typing import Any
+
+from enforcer.model.cluster import ClusterState
+from enforcer.model.evaluate import DirectionVerdict, Verdict, evaluate, evaluate_ip
+from enforcer.model.objects import EGRESS, INGRESS
+
+
+def verdict_for(state: ClusterState, src: str, dst: str, port: int, protocol: str) -> Verdict:
+    """Evaluate between pod keys, or between a pod and an address outside the pods."""
+    src_is_pod, dst_is_pod = src in state.pods, dst in state.pods
+    if src_is_pod and dst_is_pod:
+        return evaluate(state, src, dst, port, protocol)
+    if src_is_pod and _is_ip(dst):
+        return evaluate_ip(state, src, dst, port, protocol, EGRESS)
+    if dst_is_pod and _is_ip(src):
+        return evaluate_ip(state, dst, src, port, protocol, INGRESS)
+    unknown = dst if src_is_pod else src
+    raise KeyError(f"unknown pod {unknown!r}: use namespace/name of a pod, or an IP address")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _side(what: str, pod: str, side: DirectionVerdict, direction: str) -> str:
+    rules = "egress" if direction == EGRESS else "ingress"
+    if not side.isolated:
+        return f"  {what} of {pod}: not isolated (no policy selects it for {direction}): allowed"
+    head = f"  {what} of {pod}: isolated by {', '.join(side.isolating)}"
+    if side.allowed:
+        by = ", ".join(f"{key} {rules} rule {index}" for key, index in side.allowing)
+        return f"{head}; allowed by {by}"
+    return f"{head}; no {rules} rule of these policies matches: DENIED here"
+
+
+def explain_text(state: ClusterState, src: str, dst: str, port: int, protocol: str) -> str:
+    verdict = verdict_for(state, src, dst, port, protocol)
+    word = "ALLOWED" if verdict.allowed else "DENIED"
+    lines = [f"{src} -> {dst} {protocol}/{port}: {word}"]
+    if verdict.self_traffic:
+        lines.append("  a pod may always reach itself (policies do not apply)")
+    lines.append(_side("egress", src, verdict.egress, EGRESS))
+    lines.append(_side("ingress", dst, verdict.ingress, INGRESS))
+    return "\n".join(lines)
+
+
+def explain_document(
+    state: ClusterState, src: str, dst: str, port: int, protocol: str
+) -> dict[str, Any]:
+    verdict = verdict_for(state, src, dst, port, protocol)
+    doc = asdict(verdict)
+    for side in ("egress", "ingress"):
+        doc[side]["allowing"] = [
+            {"policy": key, "rule": index} for key, index in doc[side]["allowing"]
+        ]
+    return {"from": src, "to": dst, "port": port, "protocol": protocol, **doc}

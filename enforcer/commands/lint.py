@@ -1,0 +1,54 @@
+"""`enforcer lint`: warn about the NetworkPolicy mistakes people actually make."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from ipaddress import ip_network
+
+from enforcer.analysis.inputs import EXIT_INVALID_INPUT, load_for_command
+from enforcer.analysis.lint import ERROR, WARNING, Finding, lint
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lint", help="check NetworkPolicy manifests for common mistakes")
+    p.add_argument("paths", nargs="+", metavar="FILE_OR_DIR", help="manifests (YAML or JSON)")
+    p.add_argument("--output", choices=["text", "json"], default="text")
+    p.add_argument(
+        "--fail-on",
+        choices=[WARNING, ERROR],
+        default=ERROR,
+        help="exit 1 when findings of this level or worse exist (default: error)",
+    )
+    p.add_argument(
+        "--pod-cidr",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="the cluster's pod network, for the ipBlock overlap check (repeatable)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        pod_cidrs = [ip_network(c, strict=False) for c in args.pod_cidr]
+    except ValueError as exc:
+        print(f"error: --pod-cidr: {exc}")
+        return EXIT_INVALID_INPUT
+    result, ok = load_for_command(args.paths, strict=True, report_errors=False)
+    invalid = [Finding.from_error(e) for e in result.errors]
+    findings = invalid + (lint(result, pod_cidrs) if ok else [])
+    if args.output == "json":
+        print(json.dumps({"findings": [f.to_dict() for f in findings]}, indent=2))
+    else:
+        for f in findings:
+            print(f.render())
+        errors = sum(f.level == ERROR for f in findings)
+        print(f"{len(findings)} finding(s): {errors} error(s), {len(findings) - errors} warning(s)")
+    if not ok:
+        return EXIT_INVALID_INPUT
+    worst = {f.level for f in findings}
+    if ERROR in worst or (args.fail_on == WARNING and WARNING in worst):
+        return 1
+    return 0
