@@ -1,0 +1,492 @@
+"""A lab: pods as network namespaces behind node namespaces, one real agent per node.
+
+State lives in /run/enforcer/labs/NAME/ (state.json, the agents' manifest folder, logs), so
+`up`, `apply`, `probe` and `down` are separate commands, and `down` can clean up after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+from enforcer.agentclient import get_json
+from enforcer.digest import set_digest
+from enforcer.lab import manifests as mf
+from enforcer.lab import topology as topo
+from enforcer.lab.probe import ProbeEndpoint
+
+LAB_ROOT = Path(os.environ.get("ENFORCER_LAB_ROOT", "/run/enforcer/labs"))
+PIN_ROOT = Path("/sys/fs/bpf/enforcer-lab")
+AGENT_ADDR = "127.0.0.1:9830"  # inside each node namespace, so every node can use it
+NETNS_PREFIX = "enf-"
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+class LabError(RuntimeError):
+    pass
+
+
+@dataclass
+class LabState:
+    name: str
+    topology: str
+    ipv6: bool
+    nodes: list[dict[str, Any]] = field(default_factory=list)  # NodeNet fields
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> PodNet fields
+    fabric_netns: str | None = None
+    agent_pids: dict[str, int] = field(default_factory=dict)
+    server_pid: int | None = None
+    next_pod_index: int = 1
+
+    @property
+    def dir(self) -> Path:
+        return LAB_ROOT / self.name
+
+    @property
+    def manifest_dir(self) -> Path:
+        return self.dir / "manifests"
+
+    def node_nets(self) -> list[topo.NodeNet]:
+        return [topo.NodeNet(**n) for n in self.nodes]
+
+    def pod_nets(self) -> list[topo.PodNet]:
+        return [_pod_net(p) for p in self.pods.values()]
+
+    def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        data = asdict(self)
+        for p in data["pods"].values():
+            p["ips"] = [str(ip) for ip in p["ips"]]
+        tmp = self.dir / "state.json.tmp"
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, self.dir / "state.json")
+
+    @classmethod
+    def load(cls, name: str) -> LabState:
+        path = LAB_ROOT / name / "state.json"
+        if not path.exists():
+            raise LabError(f"no lab named {name!r} (see `enforcer lab status --all`)")
+        return cls(**json.loads(path.read_text()))
+
+
+def _pod_net(data: dict[str, Any]) -> topo.PodNet:
+    return topo.PodNet(
+        key=data["key"],
+        node=data["node"],
+        netns=data["netns"],
+        host_ifname=data["host_ifname"],
+        ips=[ip_address(ip) for ip in data["ips"]],
+    )
+
+
+def pin_dir(lab: str, node: str) -> Path:
+    return PIN_ROOT / lab / node
+
+
+def _ensure_bpffs() -> None:
+    if subprocess.run(["mountpoint", "-q", "/sys/fs/bpf"]).returncode != 0:
+        subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True)
+
+
+def _valid_name(name: str) -> str:
+    if not name or len(name) > 20 or not all(c.isalnum() or c == "-" for c in name):
+        raise LabError(f"lab name {name!r}: use 1-20 letters, digits or dashes")
+    return name
+
+
+# -- up -----------------------------------------------------------------------------------------
+
+
+def up(
+    paths: Sequence[str | Path],
+    name: str,
+    topology: str = "routed",
+    nodes: int = 1,
+    ipv6: bool = False,
+    progress: Progress = _quiet,
+    timeout: float = 60.0,
+) -> LabState:
+    _valid_name(name)
+    if (LAB_ROOT / name / "state.json").exists():
+        raise LabError(f"lab {name!r} exists already: `enforcer lab down --name {name}` first")
+    objects, errors = mf.read_raw(paths)
+    if errors:
+        raise LabError("invalid input:\n  " + "\n  ".join(errors))
+    objects = mf.implied_namespaces(objects) + objects
+    node_names = [f"node{i}" for i in range(1, max(nodes, 1) + 1)]
+    for obj in objects:
+        wanted = (obj.get("spec") or {}).get("nodeName") if obj["kind"] == "Pod" else None
+        if wanted and wanted not in node_names:
+            node_names.append(wanted)
+    state = LabState(name=name, topology=topology, ipv6=ipv6)
+    state.nodes = [
+        asdict(topo.NodeNet(n, i, f"{NETNS_PREFIX}{name}-n{i}"))
+        for i, n in enumerate(node_names, start=1)
+    ]
+    state.fabric_netns = f"{NETNS_PREFIX}{name}-fab" if len(node_names) > 1 else None
+    state.manifest_dir.mkdir(parents=True, exist_ok=True)
+    state.save()  # from here on, `down` knows what to remove
+    try:
+        progress(f"creating {len(node_names)} node namespace(s), {topology} topology")
+        _ensure_bpffs()
+        topo.create_nodes(state.node_nets(), state.fabric_netns, topology)
+        for obj in objects:
+            if obj["kind"] != "Pod":
+                mf.write_object(state.manifest_dir, obj)
+        pods = [o for o in objects if o["kind"] == "Pod"]
+        progress(f"creating {len(pods)} pod namespace(s)")
+        _add_pods(state, pods)
+        progress(f"starting {len(node_names)} agent(s)")
+        for node in state.node_nets():
+            state.agent_pids[node.name] = _start_agent(state, node)
+        state.save()
+        _restart_server(state)
+        progress("waiting until every agent enforces the cluster")
+        wait_enforced(state, timeout)
+    except BaseException:
+        state.save()
+        raise
+    return state
+
+
+def _add_pods(state: LabState, pods: list[dict[str, Any]]) -> None:
+    nodes = {n.name: n for n in state.node_nets()}
+    order = [n.name for n in state.node_nets()]
+    used = {ip for p in state.pod_nets() for ip in p.ips}
+    new_nets: list[topo.PodNet] = []
+    for i, pod in enumerate(pods):
+        key = "/".join(mf.object_id(pod)[1:])
+        node_name = (pod.get("spec") or {}).get("nodeName") or order[
+            (len(state.pods) + i) % len(order)
+        ]
+        given = mf.pod_ips(pod)
+        ips = (
+            topo.parse_ips(given)
+            if given
+            else topo.allocate_ips(nodes[node_name], used, state.ipv6)
+        )
+        used.update(ips)
+        index = state.next_pod_index
+        state.next_pod_index += 1
+        net = topo.PodNet(
+            key, node_name, f"{NETNS_PREFIX}{state.name}-p{index}", f"enfp{index}", ips
+        )
+        state.pods[key] = {**asdict(net), "ips": [str(ip) for ip in ips]}
+        new_nets.append(net)
+        # Written before the namespace exists: the agent learns the pod, then its veth appears
+        # (as with a CNI), and the veth is enforced from its first packet either way.
+        mf.write_object(
+            state.manifest_dir, mf.complete_pod(pod, node_name, [str(ip) for ip in ips])
+        )
+    state.save()
+    topo.add_pods(new_nets, nodes, state.node_nets(), state.topology)
+
+
+def _start_agent(state: LabState, node: topo.NodeNet) -> int:
+    cmd = [
+        "nsenter",
+        f"--net=/run/netns/{node.netns}",
+        sys.executable,
+        "-m",
+        "enforcer.cli",
+        "--log-format",
+        "json",
+        "agent",
+        "--node-name",
+        node.name,
+        "--source",
+        f"dir:{state.manifest_dir}",
+        "--pin-dir",
+        str(pin_dir(state.name, node.name)),
+        "--metrics-addr",
+        AGENT_ADDR,
+    ]
+    with open(state.dir / f"agent-{node.name}.log", "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+    return proc.pid
+
+
+def _all_ports(state: LabState) -> list[tuple[int, str]]:
+    ports: set[tuple[int, str]] = set()
+    for obj in mf.read_folder(state.manifest_dir):
+        if obj.get("kind") == "Pod":
+            ports.update(mf.pod_ports(obj))
+    return sorted(ports)
+
+
+def _restart_server(state: LabState) -> None:
+    """Every pod listens on every port any pod declares, so a probe measures policy only."""
+    _kill(state.server_pid)
+    ports = _all_ports(state)
+    spec = [{"netns": p["netns"], "ports": ports} for p in state.pods.values()]
+    spec_path = state.dir / "serve.json"
+    spec_path.write_text(json.dumps(spec))
+    log_path = state.dir / "serve.log"
+    log_path.write_bytes(b"")
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "enforcer.lab.serve", str(spec_path)],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    state.server_pid = proc.pid
+    state.save()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if log_path.read_bytes().startswith(b"serving"):
+            return
+        if proc.poll() is not None:
+            raise LabError(f"port server failed: {log_path.read_text()[-500:]}")
+        time.sleep(0.02)
+    raise LabError("port server did not start in 10 s")
+
+
+def _kill(pid: int | None, sig: int = signal.SIGTERM, wait: float = 5.0) -> None:
+    if not pid:
+        return
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+        except ChildProcessError:  # not our child: poll for its exit
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# -- waiting for enforcement --------------------------------------------------------------------
+
+
+def expected_digest(state: LabState) -> str:
+    return f"{set_digest(mf.read_folder(state.manifest_dir)):016x}"
+
+
+def node_status(state: LabState, node: topo.NodeNet) -> dict[str, Any]:
+    return get_json(AGENT_ADDR, "/status", netns=node.netns, timeout=2.0)
+
+
+def _node_enforced(state: LabState, node: topo.NodeNet, digest: str) -> tuple[bool, str]:
+    try:
+        status = node_status(state, node)
+    except (OSError, RuntimeError) as exc:
+        return False, f"agent not reachable ({exc})"
+    if not status.get("ready"):
+        return False, "agent not ready"
+    if status.get("digest") != digest:
+        return False, "agent has not applied the latest objects"
+    local = {k for k, p in state.pods.items() if p["node"] == node.name}
+    bound = {
+        ep["pod"]
+        for ep in status["endpoints"]
+        if ep["ifindex"] is not None and ep["generation"] and not ep["error"]
+    }
+    missing = local - bound
+    if missing:
+        return False, f"endpoints not enforced yet: {', '.join(sorted(missing))}"
+    return True, "enforced"
+
+
+def wait_enforced(state: LabState, timeout: float = 60.0) -> float:
+    """Block until every node's agent reports the lab's objects enforced; returns seconds."""
+    start = time.monotonic()
+    digest = expected_digest(state)
+    pending = {n.name: "starting" for n in state.node_nets()}
+    while True:
+        for node in state.node_nets():
+            if node.name in pending:
+                ok, why = _node_enforced(state, node, digest)
+                if ok:
+                    del pending[node.name]
+                else:
+                    pending[node.name] = why
+                    pid = state.agent_pids.get(node.name)
+                    if pid and not _alive(pid):
+                        raise LabError(
+                            f"agent on {node.name} exited: see {state.dir}/agent-{node.name}.log"
+                        )
+        if not pending:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            detail = "; ".join(f"{n}: {w}" for n, w in sorted(pending.items()))
+            raise LabError(f"not enforced after {timeout:.0f} s: {detail}")
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+
+# -- apply / delete -----------------------------------------------------------------------------
+
+
+def apply(state: LabState, paths: Sequence[str | Path], timeout: float = 60.0) -> float:
+    objects, errors = mf.read_raw(paths)
+    if errors:
+        raise LabError("invalid input (nothing applied):\n  " + "\n  ".join(errors))
+    objects = [
+        o for o in mf.implied_namespaces([*mf.read_folder(state.manifest_dir), *objects])
+    ] + objects
+    new_pods = []
+    replaced_pods = []
+    for obj in objects:
+        if obj["kind"] != "Pod":
+            mf.write_object(state.manifest_dir, obj)
+            continue
+        key = "/".join(mf.object_id(obj)[1:])
+        if key in state.pods:
+            replaced_pods.append(obj)
+        else:
+            new_pods.append(obj)
+    for pod in replaced_pods:
+        # Same pod, new labels/spec: keep its node and addresses unless the manifest says others.
+        key = "/".join(mf.object_id(pod)[1:])
+        net = state.pods[key]
+        given = mf.pod_ips(pod)
+        if given and sorted(given) != sorted(net["ips"]):
+            _delete_pods(state, [key])
+            new_pods.append(pod)
+            continue
+        mf.write_object(state.manifest_dir, mf.complete_pod(pod, net["node"], net["ips"]))
+    if new_pods:
+        _add_pods(state, new_pods)
+    _restart_server(state)
+    return wait_enforced(state, timeout)
+
+
+def delete(state: LabState, paths: Sequence[str | Path], timeout: float = 60.0) -> float:
+    objects, errors = mf.read_raw(paths)
+    if errors:
+        raise LabError("invalid input (nothing deleted):\n  " + "\n  ".join(errors))
+    pods = []
+    for obj in objects:
+        if obj["kind"] == "Pod":
+            pods.append("/".join(mf.object_id(obj)[1:]))
+        else:
+            mf.remove_object(state.manifest_dir, obj)
+    _delete_pods(state, [p for p in pods if p in state.pods])
+    _restart_server(state)
+    return wait_enforced(state, timeout)
+
+
+def _delete_pods(state: LabState, keys: Iterable[str]) -> None:
+    nets = []
+    for key in keys:
+        data = state.pods.pop(key)
+        ns, name = key.split("/", 1)
+        mf.remove_object(
+            state.manifest_dir, {"kind": "Pod", "metadata": {"namespace": ns, "name": name}}
+        )
+        nets.append(_pod_net(data))
+    topo.remove_pods(nets, state.node_nets())
+    state.save()
+
+
+# -- probing ------------------------------------------------------------------------------------
+
+
+def probe_endpoints(state: LabState, family: int = 4) -> list[ProbeEndpoint]:
+    out = []
+    for key in sorted(state.pods):
+        net = _pod_net(state.pods[key])
+        ips = [ip for ip in net.ips if ip.version == family]
+        if not ips:
+            raise LabError(f"pod {key} has no IPv{family} address (lab up --ipv6 for IPv6)")
+        out.append(ProbeEndpoint(key, net.netns, ips[0]))
+    return out
+
+
+def model_state(state: LabState) -> Any:
+    """The model's view of the lab's current objects, for `probe --check`."""
+    from enforcer.model.cluster import ClusterState
+    from enforcer.model.loader import parse_object
+
+    cluster = ClusterState()
+    for raw in mf.read_folder(state.manifest_dir):
+        obj = parse_object(raw, str(state.manifest_dir))
+        if obj is not None:
+            cluster.upsert(obj)
+    return cluster
+
+
+def declared_ports(state: LabState, protocol: str | None) -> list[tuple[int, str]]:
+    return [(p, proto) for p, proto in _all_ports(state) if protocol in (None, proto)]
+
+
+# -- down ---------------------------------------------------------------------------------------
+
+
+def list_labs() -> list[str]:
+    found = {p.name for p in LAB_ROOT.glob("*") if (p / "state.json").exists()}
+    found |= {
+        ns[len(NETNS_PREFIX) :].rsplit("-", 1)[0]
+        for ns in topo.existing_netns()
+        if ns.startswith(NETNS_PREFIX)
+    }
+    if PIN_ROOT.exists():
+        found |= {p.name for p in PIN_ROOT.iterdir()}
+    return sorted(found)
+
+
+def down(name: str, progress: Progress = _quiet) -> None:
+    """Remove every namespace, process, file and pinned map of lab `name`, even after a crash."""
+    path = LAB_ROOT / name / "state.json"
+    if path.exists():
+        try:
+            state = LabState.load(name)
+            for pid in [*state.agent_pids.values(), state.server_pid]:
+                _kill(pid)
+        except (OSError, ValueError, TypeError) as exc:
+            progress(f"state of lab {name} unreadable ({exc}); removing by name")
+    # Anything else still running from this lab's folder (a crashed `up` may not have saved pids).
+    lab_dir = str(LAB_ROOT / name)
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if lab_dir + "/" in cmdline.replace("\0", " ") + " " and int(proc.name) != os.getpid():
+            _kill(int(proc.name))
+    prefix = f"{NETNS_PREFIX}{name}-"
+    names = [ns for ns in topo.existing_netns() if ns.startswith(prefix)]
+    # Pods first (their veths live in node namespaces), then nodes and the fabric.
+    names.sort(key=lambda ns: (0 if "-p" in ns[len(prefix) - 1 :] else 1, ns))
+    topo.delete_netns(names)
+    shutil.rmtree(PIN_ROOT / name, ignore_errors=True)
+    shutil.rmtree(LAB_ROOT / name, ignore_errors=True)
+    progress(f"lab {name} removed ({len(names)} namespaces)")
