@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "enforcer.commands.kernel_headers",
     "enforcer.commands.agent",
     "enforcer.commands.status",
+    "enforcer.commands.lab",
     "enforcer.commands.analyze",
     "enforcer.commands.lint",
 ]

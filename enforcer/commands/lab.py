@@ -1,0 +1,237 @@
+"""`enforcer lab ...`: run a cluster in network namespaces with the real agent and datapath."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    lab = sub.add_parser(
+        "lab",
+        help="a cluster in network namespaces, with the real agent and datapath",
+        description="Pods become network namespaces behind node namespaces; one real agent "
+        "runs per node; probes send real packets. Needs root.",
+    )
+    ls = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND")
+
+    up = ls.add_parser("up", help="create a lab from manifests and wait until it is enforced")
+    up.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
+    up.add_argument("--name", default="lab")
+    up.add_argument("--topology", choices=["routed", "bridged"], default="routed")
+    up.add_argument("--nodes", type=int, default=1, help="spread pods without nodeName over N")
+    up.add_argument("--ipv6", action="store_true", help="give pods IPv6 addresses too")
+    up.add_argument("--timeout", type=float, default=60.0)
+    up.set_defaults(func=run_up)
+
+    ap = ls.add_parser("apply", help="create or replace objects, wait until enforced")
+    ap.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
+    ap.add_argument("--name", default="lab")
+    ap.add_argument("--timeout", type=float, default=60.0)
+    ap.set_defaults(func=run_apply)
+
+    de = ls.add_parser("delete", help="remove objects, wait until enforced")
+    de.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
+    de.add_argument("--name", default="lab")
+    de.add_argument("--timeout", type=float, default=60.0)
+    de.set_defaults(func=run_delete)
+
+    pr = ls.add_parser("probe", help="a new connection from every pod to every pod")
+    pr.add_argument("--name", default="lab")
+    pr.add_argument("--port", type=int, default=None, help="default: every declared port")
+    pr.add_argument("--protocol", choices=PROTOCOLS, default=None)
+    pr.add_argument("--family", type=int, choices=[4, 6], default=4)
+    pr.add_argument("--output", choices=["table", "json"], default="table")
+    pr.add_argument("--timeout", type=float, default=1.0, help="per-probe timeout in seconds")
+    pr.add_argument(
+        "--check", action="store_true", help="compare with the model; exit 1 on any disagreement"
+    )
+    pr.set_defaults(func=run_probe)
+
+    ex = ls.add_parser("exec", help="run a command inside a pod's network namespace")
+    ex.add_argument("--name", default="lab")
+    ex.add_argument("pod", metavar="NS/POD")
+    ex.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
+    ex.set_defaults(func=run_exec)
+
+    st = ls.add_parser("status", help="nodes, pods and what each agent enforces")
+    st.add_argument("--name", default=None, help="default: list the labs")
+    st.add_argument("--output", choices=["table", "json"], default="table")
+    st.set_defaults(func=run_status)
+
+    dn = ls.add_parser("down", help="remove a lab (namespaces, processes, pinned maps)")
+    dn.add_argument("--name", default=None)
+    dn.add_argument("--all", action="store_true", help="remove every lab on this machine")
+    dn.set_defaults(func=run_down)
+    lab.set_defaults(func=lambda args: (lab.print_help(), 2)[1])
+
+
+def _progress(msg: str) -> None:
+    print(f"[lab] {msg}", file=sys.stderr, flush=True)
+
+
+def _fail(exc: Exception) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return 1
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from enforcer.lab import lab
+
+    start = time.monotonic()
+    try:
+        state = lab.up(
+            args.paths, args.name, args.topology, args.nodes, args.ipv6, _progress, args.timeout
+        )
+    except lab.LabError as exc:
+        return _fail(exc)
+    _progress(
+        f"lab {state.name} enforced: {len(state.pods)} pods on {len(state.nodes)} node(s) "
+        f"in {time.monotonic() - start:.1f} s"
+    )
+    return 0
+
+
+def run_apply(args: argparse.Namespace) -> int:
+    from enforcer.lab import lab
+
+    try:
+        took = lab.apply(lab.LabState.load(args.name), args.paths, args.timeout)
+    except lab.LabError as exc:
+        return _fail(exc)
+    _progress(f"applied and enforced in {took * 1000:.0f} ms")
+    return 0
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    from enforcer.lab import lab
+
+    try:
+        took = lab.delete(lab.LabState.load(args.name), args.paths, args.timeout)
+    except lab.LabError as exc:
+        return _fail(exc)
+    _progress(f"deleted and enforced in {took * 1000:.0f} ms")
+    return 0
+
+
+def probe_documents(
+    state: Any, port: int | None, protocol: str | None, family: int, timeout: float
+) -> list[dict[str, Any]]:
+    from enforcer.analysis.matrix import matrix_document
+    from enforcer.lab import lab
+    from enforcer.lab.probe import probe_matrix
+
+    endpoints = lab.probe_endpoints(state, family)
+    ports = [(port, protocol or "TCP")] if port else lab.declared_ports(state, protocol)
+    return [
+        matrix_document(p, proto, probe_matrix(endpoints, p, proto, timeout)) for p, proto in ports
+    ]
+
+
+def check_documents(state: Any, docs: list[dict[str, Any]], family: int) -> list[str]:
+    """Every pair where the kernel and the model disagree, as readable lines."""
+    from enforcer.analysis.matrix import diff, reachability
+    from enforcer.lab import lab
+
+    cluster = lab.model_state(state)
+    problems = []
+    for doc in docs:
+        expected = reachability(
+            cluster, doc["port"], doc["protocol"], family, pods=list(doc["matrix"])
+        )
+        for src, dst, want, got in diff(expected, doc["matrix"]):
+            problems.append(
+                f"{doc['port']}/{doc['protocol']} {src} -> {dst}: model says "
+                f"{'allowed' if want else 'denied'}, kernel {'allowed' if got else 'denied'}"
+            )
+    return problems
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    from enforcer.analysis.table import render_table
+    from enforcer.lab import lab
+
+    try:
+        state = lab.LabState.load(args.name)
+        docs = probe_documents(state, args.port, args.protocol, args.family, args.timeout)
+    except lab.LabError as exc:
+        return _fail(exc)
+    if args.output == "json":
+        print(json.dumps(docs[0] if args.port else docs, indent=2))
+    else:
+        print("\n\n".join(render_table(d["port"], d["protocol"], d["matrix"]) for d in docs))
+    if args.check:
+        problems = check_documents(state, docs, args.family)
+        for line in problems:
+            print(f"MISMATCH {line}", file=sys.stderr)
+        if problems:
+            return 1
+        print(f"check: kernel and model agree on all {len(docs)} matrices", file=sys.stderr)
+    return 0
+
+
+def run_exec(args: argparse.Namespace) -> int:
+    from enforcer.lab import lab
+
+    try:
+        state = lab.LabState.load(args.name)
+    except lab.LabError as exc:
+        return _fail(exc)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if args.pod not in state.pods:
+        return _fail(lab.LabError(f"no pod {args.pod} in lab {args.name}"))
+    if not command:
+        return _fail(lab.LabError("no command given (enforcer lab exec NS/POD -- COMMAND...)"))
+    netns = state.pods[args.pod]["netns"]
+    # nsenter, not `ip netns exec`: the latter remounts /sys, which is not needed here.
+    os.execvp("nsenter", ["nsenter", f"--net=/run/netns/{netns}", *command])
+    return 1  # not reached
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from enforcer.commands.status import format_status
+    from enforcer.lab import lab
+
+    if not args.name:
+        for name in lab.list_labs():
+            print(name)
+        return 0
+    try:
+        state = lab.LabState.load(args.name)
+    except lab.LabError as exc:
+        return _fail(exc)
+    out: dict[str, Any] = {"name": state.name, "topology": state.topology, "nodes": {}}
+    for node in state.node_nets():
+        try:
+            out["nodes"][node.name] = lab.node_status(state, node)
+        except (OSError, RuntimeError) as exc:
+            out["nodes"][node.name] = {"error": str(exc)}
+    if args.output == "json":
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"lab {state.name}: {state.topology}, {len(state.nodes)} node(s), {len(state.pods)} pods")
+    for name, status in out["nodes"].items():
+        print()
+        print(
+            f"{name}: agent unreachable: {status['error']}"
+            if "error" in status
+            else format_status(status)
+        )
+    return 0
+
+
+def run_down(args: argparse.Namespace) -> int:
+    from enforcer.lab import lab
+
+    names = lab.list_labs() if args.all else [args.name] if args.name else []
+    if not names:
+        return _fail(lab.LabError("give --name NAME or --all"))
+    for name in names:
+        lab.down(name, _progress)
+    return 0
