@@ -1,0 +1,105 @@
+"""Every manifest validates offline against the Kubernetes OpenAPI schemas (strict mode).
+
+The Prometheus Operator's kinds have no shipped schema: their structure is checked here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from .contract import KUBERNETES_VERSION, METRICS_PORT
+from .render import DAEMONSET_DIR, MONITORING_DIR, REPO, find, load_documents, render
+
+OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
+
+
+def _core_manifests() -> list[tuple[str, dict[str, Any]]]:
+    """(label, object) for every Kubernetes object we ship, except the operator's kinds."""
+    out = [(f"kustomization:{o['kind']}/{o['metadata']['name']}", o) for o in render()]
+    out += [(f"monitoring:{o['kind']}/{o['metadata']['name']}", o) for o in render(MONITORING_DIR)]
+    for path in [DAEMONSET_DIR / "uninstall.yaml", *sorted(DAEMONSET_DIR.glob("kind/*.yaml"))]:
+        for doc in load_documents(path):
+            if doc.get("apiVersion", "").startswith("kind.x-k8s.io"):
+                continue  # kind's own config, checked below
+            out.append((f"{path.relative_to(REPO)}:{doc['kind']}/{doc['metadata']['name']}", doc))
+    return [(label, o) for label, o in out if o["kind"] not in OPERATOR_KINDS]
+
+
+CORE = _core_manifests()
+
+
+def test_every_yaml_file_is_covered() -> None:
+    """A manifest added to daemonset/ but left out of the checks would go unvalidated."""
+    covered = {DAEMONSET_DIR / "uninstall.yaml"}
+    for folder in (DAEMONSET_DIR, MONITORING_DIR):
+        kust = yaml.safe_load((folder / "kustomization.yaml").read_text())
+        covered |= {folder / "kustomization.yaml", *(folder / r for r in kust["resources"])}
+    covered |= set(DAEMONSET_DIR.glob("kind/*.yaml"))
+    assert set(DAEMONSET_DIR.rglob("*.yaml")) == covered
+
+
+@pytest.mark.parametrize(("label", "obj"), CORE, ids=[label for label, _ in CORE])
+def test_manifest_matches_kubernetes_schema(label: str, obj: dict[str, Any]) -> None:
+    kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def test_validator_rejects_a_broken_daemonset() -> None:
+    """The schema check is not a no-op: a wrong type and an unknown field are both caught."""
+    ds = copy.deepcopy(find(render(), "DaemonSet"))
+    ds["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "9830"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(ds, KUBERNETES_VERSION, strict=True)
+    ds = copy.deepcopy(find(render(), "DaemonSet"))
+    ds["spec"]["template"]["spec"]["hostNetwrok"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(ds, KUBERNETES_VERSION, strict=True)
+
+
+def test_service_monitor_structure_selects_the_metrics_service() -> None:
+    sm = find(render(MONITORING_DIR), "ServiceMonitor")
+    svc = find(render(), "Service")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(sm["spec"]) <= {"selector", "namespaceSelector", "endpoints", "jobLabel"}
+    assert sm["spec"]["namespaceSelector"]["matchNames"] == [svc["metadata"]["namespace"]]
+    labels = svc["metadata"]["labels"]
+    assert sm["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    port_names = {p["name"] for p in svc["spec"]["ports"]}
+    for endpoint in sm["spec"]["endpoints"]:
+        assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "relabelings"}
+        assert endpoint["port"] in port_names
+        assert endpoint["path"] == "/metrics"
+    assert [p["port"] for p in svc["spec"]["ports"]] == [METRICS_PORT]
+
+
+def test_prometheus_rule_structure() -> None:
+    rule = find(render(MONITORING_DIR), "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert list(rule["spec"]) == ["groups"]
+    for group in rule["spec"]["groups"]:
+        assert set(group) <= {"name", "interval", "rules"}
+        for r in group["rules"]:
+            assert set(r) <= {"alert", "record", "expr", "for", "labels", "annotations"}
+            assert ("alert" in r) != ("record" in r)
+            assert isinstance(r["expr"], str) and r["expr"].strip()
+
+
+def test_kind_config_disables_the_default_cni_for_flannel() -> None:
+    (config,) = load_documents(DAEMONSET_DIR / "kind" / "cluster.yaml")
+    assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert config["kind"] == "Cluster"
+    assert config["networking"]["disableDefaultCNI"] is True
+    roles = [n["role"] for n in config["nodes"]]
+    assert roles.count("control-plane") == 1 and roles.count("worker") >= 2
+    assert config["networking"]["ipFamily"] == "dual"
+    # flannel allocates from the same ranges the cluster gives the nodes.
+    net_conf = json.loads((DAEMONSET_DIR / "kind" / "flannel-net-conf.json").read_text())
+    v4, v6 = config["networking"]["podSubnet"].split(",")
+    assert (net_conf["Network"], net_conf["IPv6Network"], net_conf["EnableIPv6"]) == (v4, v6, True)
+
+
