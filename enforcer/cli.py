@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "enforcer.commands.agent",
     "enforcer.commands.status",
     "enforcer.commands.lab",
+    "enforcer.commands.demo",
     "enforcer.commands.analyze",
     "enforcer.commands.lint",
 ]
