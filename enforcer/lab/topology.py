@@ -10,7 +10,7 @@ Both ranges are reserved for benchmarking (RFC 2544 / RFC 5180) and never routed
 
 Topologies, as CNIs do it:
 - routed (Calico, kindnet): pod addresses /32 and /128, a host route per pod to its veth,
-  a link-local gateway answered by proxy ARP (v4) and fe80::1 on the host veth (v6);
+  a link-local gateway (169.254.1.1 and fe80::1) on every host veth;
 - bridged (flannel, bridge CNI): pods of a node share a Linux bridge and a /24 (/64).
 """
 
@@ -118,7 +118,7 @@ def create_nodes(nodes: list[NodeNet], fabric_netns: str | None, topology: str) 
             cmds += [
                 f"link add {BRIDGE} type bridge",
                 f"addr add {n.gateway_v4}/24 dev {BRIDGE}",
-                f"-6 addr add {n.gateway_v6}/64 dev {BRIDGE} nodad",
+                f"addr add {n.gateway_v6}/64 dev {BRIDGE} nodad",
                 f"link set {BRIDGE} up",
             ]
         ip_batch(n.netns, cmds)
@@ -130,7 +130,7 @@ def create_nodes(nodes: list[NodeNet], fabric_netns: str | None, topology: str) 
                 [
                     f"link add {UPLINK} type veth peer name n{n.index} netns {fabric_netns}",
                     f"addr add {n.fabric_v4}/24 dev {UPLINK}",
-                    f"-6 addr add {n.fabric_v6}/64 dev {UPLINK} nodad",
+                    f"addr add {n.fabric_v6}/64 dev {UPLINK} nodad",
                     f"link set {UPLINK} up",
                 ],
             )
@@ -154,12 +154,17 @@ def add_pods(
         if topology == "bridged":
             node_cmds += [f"link set {p.host_ifname} master {BRIDGE}"]
         else:
-            node_cmds += [f"-6 addr add {GATEWAY_V6}/64 dev {p.host_ifname} nodad"]
+            # The gateway lives on every host veth (as Calico's does), so the pod's ARP/ND for
+            # it is answered by the node itself.
+            node_cmds += [
+                f"addr add {GATEWAY_V4}/32 dev {p.host_ifname}",
+                f"addr add {GATEWAY_V6}/64 dev {p.host_ifname} nodad",
+            ]
             pod_cmds += [f"route add {GATEWAY_V4} dev eth0 scope link"]
         node_cmds += [f"link set {p.host_ifname} up"]
         for ip in p.ips:
             v6 = ip.version == 6
-            fam = "-6 " if v6 else ""
+            fam = ""
             bridged_l2 = topology == "bridged" and _in_subnet(ip, node)
             plen = (64 if v6 else 24) if bridged_l2 else (128 if v6 else 32)
             pod_cmds.append(f"{fam}addr add {ip}/{plen} dev eth0" + (" nodad" if v6 else ""))
@@ -173,7 +178,7 @@ def add_pods(
             if has4:
                 pod_cmds.append(f"route add default via {GATEWAY_V4} dev eth0")
             if has6:
-                pod_cmds.append(f"-6 route add default via {GATEWAY_V6} dev eth0")
+                pod_cmds.append(f"route add default via {GATEWAY_V6} dev eth0")
         else:
             if has4:
                 pod_cmds += [
@@ -182,12 +187,10 @@ def add_pods(
                 ]
             if has6:
                 pod_cmds += [
-                    f"-6 route add {node.gateway_v6} dev eth0",
-                    f"-6 route add default via {node.gateway_v6} dev eth0",
+                    f"route add {node.gateway_v6} dev eth0",
+                    f"route add default via {node.gateway_v6} dev eth0",
                 ]
         ip_batch(node.netns, node_cmds)
-        if topology == "routed":
-            sysctl(node.netns, {f"net.ipv4.conf.{p.host_ifname}.proxy_arp": "1"})
         sysctl(
             p.netns,
             {"net.ipv6.conf.all.accept_dad": "0", "net.ipv4.ping_group_range": "0 2147483647"},
@@ -201,7 +204,7 @@ def add_pods(
 
 def _route_via(ip: IPAddress, node: NodeNet) -> str:
     if ip.version == 6:
-        return f"-6 route replace {ip}/128 via {node.fabric_v6} dev {UPLINK}"
+        return f"route replace {ip}/128 via {node.fabric_v6} dev {UPLINK}"
     return f"route replace {ip}/32 via {node.fabric_v4} dev {UPLINK}"
 
 
