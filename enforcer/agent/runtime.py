@@ -129,9 +129,14 @@ class Agent:
         for iface in self.discovery.list_interfaces():
             self.queue.put((time.monotonic(), LinkEvent(new=iface)))
         while not stop.is_set():
+            # Poll faster while some local pod still waits for its interface to show up.
+            unbound = any(r.ifindex is None for r in self.endpoints.values())
             try:
-                item = self.queue.get(timeout=0.2)
+                item = self.queue.get(timeout=0.02 if unbound else 0.2)
             except queue.Empty:
+                if unbound:
+                    with self._lock:
+                        self._bind_unbound()
                 self._refresh_health()
                 continue
             batch = [item]
@@ -274,6 +279,19 @@ class Agent:
             pod = self.state.pods_by_ip(addr)
             if pod and pod in self.endpoints:
                 self._bind(pod, iface.ifindex)
+
+    def _bind_unbound(self) -> None:
+        """Find interfaces for local pods that have a policy but no interface yet.
+
+        A pod's addresses and routes may appear after its veth does (CNIs configure the veth
+        once it exists), so neither the link event nor the pod event is guaranteed to find
+        it; until then the interface has the unknown-endpoint verdict (deny by default).
+        """
+        for key, record in self.endpoints.items():
+            if record.ifindex is None:
+                found = self._locate(key)
+                if found is not None:
+                    self._bind(key, found)
 
     def _bind(self, pod: str, ifindex: int) -> None:
         record = self.endpoints[pod]
