@@ -57,6 +57,8 @@ class EndpointRecord:
     generation: int = 0
     policy: EndpointPolicy | None = None
     error: str | None = None
+    locate_after: float = 0.0  # backoff for pods whose interface has not appeared
+    locate_delay: float = 0.02
 
 
 @dataclass
@@ -287,11 +289,15 @@ class Agent:
         once it exists), so neither the link event nor the pod event is guaranteed to find
         it; until then the interface has the unknown-endpoint verdict (deny by default).
         """
+        now = time.monotonic()
         for key, record in self.endpoints.items():
-            if record.ifindex is None:
+            if record.ifindex is None and now >= record.locate_after:
                 found = self._locate(key)
                 if found is not None:
                     self._bind(key, found)
+                else:
+                    record.locate_after = now + record.locate_delay
+                    record.locate_delay = min(record.locate_delay * 2, 1.0)
 
     def _bind(self, pod: str, ifindex: int) -> None:
         record = self.endpoints[pod]
