@@ -36,3 +36,11 @@ bench-quick: setup
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache
+
+# End-to-end on real clusters (not run in CI: no Docker engine or hypervisor there).
+.PHONY: kind-e2e vagrant-e2e
+kind-e2e:
+	bash scripts/kind-e2e.sh
+
+vagrant-e2e:
+	bash scripts/vagrant-e2e.sh

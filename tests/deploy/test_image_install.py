@@ -1,0 +1,167 @@
+"""The image's install path, run on this machine: the same script and venv the Dockerfile uses."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .render import DAEMONSET_DIR, REPO
+
+DOCKERFILE = DAEMONSET_DIR / "Dockerfile"
+INSTALL = "scripts/install-deps.sh"
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def _runtime_packages() -> list[str]:
+    text = (REPO / INSTALL).read_text()
+    match = re.search(r"^runtime=\(([^)]*)\)", text, re.MULTILINE)
+    assert match, "install-deps.sh defines runtime=(...)"
+    return match.group(1).split()
+
+
+def test_dockerfile_runs_the_ci_install_script_then_installs_into_a_system_site_venv() -> None:
+    steps = _instructions()
+    assert steps[0] == ("FROM", "debian:bookworm-slim")
+    kinds = [k for k, _ in steps]
+    copy_script = steps.index(("COPY", f"{INSTALL} {INSTALL}"))
+    (run_script,) = [i for i, (k, a) in enumerate(steps) if k == "RUN" and INSTALL in a]
+    assert copy_script < run_script
+    assert f"bash {INSTALL} --runtime-only" in steps[run_script][1]
+    (run_venv,) = [i for i, (k, a) in enumerate(steps) if k == "RUN" and " venv " in a]
+    venv = steps[run_venv][1]
+    assert "/usr/bin/python3 -m venv --system-site-packages /opt/enforcer/venv" in venv
+    assert "/opt/enforcer/venv/bin/pip install" in venv
+    assert run_script < run_venv
+    assert kinds.count("ENTRYPOINT") == 1
+    entry = dict(steps)["ENTRYPOINT"]
+    assert entry == '["/opt/enforcer/entrypoint.sh"]'
+    assert (
+        "COPY",
+        "daemonset/entrypoint.sh /opt/enforcer/entrypoint.sh",
+    ) in steps
+    assert 'exec enforcer agent "$@"' in (DAEMONSET_DIR / "entrypoint.sh").read_text()
+
+
+def test_every_copied_source_exists_and_passes_the_dockerignore() -> None:
+    ignore = (DAEMONSET_DIR / "Dockerfile.dockerignore").read_text().splitlines()
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    for kind, args in _instructions():
+        if kind == "COPY":
+            *sources, _dest = shlex.split(args)
+            for src in sources:
+                assert (REPO / src).exists(), src
+                assert src.rstrip("/") in allowed, f"{src} is excluded from the build context"
+
+
+def test_install_script_runtime_only_is_idempotent_and_leaves_a_working_bcc() -> None:
+    for _ in range(2):  # the second run finds everything installed and changes nothing
+        result = subprocess.run(
+            ["bash", INSTALL, "--runtime-only"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    packages = _runtime_packages()
+    assert f"all {len(packages)} Debian packages present" in result.stdout
+    status = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Package} ${Status}\n", *packages],
+        capture_output=True,
+        text=True,
+    )
+    installed = {ln.split()[0] for ln in status.stdout.splitlines() if "install ok installed" in ln}
+    assert installed == set(packages)
+    # The image moves these header trees out of /usr/src: they must be where it looks.
+    assert list(Path("/usr/src").glob("linux-headers-*-common"))
+
+
+def test_a_venv_made_like_the_images_sees_debians_bcc(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run(
+        ["/usr/bin/python3", "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        check=True,
+        timeout=120,
+    )
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import bcc, sys; print(bcc.__file__, sys.prefix)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    bcc_file, prefix = result.stdout.split()
+    assert bcc_file.startswith("/usr/lib/python3/dist-packages/")
+    assert prefix == str(venv)
+
+
+@pytest.fixture
+def stub_enforcer(tmp_path: Path) -> Path:
+    """An `enforcer` on PATH whose kernel-headers finds nothing (as on a header-less node) and
+    whose `agent` prints what it was started with."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stub = bin_dir / "enforcer"
+    stub.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = kernel-headers ]; then echo "error: no kernel headers"; exit 1; fi\n'
+        'echo "BCC_KERNEL_SOURCE=${BCC_KERNEL_SOURCE:-}"\n'
+        'echo "ARGS=$*"\n'
+    )
+    stub.chmod(0o755)
+    return bin_dir
+
+
+def test_entrypoint_falls_back_to_the_images_headers(tmp_path: Path, stub_enforcer: Path) -> None:
+    """On a node without headers, the entrypoint merges the image's (here: this machine's
+    /usr/src, where install-deps.sh put them) and starts `enforcer agent` with its arguments."""
+    env = {
+        "PATH": f"{stub_enforcer}:{Path(sys.executable).parent}:/usr/bin:/bin",
+        "ENFORCER_IMAGE_KERNEL_SRC": "/usr/src",
+        "ENFORCER_CACHE_DIR": str(tmp_path / "cache"),
+        "PYTHONPATH": str(REPO),
+    }
+    result = subprocess.run(
+        ["sh", str(DAEMONSET_DIR / "entrypoint.sh"), "--source=k8s", "--pin-dir=/x"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = dict(ln.split("=", 1) for ln in result.stdout.splitlines())
+    assert lines["ARGS"] == "agent --source=k8s --pin-dir=/x"
+    tree = Path(lines["BCC_KERNEL_SOURCE"])
+    assert tree.is_relative_to(tmp_path / "cache")
+    assert (tree / "include" / "linux" / "kconfig.h").exists()
+    assert "using the image's" in result.stderr
+
+
+def test_entrypoint_keeps_a_given_header_tree(tmp_path: Path, stub_enforcer: Path) -> None:
+    env = {
+        "PATH": f"{stub_enforcer}:/usr/bin:/bin",
+        "BCC_KERNEL_SOURCE": "/given",
+        "HOME": os.environ.get("HOME", "/root"),
+    }
+    result = subprocess.run(
+        ["sh", str(DAEMONSET_DIR / "entrypoint.sh")], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "BCC_KERNEL_SOURCE=/given" in result.stdout
