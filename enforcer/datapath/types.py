@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 IPNetwork = IPv4Network | IPv6Network
+IPAddress = IPv4Address | IPv6Address
 
 
 class Direction(IntEnum):
@@ -75,7 +76,50 @@ class DropReason(IntEnum):
     IPV6_EXT_HEADER = 143  # extension header outside the allow-list, or too many
     MAP_FULL = 144  # a table the program had to write was full (fail closed)
     UNSUPPORTED_L3 = 145  # an ethertype we cannot parse on an isolated endpoint
+    FRAGMENT_OVERLAP = 146  # a later fragment reaching back into the L4 header (RFC 1858)
 
     @property
     def label(self) -> str:
         return self.name.lower()
+
+
+# What the datapath reports back (read from the kernel's maps).
+
+
+@dataclass(frozen=True)
+class CounterRow:
+    """Packets and bytes on one interface, direction and verdict (reason None: forwarded)."""
+
+    ifindex: int
+    direction: Direction
+    reason: DropReason | None
+    packets: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class DropEvent:
+    """One event from the kernel: a drop, or (reason None) an allowed new flow."""
+
+    timestamp_ns: int
+    ifindex: int
+    endpoint_id: int
+    direction: Direction
+    reason: DropReason | None
+    peer_identity: int
+    protocol: int
+    src: IPAddress
+    dst: IPAddress
+    sport: int  # ICMP echo: the id (request) or 0
+    dport: int  # ICMP echo: the id (reply) or 0
+    tcp_flags: int
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    """An endpoint as the kernel holds it (for reconcile after a restart)."""
+
+    ifindex: int
+    endpoint_id: int
+    generation: int
+    policy: EndpointPolicy  # normalised: see enforcer.datapath.policykeys.normalize

@@ -1,0 +1,72 @@
+/* Drop (and optionally allowed-new-flow) events on a ring buffer, rate-limited in the kernel
+ * by a per-CPU token bucket so a flood cannot flood the agent. */
+#pragma once
+
+#include "lib/maps.h"
+#include "lib/parse.h"
+
+struct event {
+    __u64 timestamp_ns;
+    __u32 ifindex;
+    __u32 endpoint_id;
+    __u32 identity;
+    __u8 direction;
+    __u8 reason; /* 0: an allowed new flow */
+    __u8 tcp_flags;
+    __u8 pad;
+    struct flow flow;
+};
+
+BPF_RINGBUF_OUTPUT(events, EVENT_PAGES);
+
+struct bucket {
+    __u64 last_ns;
+    __u64 budget_ns;
+};
+BPF_PERCPU_ARRAY(event_bucket, struct bucket, 1);
+
+static __always_inline __u64 cfg_get(__u32 slot)
+{
+    __u64 *v = config.lookup(&slot);
+    return v ? *v : 0;
+}
+
+static __always_inline int event_allowed(void)
+{
+    __u64 cost = cfg_get(CFG_EVENT_COST_NS);
+    __u64 cap = cfg_get(CFG_EVENT_BURST_NS);
+    if (cost == 0)
+        return 0;
+    __u32 zero = 0;
+    struct bucket *b = event_bucket.lookup(&zero);
+    if (!b)
+        return 0;
+    __u64 now = bpf_ktime_get_ns();
+    __u64 budget = b->budget_ns + (now - b->last_ns);
+    if (budget > cap)
+        budget = cap;
+    b->last_ns = now;
+    if (budget < cost) {
+        b->budget_ns = budget;
+        return 0;
+    }
+    b->budget_ns = budget - cost;
+    return 1;
+}
+
+static __always_inline void emit(struct __sk_buff *skb, const struct pkt *p, __u8 dir,
+                                 __u8 reason, __u32 endpoint_id, __u32 identity)
+{
+    if (!event_allowed())
+        return;
+    struct event ev = {};
+    ev.timestamp_ns = bpf_ktime_get_ns();
+    ev.ifindex = skb->ifindex;
+    ev.endpoint_id = endpoint_id;
+    ev.identity = identity;
+    ev.direction = dir;
+    ev.reason = reason;
+    ev.tcp_flags = p->tcp_flags;
+    __builtin_memcpy(&ev.flow, &p->flow, sizeof(ev.flow));
+    events.ringbuf_output(&ev, sizeof(ev), 0);
+}

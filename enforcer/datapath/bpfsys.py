@@ -1,0 +1,183 @@
+"""The few bpf(2) commands the writer needs, through ctypes.
+
+bcc's Python tables exist only in the process that compiled the program and cannot create a
+map-in-map generation or read a pin's layout, so map access goes through the syscall
+directly: on pinned fds, on inner maps created here, and on inner maps reached by id.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}[platform.machine()]
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+MAP_CREATE = 0
+MAP_LOOKUP_ELEM = 1
+MAP_UPDATE_ELEM = 2
+MAP_DELETE_ELEM = 3
+MAP_GET_NEXT_KEY = 4
+OBJ_PIN = 6
+OBJ_GET = 7
+MAP_GET_FD_BY_ID = 14
+OBJ_GET_INFO_BY_FD = 15
+
+BPF_ANY = 0
+BPF_NOEXIST = 1
+BPF_F_NO_PREALLOC = 1
+
+MAP_TYPE_HASH = 1
+MAP_TYPE_ARRAY = 2
+MAP_TYPE_PERCPU_ARRAY = 6
+MAP_TYPE_LRU_HASH = 9
+MAP_TYPE_LRU_PERCPU_HASH = 10
+MAP_TYPE_LPM_TRIE = 11
+MAP_TYPE_HASH_OF_MAPS = 13
+
+# Errors that mean "the map is full" when creating an element.
+FULL_ERRNOS = frozenset({errno.E2BIG, errno.ENOSPC, errno.ENOMEM})
+
+_ATTR_SIZE = 128
+
+
+def _bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
+    ret = _libc.syscall(_SYS_BPF, cmd, attr, _ATTR_SIZE)
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(ret)
+
+
+def _attr(fmt: str, *values: object) -> ctypes.Array[ctypes.c_char]:
+    buf = ctypes.create_string_buffer(_ATTR_SIZE)
+    struct.pack_into(fmt, buf, 0, *values)
+    return buf
+
+
+def _addr(buf: ctypes.Array[ctypes.c_char] | None) -> int:
+    return ctypes.addressof(buf) if buf is not None else 0
+
+
+@dataclass(frozen=True)
+class MapInfo:
+    type: int
+    id: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+    name: str
+
+
+def obj_get(path: str) -> int:
+    p = ctypes.create_string_buffer(path.encode())
+    return _bpf(OBJ_GET, _attr("<QII", _addr(p), 0, 0))
+
+
+def obj_pin(fd: int, path: str) -> None:
+    p = ctypes.create_string_buffer(path.encode())
+    _bpf(OBJ_PIN, _attr("<QII", _addr(p), fd, 0))
+
+
+def map_info(fd: int) -> MapInfo:
+    info = ctypes.create_string_buffer(88)
+    _bpf(OBJ_GET_INFO_BY_FD, _attr("<IIQ", fd, len(info), _addr(info)))
+    mtype, mid, ksz, vsz, maxe, flags = struct.unpack_from("<6I", info, 0)
+    name = info.raw[24:40].split(b"\0", 1)[0].decode()
+    return MapInfo(mtype, mid, ksz, vsz, maxe, flags, name)
+
+
+def map_fd_by_id(map_id: int) -> int:
+    return _bpf(MAP_GET_FD_BY_ID, _attr("<III", map_id, 0, 0))
+
+
+def map_create(
+    map_type: int, key_size: int, value_size: int, max_entries: int, flags: int, name: str
+) -> int:
+    return _bpf(
+        MAP_CREATE,
+        _attr(
+            "<7I16s", map_type, key_size, value_size, max_entries, flags, 0, 0,
+            name.encode()[:15],
+        ),
+    )
+
+
+class Map:
+    """An open map fd with fixed key and value sizes (value_size: the whole value as read,
+    i.e. all CPUs for per-CPU maps)."""
+
+    def __init__(self, fd: int, key_size: int, value_size: int, name: str = "") -> None:
+        self.fd = fd
+        self.key_size = key_size
+        self.value_size = value_size
+        self.name = name
+
+    def lookup(self, key: bytes) -> bytes | None:
+        k = ctypes.create_string_buffer(key, self.key_size)
+        v = ctypes.create_string_buffer(self.value_size)
+        try:
+            _bpf(MAP_LOOKUP_ELEM, _attr("<IIQQQ", self.fd, 0, _addr(k), _addr(v), 0))
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+        return v.raw
+
+    def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+        k = ctypes.create_string_buffer(key, self.key_size)
+        v = ctypes.create_string_buffer(value, max(self.value_size, len(value)))
+        _bpf(MAP_UPDATE_ELEM, _attr("<IIQQQ", self.fd, 0, _addr(k), _addr(v), flags))
+
+    def delete(self, key: bytes) -> bool:
+        k = ctypes.create_string_buffer(key, self.key_size)
+        try:
+            _bpf(MAP_DELETE_ELEM, _attr("<IIQQQ", self.fd, 0, _addr(k), 0, 0))
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise
+        return True
+
+    def keys(self) -> Iterator[bytes]:
+        """All keys (a snapshot walk: entries added meanwhile may or may not show)."""
+        nxt = ctypes.create_string_buffer(self.key_size)
+        cur: ctypes.Array[ctypes.c_char] | None = None
+        while True:
+            try:
+                _bpf(MAP_GET_NEXT_KEY, _attr("<IIQQ", self.fd, 0, _addr(cur), _addr(nxt)))
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    return
+                raise
+            key = nxt.raw[: self.key_size]
+            yield key
+            cur = ctypes.create_string_buffer(key, self.key_size)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        for key in list(self.keys()):
+            value = self.lookup(key)
+            if value is not None:
+                yield key, value
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def possible_cpus() -> int:
+    """Number of possible CPUs: per-CPU map values hold one slot for each."""
+    text = open("/sys/devices/system/cpu/possible").read().strip()
+    total = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        total += int(hi or lo) - int(lo) + 1
+    return total

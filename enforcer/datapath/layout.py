@@ -1,0 +1,182 @@
+"""The pinned-map layout: what the C structures look like from Python, and the check that a
+pin left by an earlier run has exactly the layout this program expects.
+
+bcc reuses a pinned map by path without comparing anything (a 16-byte key program runs
+against a 12-byte-key map), so we compare type, key size, value size and max entries before
+compiling. A mismatch is an error: we never silently reuse, and never delete state.
+Bump LAYOUT_VERSION with any change to bpf/lib/maps.h structures; pins live under v<N>/.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from ipaddress import IPv4Address, ip_address
+from pathlib import Path
+
+from enforcer.datapath import bpfsys
+from enforcer.datapath.types import IPAddress
+
+LAYOUT_VERSION = 1
+DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/enforcer")
+
+
+@dataclass(frozen=True)
+class DatapathConfig:
+    """Map sizes (fixed per pin layout) and runtime settings (written to the config map)."""
+
+    max_endpoints: int = 4096
+    max_identities: int = 65536  # per address family
+    max_policy_entries: int = 16384  # per endpoint generation (Cilium's default)
+    max_conntrack: int = 262144
+    max_fragments: int = 8192
+    max_counters: int = 16384
+    event_pages: int = 64  # ring buffer size in pages (a power of two)
+    unknown_endpoint_allow: bool = False
+    events_per_second: int = 200  # per CPU; 0 disables events
+    event_burst: int = 400
+    events_for_allowed_flows: bool = False
+    tc_prio: int = 1
+    tc_handle: int = 0xE0F
+
+    def cflags(self, pin_dir: Path) -> list[str]:
+        return [
+            f'-DPIN_DIR="{pin_dir}"',
+            f"-DEP_MAX={self.max_endpoints}",
+            f"-DIDENT_MAX={self.max_identities}",
+            f"-DPOLICY_MAX={self.max_policy_entries}",
+            f"-DCT_MAX={self.max_conntrack}",
+            f"-DFRAG_MAX={self.max_fragments}",
+            f"-DCOUNTER_MAX={self.max_counters}",
+            f"-DEVENT_PAGES={self.event_pages}",
+        ]
+
+
+# Struct formats mirroring bpf/lib/*.h (little-endian host; big-endian fields as raw bytes).
+FLOW = struct.Struct("<16s16s2s2sBB2x")
+EP_CONFIG = struct.Struct("<IIII")
+IDENT4_KEY = struct.Struct("<I4s")
+IDENT6_KEY = struct.Struct("<I16s")
+U32 = struct.Struct("<I")
+U64 = struct.Struct("<Q")
+POL_KEY = struct.Struct("<IB3x4sBx2s")
+POL_VAL = struct.Struct("<HHI")
+CT_KEY = struct.Struct("<40sIB3x")
+CT_VAL = struct.Struct("<IIQ")
+FRAG_KEY = struct.Struct("<16s16sIBB2x")
+FRAG_VAL = struct.Struct("<2s2sHBx")
+COUNTER_KEY = struct.Struct("<IBBH")
+COUNTER_VAL = struct.Struct("<QQ")
+EVENT = struct.Struct("<QIIIBBBB40s")
+
+CFG_UNKNOWN_ALLOW = 0
+CFG_EVENT_COST_NS = 1
+CFG_EVENT_BURST_NS = 2
+CFG_EVENT_ALLOWED = 3
+CFG_SLOTS = 8
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    name: str
+    type: int
+    key_size: int
+    value_size: int  # as the kernel reports it (per CPU for per-CPU maps)
+    max_entries: int
+
+
+def map_specs(cfg: DatapathConfig) -> dict[str, MapSpec]:
+    specs = [
+        MapSpec("ep_config", bpfsys.MAP_TYPE_HASH, 4, EP_CONFIG.size, cfg.max_endpoints),
+        MapSpec("ident4", bpfsys.MAP_TYPE_LPM_TRIE, IDENT4_KEY.size, 4, cfg.max_identities),
+        MapSpec("ident6", bpfsys.MAP_TYPE_LPM_TRIE, IDENT6_KEY.size, 4, cfg.max_identities),
+        MapSpec("pol_outer", bpfsys.MAP_TYPE_HASH_OF_MAPS, 4, 4, cfg.max_endpoints),
+        MapSpec("ct", bpfsys.MAP_TYPE_LRU_HASH, CT_KEY.size, CT_VAL.size, cfg.max_conntrack),
+        MapSpec("frags", bpfsys.MAP_TYPE_LRU_HASH, FRAG_KEY.size, FRAG_VAL.size,
+                cfg.max_fragments),
+        MapSpec("counters", bpfsys.MAP_TYPE_LRU_PERCPU_HASH, COUNTER_KEY.size,
+                COUNTER_VAL.size, cfg.max_counters),
+        MapSpec("config", bpfsys.MAP_TYPE_ARRAY, 4, 8, CFG_SLOTS),
+    ]
+    return {s.name: s for s in specs}
+
+
+def inner_policy_spec(cfg: DatapathConfig) -> MapSpec:
+    return MapSpec("pol_inner", bpfsys.MAP_TYPE_LPM_TRIE, POL_KEY.size, POL_VAL.size,
+                   cfg.max_policy_entries)
+
+
+class LayoutMismatchError(RuntimeError):
+    """A pinned map exists with another layout than this program needs."""
+
+
+def _compare(path: Path, spec: MapSpec, info: bpfsys.MapInfo) -> None:
+    have = (info.type, info.key_size, info.value_size, info.max_entries)
+    want = (spec.type, spec.key_size, spec.value_size, spec.max_entries)
+    if have != want:
+        raise LayoutMismatchError(
+            f"pinned map {path} has (type, key size, value size, max entries) {have}, "
+            f"this program needs {want}: remove the pin deliberately or use another pin root "
+            f"(layout v{LAYOUT_VERSION})"
+        )
+
+
+def check_pins(pin_dir: Path, cfg: DatapathConfig) -> list[str]:
+    """Raise LayoutMismatchError on any pinned map that does not fit; returns the names of
+    the pins found (adopted state)."""
+    found = []
+    for name, spec in map_specs(cfg).items():
+        path = pin_dir / name
+        if not path.exists():
+            continue
+        fd = bpfsys.obj_get(str(path))
+        try:
+            _compare(path, spec, bpfsys.map_info(fd))
+            if name == "pol_outer":
+                _check_inner_maps(fd, path, cfg)
+        finally:
+            os.close(fd)
+        found.append(name)
+    return found
+
+
+def _check_inner_maps(outer_fd: int, path: Path, cfg: DatapathConfig) -> None:
+    """The kernel holds the inner map shape of an outer map; we check a live inner one."""
+    outer = bpfsys.Map(outer_fd, 4, 4)
+    for _key, value in outer.items():
+        inner_fd = bpfsys.map_fd_by_id(U32.unpack(value)[0])
+        try:
+            _compare(path.with_name("pol_outer[inner]"), inner_policy_spec(cfg),
+                     bpfsys.map_info(inner_fd))
+        finally:
+            os.close(inner_fd)
+        return
+
+
+def ensure_bpffs(pin_root: Path) -> None:
+    """Mount bpffs on /sys/fs/bpf when absent (Cilium #13254: unpinned state dies)."""
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    bpf_mounts = [line.split()[1] for line in mounts if line.split()[2] == "bpf"]
+    if not any(str(pin_root).startswith(m.rstrip("/") + "/") for m in bpf_mounts):
+        if "/sys/fs/bpf" in bpf_mounts:
+            raise RuntimeError(f"{pin_root} is not below a bpffs mount")
+        import subprocess
+
+        subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True)
+        if not str(pin_root).startswith("/sys/fs/bpf/"):
+            raise RuntimeError(f"{pin_root} is not below a bpffs mount")
+
+
+def addr_bytes(ip: IPAddress) -> bytes:
+    """16 bytes as the kernel's struct flow holds them (IPv4 in the first 4)."""
+    return ip.packed.ljust(16, b"\0")
+
+
+def addr_from(raw: bytes, family: int) -> IPAddress:
+    return ip_address(raw[:4]) if family == 4 else ip_address(raw[:16])
+
+
+def family_of(ip: IPAddress) -> int:
+    return 4 if isinstance(ip, IPv4Address) else 6
+

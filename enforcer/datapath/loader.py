@@ -1,0 +1,62 @@
+"""Compile bpf/enforcer.c with bcc, once per process.
+
+bcc rewrites map calls (`ct.lookup(...)`) only in the main file, not in #included headers,
+so the sources (split by concern under bpf/lib/) are inlined into one text here.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from enforcer.datapath.layout import DatapathConfig
+from enforcer.kheaders import HeaderChoice, configure_bcc_headers
+
+BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+MAIN_SOURCE = BPF_DIR / "enforcer.c"
+_INCLUDE = re.compile(r'^\s*#include "(lib/[\w.]+)"\s*$')
+
+
+def program_source(main: Path = MAIN_SOURCE) -> str:
+    seen: set[str] = set()
+
+    def expand(path: Path) -> list[str]:
+        out = [f"/* --- {path.relative_to(BPF_DIR)} --- */"]
+        for line in path.read_text().splitlines():
+            m = _INCLUDE.match(line)
+            if m:
+                if m.group(1) not in seen:
+                    seen.add(m.group(1))
+                    out.extend(expand(BPF_DIR / m.group(1)))
+            elif line.strip() != "#pragma once":
+                out.append(line)
+        return out
+
+    return "\n".join(expand(main)) + "\n"
+
+
+@dataclass
+class LoadedProgram:
+    bpf: Any  # bcc.BPF: keeps the program fds and the ring buffer alive
+    from_pod_fd: int  # tc ingress of the host veth (the pod's egress)
+    to_pod_fd: int  # tc egress of the host veth (the pod's ingress)
+    from_pod_name: str
+    to_pod_name: str
+    compile_seconds: float
+    headers: HeaderChoice
+
+
+def compile_program(cfg: DatapathConfig, pin_dir: Path) -> LoadedProgram:
+    headers = configure_bcc_headers()
+    from bcc import BPF  # imported late: importing bcc alone costs ~70 MB
+
+    start = time.monotonic()
+    bpf = BPF(text=program_source(), cflags=cfg.cflags(pin_dir))
+    from_pod = bpf.load_func(b"tc_from_pod", BPF.SCHED_CLS)
+    to_pod = bpf.load_func(b"tc_to_pod", BPF.SCHED_CLS)
+    elapsed = time.monotonic() - start
+    return LoadedProgram(bpf, from_pod.fd, to_pod.fd, "enforcer_from_pod", "enforcer_to_pod",
+                         elapsed, headers)

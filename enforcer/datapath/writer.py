@@ -1,0 +1,303 @@
+"""The datapath writer: the one place that touches the kernel's policy state.
+
+Datapath.open compiles the program once (bcc), adopting maps pinned by an earlier run after
+checking their layout. Policy changes are map writes only:
+- an endpoint's complete policy is a fresh inner LPM map swapped into pol_outer with one
+  update (atomic: a packet sees the old generation or the new, never a mix);
+- its ep_config entry then records the generation, which conntrack compares to re-check
+  established flows (the window between the two writes only delays a revocation by
+  microseconds; it never allows what neither generation allows);
+- nothing is flushed or detached on open or close.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from enforcer.datapath import bpfsys, layout, policykeys, tc
+from enforcer.datapath.layout import (
+    CFG_EVENT_ALLOWED,
+    CFG_EVENT_BURST_NS,
+    CFG_EVENT_COST_NS,
+    CFG_UNKNOWN_ALLOW,
+    COUNTER_KEY,
+    COUNTER_VAL,
+    CT_KEY,
+    EP_CONFIG,
+    EVENT,
+    FLOW,
+    FRAG_KEY,
+    IDENT4_KEY,
+    IDENT6_KEY,
+    U32,
+    U64,
+    DatapathConfig,
+)
+from enforcer.datapath.loader import LoadedProgram, compile_program
+from enforcer.datapath.types import (
+    CounterRow,
+    Direction,
+    DropEvent,
+    DropReason,
+    EndpointPolicy,
+    EndpointState,
+    IPAddress,
+    IPNetwork,
+)
+
+log = logging.getLogger(__name__)
+
+
+class MapFullError(RuntimeError):
+    """A write did not fit its map; the previous state was kept (fail closed)."""
+
+    def __init__(self, map_name: str, detail: str) -> None:
+        super().__init__(f"{map_name} is full: {detail}")
+        self.map_name = map_name
+
+
+def _reason(code: int) -> DropReason | None:
+    return None if code == 0 else DropReason(code)
+
+
+class Datapath:
+    def __init__(self, pin_dir: Path, cfg: DatapathConfig, program: LoadedProgram,
+                 maps: dict[str, bpfsys.Map], adopted: list[str]) -> None:
+        self.pin_dir = pin_dir
+        self.config = cfg
+        self.program = program
+        self.adopted = adopted  # names of pinned maps found at open (state kept)
+        self.map_full_total = 0  # generation or identity writes refused for lack of room
+        self._maps = maps
+        self._ring_open = False
+        self._generation = max((EP_CONFIG.unpack(v)[1] for _, v in maps["ep_config"].items()),
+                               default=0)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, pin_root: Path = layout.DEFAULT_PIN_ROOT,
+             config: DatapathConfig | None = None) -> Datapath:
+        """Compile the program and pin (or adopt, after a layout check) its maps."""
+        cfg = config or DatapathConfig()
+        layout.ensure_bpffs(pin_root)
+        pin_dir = pin_root / f"v{layout.LAYOUT_VERSION}"
+        pin_dir.mkdir(parents=True, exist_ok=True)
+        adopted = layout.check_pins(pin_dir, cfg)
+        program = compile_program(cfg, pin_dir)
+        log.info("compiled datapath in %.2fs (headers: %s), adopted pins: %s",
+                 program.compile_seconds, program.headers.how, adopted or "none")
+        ncpu = bpfsys.possible_cpus()
+        maps = {}
+        for name, spec in layout.map_specs(cfg).items():
+            vsize = spec.value_size * ncpu if spec.type == bpfsys.MAP_TYPE_LRU_PERCPU_HASH \
+                else spec.value_size
+            maps[name] = bpfsys.Map(bpfsys.obj_get(str(pin_dir / name)), spec.key_size, vsize,
+                                    name)
+        dp = cls(pin_dir, cfg, program, maps, adopted)
+        dp._write_config()
+        return dp
+
+    def close(self) -> None:
+        """Release fds. Filters, programs and pinned maps stay: enforcement continues."""
+        for m in self._maps.values():
+            m.close()
+        self._maps = {}
+        self.program.bpf.cleanup()
+
+    def __enter__(self) -> Datapath:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write_config(self) -> None:
+        cfg = self.config
+        cost = 10**9 // cfg.events_per_second if cfg.events_per_second > 0 else 0
+        values = {
+            CFG_UNKNOWN_ALLOW: int(cfg.unknown_endpoint_allow),
+            CFG_EVENT_COST_NS: cost,
+            CFG_EVENT_BURST_NS: cost * max(cfg.event_burst, 1),
+            CFG_EVENT_ALLOWED: int(cfg.events_for_allowed_flows),
+        }
+        for slot, value in values.items():
+            self._maps["config"].update(U32.pack(slot), U64.pack(value))
+
+    # -- attach ----------------------------------------------------------------------------
+
+    def attach(self, ifindex: int, netns: str | None = None) -> None:
+        """Both hooks of a host-side veth; idempotent, replaces an older program in place."""
+        tc.attach(ifindex, (self.program.from_pod_fd, self.program.from_pod_name),
+                  (self.program.to_pod_fd, self.program.to_pod_name),
+                  self.config.tc_prio, self.config.tc_handle, netns)
+
+    # -- policy ----------------------------------------------------------------------------
+
+    def set_endpoint(self, ifindex: int, endpoint_id: int, policy: EndpointPolicy) -> int:
+        """Install a complete policy generation for an endpoint; returns its generation."""
+        pairs = policykeys.encode(policy)
+        spec = layout.inner_policy_spec(self.config)
+        if len(pairs) > spec.max_entries:
+            self.map_full_total += 1
+            raise MapFullError("policy", f"endpoint {endpoint_id} needs {len(pairs)} entries, "
+                               f"a generation holds {spec.max_entries}")
+        inner_fd = bpfsys.map_create(spec.type, spec.key_size, spec.value_size,
+                                     spec.max_entries, bpfsys.BPF_F_NO_PREALLOC,
+                                     f"enf_pol_{endpoint_id}")
+        try:
+            inner = bpfsys.Map(inner_fd, spec.key_size, spec.value_size)
+            try:
+                for key, value in pairs:
+                    inner.update(key, value)
+            except OSError as exc:
+                if exc.errno in bpfsys.FULL_ERRNOS:
+                    self.map_full_total += 1
+                    raise MapFullError("policy", f"endpoint {endpoint_id}: {exc}") from exc
+                raise
+            self._put("pol_outer", U32.pack(endpoint_id), U32.pack(inner_fd))
+        finally:
+            os.close(inner_fd)  # the outer map holds the reference now
+        self._generation += 1
+        generation = self._generation
+        self._put("ep_config", U32.pack(ifindex), EP_CONFIG.pack(endpoint_id, generation, 0, 0))
+        return generation
+
+    def remove_endpoint(self, ifindex: int) -> None:
+        """Forget an interface's endpoint: its packets get the unknown-endpoint verdict."""
+        raw = self._maps["ep_config"].lookup(U32.pack(ifindex))
+        if raw is None:
+            return
+        endpoint_id = EP_CONFIG.unpack(raw)[0]
+        self._maps["ep_config"].delete(U32.pack(ifindex))
+        still_used = any(EP_CONFIG.unpack(v)[0] == endpoint_id
+                         for _, v in self._maps["ep_config"].items())
+        if not still_used:
+            self._maps["pol_outer"].delete(U32.pack(endpoint_id))
+        # A later veth may reuse the ifindex: it must not inherit this one's flows.
+        ct = self._maps["ct"]
+        for key in list(ct.keys()):
+            if CT_KEY.unpack(key)[1] == ifindex:
+                ct.delete(key)
+
+    def _put(self, name: str, key: bytes, value: bytes) -> None:
+        try:
+            self._maps[name].update(key, value)
+        except OSError as exc:
+            if exc.errno in bpfsys.FULL_ERRNOS:
+                self.map_full_total += 1
+                raise MapFullError(name, str(exc)) from exc
+            raise
+
+    def set_identities(self, changes: Mapping[IPNetwork, int | None]) -> None:
+        """Set (or with None delete) the peer identity of IP prefixes. Deletions go first so
+        a batch that replaces prefixes needs no extra room."""
+        for net, ident in sorted(changes.items(), key=lambda kv: kv[1] is not None):
+            name, key = self._ident_key(net)
+            if ident is None:
+                self._maps[name].delete(key)
+            else:
+                self._put(name, key, U32.pack(ident))
+
+    @staticmethod
+    def _ident_key(net: IPNetwork) -> tuple[str, bytes]:
+        if net.version == 4:
+            return "ident4", IDENT4_KEY.pack(net.prefixlen, net.network_address.packed)
+        return "ident6", IDENT6_KEY.pack(net.prefixlen, net.network_address.packed)
+
+    def set_unknown_verdict(self, allow: bool) -> None:
+        self._maps["config"].update(U32.pack(CFG_UNKNOWN_ALLOW), U64.pack(int(allow)))
+
+    def flush_conntrack(self, ip: IPAddress) -> int:
+        """Delete every conntrack and fragment entry naming `ip` (its owner changed)."""
+        raw = layout.addr_bytes(ip)
+        family = layout.family_of(ip)
+        removed = 0
+        ct = self._maps["ct"]
+        for key in list(ct.keys()):
+            flow = FLOW.unpack(CT_KEY.unpack(key)[0])
+            if flow[5] == family and raw in (flow[0], flow[1]) and ct.delete(key):
+                removed += 1
+        frags = self._maps["frags"]
+        for key in list(frags.keys()):
+            fk = FRAG_KEY.unpack(key)
+            if fk[4] == family and raw in (fk[0], fk[1]):
+                frags.delete(key)
+        return removed
+
+    # -- read back -------------------------------------------------------------------------
+
+    def counters(self) -> list[CounterRow]:
+        rows = []
+        ncpu = bpfsys.possible_cpus()
+        for key, value in self._maps["counters"].items():
+            ifindex, direction, reason, _ = COUNTER_KEY.unpack(key)
+            packets = nbytes = 0
+            for cpu in range(ncpu):
+                p, b = COUNTER_VAL.unpack_from(value, cpu * COUNTER_VAL.size)
+                packets += p
+                nbytes += b
+            rows.append(CounterRow(ifindex, Direction(direction), _reason(reason), packets,
+                                   nbytes))
+        return rows
+
+    def poll_events(self, timeout_ms: int, callback: Callable[[DropEvent], None]) -> None:
+        """Deliver pending events (waits up to timeout_ms for the first)."""
+        bpf = self.program.bpf
+        if not self._ring_open:
+            def on_event(_ctx: Any, data: Any, size: int) -> None:
+                import ctypes
+
+                raw = ctypes.string_at(data, min(size, EVENT.size))
+                callback(_decode_event(raw))
+
+            bpf["events"].open_ring_buffer(on_event)
+            self._ring_open = True
+        bpf.ring_buffer_poll(timeout_ms)
+
+    def endpoints(self) -> dict[int, EndpointState]:
+        """ifindex -> endpoint as the kernel holds it."""
+        out = {}
+        spec = layout.inner_policy_spec(self.config)
+        for key, value in self._maps["ep_config"].items():
+            ifindex = U32.unpack(key)[0]
+            endpoint_id, generation, _, _ = EP_CONFIG.unpack(value)
+            inner_id = self._maps["pol_outer"].lookup(U32.pack(endpoint_id))
+            pairs: list[tuple[bytes, bytes]] = []
+            if inner_id is not None:
+                fd = bpfsys.map_fd_by_id(U32.unpack(inner_id)[0])
+                try:
+                    pairs = list(bpfsys.Map(fd, spec.key_size, spec.value_size).items())
+                finally:
+                    os.close(fd)
+            out[ifindex] = EndpointState(ifindex, endpoint_id, generation,
+                                         policykeys.decode(pairs))
+        return out
+
+    def map_pressure(self) -> dict[str, float]:
+        """Fill ratio of each fixed-size map (LRU maps evict instead of failing)."""
+        out = {}
+        for name, spec in layout.map_specs(self.config).items():
+            if name == "config":
+                continue
+            out[name] = sum(1 for _ in self._maps[name].keys()) / spec.max_entries
+        return out
+
+
+def _decode_event(raw: bytes) -> DropEvent:
+    ts, ifindex, endpoint_id, identity, direction, reason, tcp_flags, _, flow_raw = \
+        EVENT.unpack(raw)
+    saddr, daddr, sport, dport, proto, family = FLOW.unpack(flow_raw)
+    return DropEvent(
+        timestamp_ns=ts, ifindex=ifindex, endpoint_id=endpoint_id,
+        direction=Direction(direction), reason=_reason(reason), peer_identity=identity,
+        protocol=proto, src=layout.addr_from(saddr, family), dst=layout.addr_from(daddr, family),
+        sport=int.from_bytes(sport, "big"), dport=int.from_bytes(dport, "big"),
+        tcp_flags=tcp_flags,
+    )
+
+
+__all__ = ["Datapath", "DatapathConfig", "MapFullError"]
