@@ -356,28 +356,56 @@ class _Linter:
         """Protocols DNS lacks for a pod isolated by these policies; () when fine.
 
         A pod whose egress allows nothing at all is closed on purpose: not a DNS mistake."""
-        rules = [r for p in egress_policies for r in p.egress]
+        rules = [(p, r) for p in egress_policies for r in p.egress]
         if not rules:
             return ()
         return tuple(
-            proto for proto in ("UDP", "TCP") if not any(self._allows_dns(r, proto) for r in rules)
+            proto
+            for proto in ("UDP", "TCP")
+            if not any(self._allows_dns(p, r, proto) for p, r in rules)
         )
 
-    def _allows_dns(self, rule: PolicyRule, protocol: str) -> bool:
-        if not rule.ports:
+    def _allows_dns(self, policy: NetworkPolicy, rule: PolicyRule, protocol: str) -> bool:
+        """Could this rule carry DNS? Port 53 must pass, and a peer must plausibly be a DNS
+        server: anything, a rule that names port 53, all addresses, or pods that serve 53."""
+        if rule.ports and not any(self._port_allows_dns(p, protocol) for p in rule.ports):
+            return False
+        names_53 = bool(rule.ports) and any(
+            p.port is not None and self._port_allows_dns(p, protocol) for p in rule.ports
+        )
+        if not rule.peers or names_53:
             return True
-        for port in rule.ports:
-            if port.protocol != protocol:
+        for peer in rule.peers:
+            if peer.ip_block is not None:
+                if peer.ip_block.cidr.prefixlen == 0:
+                    return True
                 continue
-            if isinstance(port.port, str):
+            if (peer.pod_selector is None or peer.pod_selector.is_empty()) and (
+                peer.namespace_selector is not None and peer.namespace_selector.is_empty()
+            ):
+                return True  # every pod of every namespace
+            if peer.pod_selector is not None and peer.pod_selector.match_labels.get("k8s-app") in (
+                "kube-dns",
+                "coredns",
+            ):
+                return True
+            for key in self.state.peer_pods(policy, peer):
                 if any(
-                    DNS_PORT in pod.resolve_named_port(port.port, protocol)
-                    for pod in self.state.pods.values()
+                    cp.port == DNS_PORT and cp.protocol == protocol
+                    for cp in self.state.pods[key].ports
                 ):
                     return True
-            elif port.matches_number(protocol, DNS_PORT):
-                return True
         return False
+
+    def _port_allows_dns(self, port: PolicyPort, protocol: str) -> bool:
+        if port.protocol != protocol:
+            return False
+        if isinstance(port.port, str):
+            return any(
+                DNS_PORT in pod.resolve_named_port(port.port, protocol)
+                for pod in self.state.pods.values()
+            )
+        return port.matches_number(protocol, DNS_PORT)
 
 
 def _key(obj: Any) -> str:
