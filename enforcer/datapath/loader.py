@@ -54,7 +54,7 @@ def compile_program(cfg: DatapathConfig, pin_dir: Path) -> LoadedProgram:
     from bcc import BPF  # imported late: importing bcc alone costs ~70 MB
 
     start = time.monotonic()
-    bpf = BPF(text=program_source(), cflags=cfg.cflags(pin_dir))
+    bpf = BPF(text=program_source().encode(), cflags=cfg.cflags(pin_dir))
     from_pod = bpf.load_func(b"tc_from_pod", BPF.SCHED_CLS)
     to_pod = bpf.load_func(b"tc_to_pod", BPF.SCHED_CLS)
     elapsed = time.monotonic() - start

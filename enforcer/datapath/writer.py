@@ -12,6 +12,7 @@ checking their layout. Policy changes are map writes only:
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -74,6 +75,7 @@ class Datapath:
         self.map_full_total = 0  # generation or identity writes refused for lack of room
         self._maps = maps
         self._ring_open = False
+        self._event_callback: Callable[[DropEvent], None] | None = None
         self._generation = max((EP_CONFIG.unpack(v)[1] for _, v in maps["ep_config"].items()),
                                default=0)
 
@@ -247,14 +249,14 @@ class Datapath:
     def poll_events(self, timeout_ms: int, callback: Callable[[DropEvent], None]) -> None:
         """Deliver pending events (waits up to timeout_ms for the first)."""
         bpf = self.program.bpf
+        self._event_callback = callback
         if not self._ring_open:
             def on_event(_ctx: Any, data: Any, size: int) -> None:
-                import ctypes
-
                 raw = ctypes.string_at(data, min(size, EVENT.size))
-                callback(_decode_event(raw))
+                if self._event_callback is not None:
+                    self._event_callback(_decode_event(raw))
 
-            bpf["events"].open_ring_buffer(on_event)
+            bpf[b"events"].open_ring_buffer(on_event)
             self._ring_open = True
         bpf.ring_buffer_poll(timeout_ms)
 

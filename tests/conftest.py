@@ -1,0 +1,39 @@
+"""Fixtures shared by kernel tests: one bcc compile per session, pins under a unique dir."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from enforcer.datapath import Datapath, DatapathConfig
+
+# Small maps keep read-backs fast; a high event rate lets tests see every drop event.
+KERNEL_TEST_CONFIG = DatapathConfig(
+    max_endpoints=256,
+    max_identities=4096,
+    max_policy_entries=1024,
+    max_conntrack=16384,
+    max_fragments=1024,
+    max_counters=4096,
+    event_pages=16,
+    events_per_second=100000,
+    event_burst=100000,
+)
+
+
+@pytest.fixture(scope="session")
+def pin_root() -> Iterator[Path]:
+    root = Path("/sys/fs/bpf") / f"enf-test-{secrets.token_hex(4)}"
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def datapath(pin_root: Path) -> Iterator[Datapath]:
+    dp = Datapath.open(pin_root, KERNEL_TEST_CONFIG)
+    yield dp
+    dp.close()

@@ -1,0 +1,212 @@
+"""Traffic helpers for datapath tests: real sockets and crafted frames in pod namespaces."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from pyroute2 import IPRoute
+
+from enforcer.netnsutil import run_in_netns
+from enforcer.topology import Pod, Topology
+
+ETH_P_ALL = 0x0003
+
+
+def family_af(family: int) -> socket.AddressFamily:
+    return socket.AF_INET if family == 4 else socket.AF_INET6
+
+
+def addr(pod: Pod, family: int) -> str:
+    return str(pod.ipv4 if family == 4 else pod.ipv6)
+
+
+def mac_of(netns: str, ifname: str) -> str:
+    def read() -> str:
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=ifname)[0]
+            return str(ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS"))
+
+    return run_in_netns(netns, read)
+
+
+def next_hop_mac(topo: Topology, src: Pod, dst: Pod) -> str:
+    """The MAC a frame from src towards dst's IP must carry on src's eth0."""
+    if topo.mode == "bridged" and src.node is dst.node:
+        return mac_of(dst.netns, dst.ifname)
+    if topo.mode == "bridged":
+        return mac_of(src.node.netns, "enfbr0")
+    return mac_of(src.node.netns, src.host_ifname)
+
+
+class TcpServer:
+    """Listens in a pod; accepts and echoes in a thread."""
+
+    def __init__(self, pod: Pod, family: int, port: int) -> None:
+        self.sock = pod.run(lambda: socket.socket(family_af(family), socket.SOCK_STREAM))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((addr(pod, family), port))
+        self.sock.listen(128)
+        self.sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        conn.settimeout(30)
+        with conn:
+            try:
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+class UdpServer:
+    """Echoes datagrams from a pod."""
+
+    def __init__(self, pod: Pod, family: int, port: int) -> None:
+        self.sock = pod.run(lambda: socket.socket(family_af(family), socket.SOCK_DGRAM))
+        self.sock.bind((addr(pod, family), port))
+        self.sock.settimeout(0.2)
+        self.received: list[bytes] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(65536)
+            except (TimeoutError, OSError):
+                continue
+            self.received.append(data)
+            with contextlib.suppress(OSError):
+                self.sock.sendto(data, peer)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+def tcp_connect(src: Pod, dst: Pod, family: int, port: int, timeout: float = 1.0) -> bool:
+    """A full connection: handshake plus one echoed message (so replies must pass too)."""
+    s = src.run(lambda: socket.socket(family_af(family), socket.SOCK_STREAM))
+    s.settimeout(timeout)
+    try:
+        s.connect((addr(dst, family), port))
+        payload = secrets.token_bytes(16)
+        s.sendall(payload)
+        return s.recv(64) == payload
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def udp_roundtrip(src: Pod, dst: Pod, family: int, port: int, timeout: float = 0.5) -> bool:
+    s = src.run(lambda: socket.socket(family_af(family), socket.SOCK_DGRAM))
+    s.settimeout(timeout)
+    try:
+        payload = secrets.token_bytes(16)
+        s.sendto(payload, (addr(dst, family), port))
+        data, _ = s.recvfrom(64)
+        return data == payload
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def wait_until(pred: object, timeout: float = 3.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():  # type: ignore[operator]
+            return True
+        time.sleep(interval)
+    return False
+
+
+@dataclass
+class Capture:
+    """Raw frames arriving on a pod's eth0 (inbound only)."""
+
+    pod: Pod
+    sock: socket.socket = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sock = self.pod.run(
+            lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)))
+        self.sock.bind((self.pod.ifname, 0))
+        self.sock.setblocking(False)
+
+    def frames(self, wait: float = 0.3) -> list[bytes]:
+        out = []
+        deadline = time.monotonic() + wait
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return out
+            ready, _, _ = select.select([self.sock], [], [], left)
+            if ready:
+                data, meta = self.sock.recvfrom(65536)
+                if meta[2] != socket.PACKET_OUTGOING:
+                    out.append(data)
+
+    def saw(self, marker: bytes, wait: float = 0.3) -> bool:
+        return any(marker in f for f in self.frames(wait))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def capture(pod: Pod) -> Iterator[Capture]:
+    cap = Capture(pod)
+    try:
+        yield cap
+    finally:
+        cap.close()
+
+
+class Injector:
+    """Sends raw Ethernet frames from a pod's eth0."""
+
+    def __init__(self, pod: Pod) -> None:
+        self.pod = pod
+        self.sock = pod.run(lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW))
+        self.sock.bind((pod.ifname, 0))
+        self.mac = mac_of(pod.netns, pod.ifname)
+
+    def send(self, frame: bytes) -> None:
+        self.sock.send(frame)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def marker() -> bytes:
+    return b"ENF" + secrets.token_hex(6).encode()
+
+

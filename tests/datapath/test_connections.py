@@ -1,0 +1,109 @@
+"""Real TCP and UDP connections between pod namespaces, allowed or denied exactly as the
+tables say; replies pass; a denied SYN is counted and reported."""
+
+from __future__ import annotations
+
+import pytest
+
+from enforcer.datapath.types import (
+    PROTO_TCP,
+    PROTO_UDP,
+    Direction,
+    DropEvent,
+    DropReason,
+    EndpointPolicy,
+    PolicyEntry,
+)
+from tests.datapath.conftest import Env
+from tests.datapath.net import TcpServer, UdpServer, addr, tcp_connect, udp_roundtrip
+
+pytestmark = pytest.mark.kernel
+
+IN, OUT = Direction.INGRESS, Direction.EGRESS
+
+
+def test_tables_decide_tcp_and_udp(env: Env, family: int) -> None:
+    client, other, server = env.pod("client"), env.pod("other"), env.pod("server")
+    env.policy(client, EndpointPolicy(True, True, frozenset({
+        PolicyEntry(OUT, env.ident(server), PROTO_TCP, 8080, 8080),
+        PolicyEntry(OUT, env.ident(server), PROTO_UDP, 5300, 5400),
+    })))
+    env.policy(other, EndpointPolicy.allow_all())
+    env.policy(server, EndpointPolicy(True, True, frozenset({
+        PolicyEntry(IN, env.ident(client), PROTO_TCP, 8080, 8081),
+        PolicyEntry(IN, env.ident(client), PROTO_UDP, 5353, 5353),
+    })))
+    servers = [TcpServer(server, family, 8080), TcpServer(server, family, 8081),
+               UdpServer(server, family, 5353), UdpServer(server, family, 5354),
+               TcpServer(client, family, 9000)]
+    try:
+        assert tcp_connect(client, server, family, 8080)  # both sides allow; replies pass
+        assert not tcp_connect(client, server, family, 8081, timeout=0.5)  # client egress
+        assert udp_roundtrip(client, server, family, 5353)
+        assert not udp_roundtrip(client, server, family, 5354)  # server ingress
+        assert not tcp_connect(other, server, family, 8080, timeout=0.5)  # not a peer
+        # The server's egress is isolated with no rule: it cannot open a connection...
+        assert not tcp_connect(server, client, family, 9000, timeout=0.5)
+        # ...but replies of connections it accepted passed above, and still do.
+        assert tcp_connect(client, server, family, 8080)
+    finally:
+        for s in servers:
+            s.close()
+
+
+def test_denied_syn_is_counted_and_reported(env: Env, family: int) -> None:
+    client, server = env.pod("client"), env.pod("server")
+    env.policy(client, EndpointPolicy.allow_all())
+    env.policy(server, EndpointPolicy(ingress_isolated=True, egress_isolated=False))
+    srv = TcpServer(server, family, 7000)
+    events: list[DropEvent] = []
+    env.dp.poll_events(0, events.append)  # drain older events
+    events.clear()
+    before = env.count(server, IN, DropReason.POLICY_DENIED)
+    try:
+        assert not tcp_connect(client, server, family, 7000, timeout=0.3)
+    finally:
+        srv.close()
+    assert env.count(server, IN, DropReason.POLICY_DENIED) > before
+    env.dp.poll_events(200, events.append)
+    syns = [e for e in events if e.ifindex == server.host_ifindex and e.dport == 7000]
+    assert syns, events
+    ev = syns[0]
+    assert ev.reason == DropReason.POLICY_DENIED
+    assert ev.direction == IN
+    assert ev.protocol == PROTO_TCP
+    assert str(ev.src) == addr(client, family) and str(ev.dst) == addr(server, family)
+    assert ev.tcp_flags & 0x02  # SYN
+    assert ev.peer_identity == env.ident(client)
+    assert ev.endpoint_id == env.endpoint_id(server)
+
+
+def test_allowed_traffic_is_counted_as_forwarded(env: Env) -> None:
+    client, server = env.pod("client"), env.pod("server")
+    env.policy(client, EndpointPolicy.allow_all())
+    env.policy(server, EndpointPolicy.allow_all())
+    srv = TcpServer(server, 4, 7001)
+    before = env.count(server, IN, None)
+    try:
+        assert tcp_connect(client, server, 4, 7001)
+    finally:
+        srv.close()
+    assert env.count(server, IN, None) >= before + 3  # SYN, ACK, data at least
+
+
+def test_unknown_interface_gets_configured_verdict(env: Env) -> None:
+    client, server = env.pod("client"), env.pod("server")
+    env.policy(client, EndpointPolicy.allow_all())  # server attached but not known
+    srv = TcpServer(server, 4, 7002)
+    try:
+        before = env.count(server, IN, DropReason.UNKNOWN_ENDPOINT)
+        assert not tcp_connect(client, server, 4, 7002, timeout=0.3)
+        assert env.count(server, IN, DropReason.UNKNOWN_ENDPOINT) > before
+        env.dp.set_unknown_verdict(True)
+        try:
+            assert tcp_connect(client, server, 4, 7002)
+        finally:
+            env.dp.set_unknown_verdict(False)
+        assert not tcp_connect(client, server, 4, 7002, timeout=0.3)
+    finally:
+        srv.close()
