@@ -274,7 +274,9 @@ def _child(pods: int, namespaces: int, policies: int, repeats: int) -> dict[str,
     }
 
 
-def run(pods: int = 10_000, namespaces: int = 500, policies: int = 2_000, repeats: int = 3) -> dict:
+def run(
+    pods: int = 10_000, namespaces: int = 500, policies: int = 2_000, repeats: int = 3
+) -> dict[str, Any]:
     """Run the benchmark in a fresh process and return its figures."""
     out = subprocess.run(
         [
@@ -296,7 +298,8 @@ def run(pods: int = 10_000, namespaces: int = 500, policies: int = 2_000, repeat
         text=True,
         cwd=REPO_ROOT,  # so `-m bench.model_scale` resolves from anywhere
     )
-    return json.loads(out.stdout)
+    figures: dict[str, Any] = json.loads(out.stdout)
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,7 +66,9 @@ class _Linter:
         self.has_pods = any(self.state.is_endpoint(p) for p in self.state.pods.values())
         self.findings: list[Finding] = []
 
-    def add(self, level: str, check: str, policy: NetworkPolicy, message: str, field: str = ""):
+    def add(
+        self, level: str, check: str, policy: NetworkPolicy, message: str, field: str = ""
+    ) -> None:
         origin = self.origins.get(("NetworkPolicy", policy.key), "")
         obj = f"NetworkPolicy {policy.key}"
         self.findings.append(Finding(level, check, obj, message, field, origin))
@@ -182,7 +184,7 @@ class _Linter:
                         str(c)
                         for c in self.pod_cidrs
                         if c.version == block.cidr.version
-                        and c.overlaps(block.cidr)  # type: ignore[arg-type]
+                        and c.overlaps(block.cidr)
                         and not any(c.subnet_of(ex) for ex in block.except_)  # type: ignore[arg-type]
                     ]
                     if pods or nets:
@@ -235,7 +237,9 @@ class _Linter:
             keys = set().union(*(self.state.peer_pods(policy, p) for p in rule.peers))
         return [self.state.pods[k] for k in sorted(keys)]
 
-    def _named_port(self, policy: NetworkPolicy, port: PolicyPort, pods: list[Pod], field: str):
+    def _named_port(
+        self, policy: NetworkPolicy, port: PolicyPort, pods: list[Pod], field: str
+    ) -> None:
         name = str(port.port)
         if any(pod.resolve_named_port(name, port.protocol) for pod in pods):
             return
@@ -368,11 +372,10 @@ class _Linter:
     def _allows_dns(self, policy: NetworkPolicy, rule: PolicyRule, protocol: str) -> bool:
         """Could this rule carry DNS? Port 53 must pass, and a peer must plausibly be a DNS
         server: anything, a rule that names port 53, all addresses, or pods that serve 53."""
-        if rule.ports and not any(self._port_allows_dns(p, protocol) for p in rule.ports):
+        ports = rule.ports or ()
+        if ports and not any(self._port_allows_dns(p, protocol) for p in ports):
             return False
-        names_53 = bool(rule.ports) and any(
-            p.port is not None and self._port_allows_dns(p, protocol) for p in rule.ports
-        )
+        names_53 = any(p.port is not None and self._port_allows_dns(p, protocol) for p in ports)
         if not rule.peers or names_53:
             return True
         for peer in rule.peers:
@@ -409,7 +412,7 @@ class _Linter:
 
 
 def _key(obj: Any) -> str:
-    return getattr(obj, "key", None) or obj.name
+    return str(getattr(obj, "key", None) or obj.name)
 
 
 def _representative_labels(selector: LabelSelector) -> dict[str, str] | None:

@@ -18,7 +18,7 @@ from enforcer.model.cluster import ClusterState
 from enforcer.model.objects import PROTOCOLS
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "analyze",
         help="reachability matrix of pods under NetworkPolicies (no cluster needed)",

@@ -10,7 +10,7 @@ from enforcer.analysis.inputs import EXIT_INVALID_INPUT, load_for_command
 from enforcer.analysis.lint import ERROR, WARNING, Finding, lint
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("lint", help="check NetworkPolicy manifests for common mistakes")
     p.add_argument("paths", nargs="+", metavar="FILE_OR_DIR", help="manifests (YAML or JSON)")
     p.add_argument("--output", choices=["text", "json"], default="text")

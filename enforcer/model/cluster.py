@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from ipaddress import ip_address
 from types import MappingProxyType
+from typing import Any
 
 from enforcer.model.objects import (
     KIND_NAMESPACE,
@@ -92,7 +93,7 @@ class LabelIndex:
         return {key for key in candidates if selector.matches(labels[key])}
 
 
-def _discard_from(index: dict, bucket: object, key: str) -> None:
+def _discard_from(index: dict[Any, set[str]], bucket: object, key: str) -> None:
     keys = index.get(bucket)
     if keys is not None:
         keys.discard(key)

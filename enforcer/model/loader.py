@@ -73,7 +73,9 @@ def _flatten(doc: Any, origin: str, notes: list[str]) -> Iterator[Any]:
 def _describe(doc: Any) -> str:
     if not isinstance(doc, Mapping):
         return type(doc).__name__
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), Mapping) else {}
+    meta = doc.get("metadata")
+    if not isinstance(meta, Mapping):
+        meta = {}
     name = meta.get("name", "?")
     ns = meta.get("namespace")
     return f"{doc.get('apiVersion', '?')} {doc.get('kind', '?')} {ns + '/' if ns else ''}{name}"

@@ -142,7 +142,9 @@ def parse_object(obj: Mapping[str, Any], origin: str = "<input>") -> ModelObject
 # --- metadata ---------------------------------------------------------------------------
 
 
-def _metadata(ctx: _Ctx, obj: Mapping[str, Any], namespaced: bool) -> tuple[str, str, str, dict]:
+def _metadata(
+    ctx: _Ctx, obj: Mapping[str, Any], namespaced: bool
+) -> tuple[str, str, str, dict[str, str]]:
     meta = ctx.mapping(obj.get("metadata"), "metadata")
     name = meta.get("name")
     if not name:
@@ -160,8 +162,8 @@ def _metadata(ctx: _Ctx, obj: Mapping[str, Any], namespaced: bool) -> tuple[str,
     return name, namespace, str(uid), labels
 
 
-def _label_key(ctx: _Ctx, key: Any, field: str) -> str:
-    key = ctx.string(key, field)
+def _label_key(ctx: _Ctx, raw: Any, field: str) -> str:
+    key = ctx.string(raw, field)
     prefix, _, name = key.rpartition("/")
     if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
         ctx.fail(field, f"invalid label key {key!r}: prefix must be a DNS subdomain")
@@ -170,12 +172,12 @@ def _label_key(ctx: _Ctx, key: Any, field: str) -> str:
     return key
 
 
-def _label_value(ctx: _Ctx, value: Any, field: str) -> str:
-    if value is None:
+def _label_value(ctx: _Ctx, raw: Any, field: str) -> str:
+    if raw is None:
         return ""
-    if isinstance(value, bool | int | float):
-        ctx.fail(field, f"label value must be a string, got {value!r} (quote it in YAML)")
-    value = ctx.string(value, field)
+    if isinstance(raw, bool | int | float):
+        ctx.fail(field, f"label value must be a string, got {raw!r} (quote it in YAML)")
+    value = ctx.string(raw, field)
     if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
         ctx.fail(field, f"invalid label value {value!r}")
     return value
