@@ -103,3 +103,26 @@ def test_kind_config_disables_the_default_cni_for_flannel() -> None:
     assert (net_conf["Network"], net_conf["IPv6Network"], net_conf["EnableIPv6"]) == (v4, v6, True)
 
 
+def _e2e_objects() -> list[tuple[str, dict[str, Any]]]:
+    """What tests/e2e creates in a cluster: the pods and every policy case, checked here
+    because the suite itself runs only where a cluster exists."""
+    from tests.e2e import workloads
+
+    ips = {
+        f"{n}/{p}": f"10.244.{i}.{j + 2}" for i, n in enumerate("xyz") for j, p in enumerate("abc")
+    }
+    objects = workloads.model("ci")
+    for case, policies in workloads.policy_cases(ips, "ci").items():
+        objects += [
+            {**p, "metadata": {**p["metadata"], "name": f"{case}-{p['metadata']['name']}"}}
+            for p in policies
+        ]
+    return [(f"e2e:{o['kind']}/{o['metadata']['name']}", o) for o in objects]
+
+
+E2E = _e2e_objects()
+
+
+@pytest.mark.parametrize(("label", "obj"), E2E, ids=[label for label, _ in E2E])
+def test_e2e_object_matches_kubernetes_schema(label: str, obj: dict[str, Any]) -> None:
+    kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)

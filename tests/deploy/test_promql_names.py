@@ -7,7 +7,7 @@ from .promql import metric_names
 
 def test_finds_selectors_and_skips_functions_labels_and_keywords() -> None:
     expr = (
-        'topk(20, sum by (namespace, pod, reason) (rate(enforcer_drop_count_total'
+        "topk(20, sum by (namespace, pod, reason) (rate(enforcer_drop_count_total"
         '{reason!="x"}[$__rate_interval]))) > 3 * up offset 1h and bool time() - other_metric'
     )
     assert metric_names(expr) == {"enforcer_drop_count_total", "up", "other_metric"}
