@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from enforcer.cli import main
@@ -210,3 +211,55 @@ def test_console_script_exit_codes(tmp_path):
         [ENFORCER, "analyze", path, "--port", "80", "--strict"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "x/bad" in bad.stderr
+
+
+def _bad(**spec) -> dict:
+    return netpol("x", "bad", **{"podSelector": {"matchLabels": {"app": "b"}}, **spec})
+
+
+NAMELESS = netpol("x", "nameless")
+del NAMELESS["metadata"]["name"]
+EVERY_VALIDATION_ERROR = [
+    (_bad(ingress=[{"from": [{"ipBlock": {"cidr": "10.0.0.0/40"}}]}]), "invalid CIDR"),
+    (
+        _bad(ingress=[{"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["11.0.0.0/16"]}}]}]),
+        "strict subset",
+    ),
+    (_bad(ingress=[{"ports": [{"port": 80, "endPort": 79}]}]), "greater than or equal"),
+    (_bad(ingress=[{"ports": [{"port": "http", "endPort": 90}]}]), "non-numeric"),
+    (_bad(ingress=[{"ports": [{"protocol": "ICMP"}]}]), "unsupported protocol"),
+    (
+        _bad(podSelector={"matchExpressions": [{"key": "a", "operator": "Is", "values": ["b"]}]}),
+        "unsupported operator",
+    ),
+    (
+        _bad(ingress=[{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "namespaceSelector": {}}]}]),
+        "both ipBlock and another peer",
+    ),
+    (NAMELESS, "metadata.name: required value"),
+]
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"), EVERY_VALIDATION_ERROR, ids=[m for _, m in EVERY_VALIDATION_ERROR]
+)
+def test_every_validation_error_exit_code_and_nothing_partial(capsys, tmp_path, bad, message):
+    deny_b = netpol("x", "deny-b", podSelector={"matchLabels": {"app": "b"}})
+    path = write(
+        tmp_path,
+        "in.yaml",
+        [
+            pod("x", "a", {"app": "a"}, "10.0.0.1"),
+            pod("x", "b", {"app": "b"}, "10.0.0.2"),
+            bad,
+            deny_b,
+        ],
+    )
+    code, out, err = run_cli(capsys, "analyze", path, "--port", "80", "--strict")
+    assert code == 2 and out == "" and message in err and path in err
+    code, out, err = run_cli(capsys, "analyze", path, "--port", "80", "--output", "json")
+    assert code == 0 and message in err and "object skipped" in err
+    matrix = json.loads(out)["matrix"]
+    # The valid policy in the same file applies; the invalid one adds nothing (had any part
+    # of an `ingress: [...]` allow rule been applied, a -> b would be allowed).
+    assert matrix["x/a"]["x/b"] is False and matrix["x/b"]["x/a"] is True
