@@ -49,6 +49,8 @@ def explain_text(state: ClusterState, src: str, dst: str, port: int, protocol: s
     lines = [f"{src} -> {dst} {protocol}/{port}: {word}"]
     if verdict.self_traffic:
         lines.append("  a pod may always reach itself (policies do not apply)")
+    if verdict.from_node:
+        lines.append("  from the destination's own node: its ingress policies do not apply")
     lines.append(_side("egress", src, verdict.egress, EGRESS))
     lines.append(_side("ingress", dst, verdict.ingress, INGRESS))
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 
 A connection needs the source's egress AND the destination's ingress. A direction is
 isolated when some policy selects the pod with that type; then only the union of those
-policies' rules allows. A pod may always reach itself.
+policies' rules allows. A pod may always reach itself, and its own node may always reach it
+(a hostNetwork pod on the same node is node traffic; its egress is never policed).
 
 ipBlock and pods: a pod matches an ipBlock when one of its IPs (of the connection's IP family,
 or any family when `family` is None) is inside the cidr and in no `except`.
@@ -47,6 +48,7 @@ class Verdict:
     egress: DirectionVerdict
     ingress: DirectionVerdict
     self_traffic: bool = False  # allowed because a pod may always reach itself
+    from_node: bool = False  # from the destination's own node (a hostNetwork pod there)
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,10 @@ def evaluate(
     )
     if src_pod_key == dst_pod_key:
         return Verdict(allowed=True, egress=egress, ingress=ingress, self_traffic=True)
+    if src.host_network and src.node_name is not None and src.node_name == dst.node_name:
+        # Traffic from the pod's own node is always allowed (kubelet probes and the like);
+        # a hostNetwork pod's traffic is node traffic.
+        return Verdict(allowed=egress.allowed, egress=egress, ingress=ingress, from_node=True)
     return Verdict(allowed=egress.allowed and ingress.allowed, egress=egress, ingress=ingress)
 
 

@@ -598,3 +598,17 @@ def test_verdict_lists_every_allowing_rule_and_isolating_policy():
     v = evaluate(s, "x/a", "x/b", 80, "TCP")
     assert v.ingress.isolating == ["x/p1", "x/p2"]
     assert v.ingress.allowing == [("x/p1", 1), ("x/p2", 0)]
+
+
+def test_traffic_from_the_destinations_own_node_is_always_allowed():
+    docs = [ns("x"), policy("x", "deny-all", policyTypes=["Ingress", "Egress"])]
+    local = pod("x", "kubelet-like", WEB, ips=["192.168.0.1"], host_network=True)
+    remote = pod("x", "other-node", WEB, ips=["192.168.0.2"], host_network=True)
+    dst = pod("x", "dst", DB)
+    local["spec"]["nodeName"] = dst["spec"]["nodeName"] = "node-1"
+    remote["spec"]["nodeName"] = "node-2"
+    s = cluster(*docs, local, remote, dst)
+    v = evaluate(s, "x/kubelet-like", "x/dst", 8080, "TCP")
+    assert v.allowed and v.from_node and not v.ingress.allowed
+    assert not allowed(s, "x/other-node", "x/dst", 8080)
+    assert not allowed(s, "x/dst", "x/kubelet-like", 8080)  # the pod's own egress still applies
