@@ -19,4 +19,4 @@ else
 fi
 
 ENFORCER_E2E_KUBECONFIG="$(realpath "$kubeconfig")" \
-  exec "$py" -m pytest -m e2e -p no:cacheprovider tests/e2e "$@"
+  exec "$py" -m pytest -m e2e -p no:cacheprovider --timeout=900 tests/e2e "$@"
