@@ -18,5 +18,5 @@ else
   py=.cache/venv-e2e/bin/python
 fi
 
-ENFORCER_E2E_KUBECONFIG="$(realpath "$kubeconfig")" \
+ENFORCER_E2E_KUBECONFIG="$(cd "$(dirname "$kubeconfig")" && pwd)/$(basename "$kubeconfig")" \
   exec "$py" -m pytest -m e2e -p no:cacheprovider --timeout=900 tests/e2e "$@"

@@ -68,4 +68,4 @@ echo "kind-e2e: loading $image into the nodes and deploying the agent"
 kind load docker-image "$image" --name "$cluster"
 bash scripts/deploy-agent.sh "$image"
 
-bash scripts/e2e-pytest.sh "$kubeconfig" "$@"
+ENFORCER_E2E_IMAGE="$image" bash scripts/e2e-pytest.sh "$kubeconfig" "$@"

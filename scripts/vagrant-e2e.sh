@@ -49,4 +49,4 @@ export KUBECONFIG="$repo/$kubeconfig"
 kubectl wait --for=condition=Ready nodes --all --timeout=10m
 
 bash scripts/deploy-agent.sh "$image"
-bash scripts/e2e-pytest.sh "$kubeconfig" "$@"
+ENFORCER_E2E_IMAGE="$image" bash scripts/e2e-pytest.sh "$kubeconfig" "$@"
