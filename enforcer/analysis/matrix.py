@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from enforcer.model.cluster import ClusterState
-from enforcer.model.evaluate import evaluate
+from enforcer.model.evaluate import PairEvaluator
 
 Matrix = dict[str, dict[str, bool]]
 
@@ -27,9 +27,9 @@ def reachability(
 ) -> Matrix:
     """Verdicts between all endpoint pods (or the given pod keys) on one port/protocol."""
     keys = sorted(pods) if pods is not None else state.endpoint_keys()
+    pairs = PairEvaluator(state, family)
     return {
-        src: {dst: evaluate(state, src, dst, port, protocol, family).allowed for dst in keys}
-        for src in keys
+        src: {dst: pairs.verdict(src, dst, port, protocol).allowed for dst in keys} for src in keys
     }
 
 

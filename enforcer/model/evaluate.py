@@ -92,20 +92,24 @@ def rule_matches(
     return False
 
 
+def applying_policies(state: ClusterState, pod: Pod, direction: str) -> list[NetworkPolicy]:
+    """Policies that select the pod for `direction` (sorted by key); empty: not isolated."""
+    return sorted(
+        (p for p in state.policies_selecting(pod.key) if direction in p.policy_types),
+        key=lambda p: p.key,
+    )
+
+
 def _direction(
     state: ClusterState,
     direction: str,
-    subject: Pod,
+    policies: list[NetworkPolicy],
     remote: _Remote,
     dst_pod: Pod | None,
     port: int,
     protocol: str,
     family: int | None,
 ) -> DirectionVerdict:
-    policies = sorted(
-        (p for p in state.policies_selecting(subject.key) if direction in p.policy_types),
-        key=lambda p: p.key,
-    )
     if not policies:
         return DirectionVerdict.unrestricted()
     allowing = [
@@ -129,6 +133,45 @@ def _pod(state: ClusterState, key: str) -> Pod:
     return pod
 
 
+def _connection(
+    state: ClusterState,
+    src: Pod,
+    dst: Pod,
+    src_egress: list[NetworkPolicy],
+    dst_ingress: list[NetworkPolicy],
+    port: int,
+    protocol: str,
+    family: int | None,
+) -> Verdict:
+    egress = _direction(
+        state,
+        EGRESS,
+        src_egress,
+        _Remote(dst, dst.ips_of_family(family)),
+        dst,
+        port,
+        protocol,
+        family,
+    )
+    ingress = _direction(
+        state,
+        INGRESS,
+        dst_ingress,
+        _Remote(src, src.ips_of_family(family)),
+        dst,
+        port,
+        protocol,
+        family,
+    )
+    if src.key == dst.key:
+        return Verdict(allowed=True, egress=egress, ingress=ingress, self_traffic=True)
+    if src.host_network and src.node_name is not None and src.node_name == dst.node_name:
+        # Traffic from the pod's own node is always allowed (kubelet probes and the like);
+        # a hostNetwork pod's traffic is node traffic.
+        return Verdict(allowed=egress.allowed, egress=egress, ingress=ingress, from_node=True)
+    return Verdict(allowed=egress.allowed and ingress.allowed, egress=egress, ingress=ingress)
+
+
 def evaluate(
     state: ClusterState,
     src_pod_key: str,
@@ -139,19 +182,49 @@ def evaluate(
 ) -> Verdict:
     """May `src` open a new connection to `dst` on port/protocol?"""
     src, dst = _pod(state, src_pod_key), _pod(state, dst_pod_key)
-    egress = _direction(
-        state, EGRESS, src, _Remote(dst, dst.ips_of_family(family)), dst, port, protocol, family
+    return _connection(
+        state,
+        src,
+        dst,
+        applying_policies(state, src, EGRESS),
+        applying_policies(state, dst, INGRESS),
+        port,
+        protocol,
+        family,
     )
-    ingress = _direction(
-        state, INGRESS, dst, _Remote(src, src.ips_of_family(family)), dst, port, protocol, family
-    )
-    if src_pod_key == dst_pod_key:
-        return Verdict(allowed=True, egress=egress, ingress=ingress, self_traffic=True)
-    if src.host_network and src.node_name is not None and src.node_name == dst.node_name:
-        # Traffic from the pod's own node is always allowed (kubelet probes and the like);
-        # a hostNetwork pod's traffic is node traffic.
-        return Verdict(allowed=egress.allowed, egress=egress, ingress=ingress, from_node=True)
-    return Verdict(allowed=egress.allowed and ingress.allowed, egress=egress, ingress=ingress)
+
+
+class PairEvaluator:
+    """evaluate() for many pairs of one state: each pod's policies are looked up once.
+
+    The state must not change while it is in use."""
+
+    def __init__(self, state: ClusterState, family: int | None = None) -> None:
+        self._state = state
+        self._family = family
+        self._egress: dict[str, list[NetworkPolicy]] = {}
+        self._ingress: dict[str, list[NetworkPolicy]] = {}
+
+    def _policies(
+        self, cache: dict[str, list[NetworkPolicy]], pod: Pod, direction: str
+    ) -> list[NetworkPolicy]:
+        found = cache.get(pod.key)
+        if found is None:
+            found = cache[pod.key] = applying_policies(self._state, pod, direction)
+        return found
+
+    def verdict(self, src_pod_key: str, dst_pod_key: str, port: int, protocol: str) -> Verdict:
+        src, dst = _pod(self._state, src_pod_key), _pod(self._state, dst_pod_key)
+        return _connection(
+            self._state,
+            src,
+            dst,
+            self._policies(self._egress, src, EGRESS),
+            self._policies(self._ingress, dst, INGRESS),
+            port,
+            protocol,
+            self._family,
+        )
 
 
 def evaluate_ip(
@@ -178,7 +251,9 @@ def evaluate_ip(
     pod = _pod(state, pod_key)
     outside = _Remote(None, (addr,))
     if direction == EGRESS:
-        verdict = _direction(state, EGRESS, pod, outside, None, port, protocol, addr.version)
+        policies = applying_policies(state, pod, EGRESS)
+        verdict = _direction(state, EGRESS, policies, outside, None, port, protocol, addr.version)
         return Verdict(verdict.allowed, egress=verdict, ingress=DirectionVerdict.unrestricted())
-    verdict = _direction(state, INGRESS, pod, outside, pod, port, protocol, addr.version)
+    policies = applying_policies(state, pod, INGRESS)
+    verdict = _direction(state, INGRESS, policies, outside, pod, port, protocol, addr.version)
     return Verdict(verdict.allowed, egress=DirectionVerdict.unrestricted(), ingress=verdict)

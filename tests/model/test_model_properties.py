@@ -12,6 +12,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from enforcer.analysis.matrix import reachability
 from enforcer.model.cluster import ClusterState
 from enforcer.model.evaluate import evaluate
 from enforcer.model.objects import (
@@ -291,6 +292,12 @@ def test_indexed_state_agrees_with_brute_force_reference(objects):
                 if peer.ip_block is None:
                     expect = {k for k in keys if ref.peer(policy, peer, ref.pods[k], None)}
                     assert state.peer_pods(policy, peer) == expect
+    for port, proto in PROBES:  # the matrix (per-pod policy cache) says what evaluate says
+        matrix = reachability(state, port, proto)
+        assert list(matrix) == state.endpoint_keys()
+        for src, row in matrix.items():
+            for dst, ok in row.items():
+                assert ok == ref.allowed(src, dst, port, proto, None)
     for src in keys:
         for dst in keys:
             for port, proto in PROBES:
