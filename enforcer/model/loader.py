@@ -57,7 +57,11 @@ def _documents(text: str, origin: str) -> list[Any]:
 
 
 def _flatten(doc: Any, origin: str, notes: list[str]) -> Iterator[Any]:
-    """Expand List and typed lists (their items may lack `kind`)."""
+    """Expand List and typed lists (their items may lack `kind`), and bare arrays."""
+    if isinstance(doc, list):
+        for item in doc:
+            yield from _flatten(item, origin, notes)
+        return
     if isinstance(doc, Mapping) and isinstance(doc.get("kind"), str):
         kind = doc["kind"]
         if kind.endswith("List") and isinstance(doc.get("items"), list):

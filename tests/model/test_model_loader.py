@@ -327,6 +327,8 @@ def test_kubectl_list_and_typed_list_output(tmp_path):
 def test_json_array_and_unparsable_yaml(tmp_path):
     result = load_text(json.dumps([policy("x", "p1"), policy("x", "p2")]), "arr.json")
     assert [o.name for o in result.objects] == ["p1", "p2"]
+    yaml_list = load_text("- " + json.dumps(policy("x", "p3")), "arr.yaml")
+    assert [o.name for o in yaml_list.objects] == ["p3"]
     broken = load_text("kind: [unclosed", "broken.yaml")
     assert not broken.objects and "cannot parse" in str(broken.errors[0])
     assert broken.errors[0].origin == "broken.yaml"
