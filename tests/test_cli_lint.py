@@ -272,3 +272,19 @@ def test_console_script_exit_codes(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(netpol("x", "b", policyTypes=["Sideways"])))
     assert subprocess.run([ENFORCER, "lint", str(bad)], capture_output=True).returncode == 2
+
+
+def test_the_mistakes_example_shows_each_kind_of_mistake(capsys):
+    code = main(["lint", str(REPO / "examples" / "mistakes"), "--output", "json"])
+    findings = json.loads(capsys.readouterr()[0])["findings"]
+    assert code == 1  # it has an error-level finding
+    assert checks(findings) == {
+        "broad-selector",
+        "dns-not-allowed",
+        "dns-tcp-only",
+        "egress-only-isolates-ingress",
+        "empty-egress-without-policytypes",
+        "named-port-protocol",
+        "or-instead-of-and",
+        "selects-no-pod",
+    }

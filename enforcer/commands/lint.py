@@ -11,7 +11,20 @@ from enforcer.analysis.lint import ERROR, WARNING, Finding, lint
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("lint", help="check NetworkPolicy manifests for common mistakes")
+    p = sub.add_parser(
+        "lint",
+        help="check NetworkPolicy manifests for common mistakes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Warn about the NetworkPolicy mistakes people actually make. Checks:\n"
+            "  dns-not-allowed, dns-tcp-only, selects-no-pod, named-port-undeclared,\n"
+            "  named-port-protocol (error), named-port-ipblock (error), rules-ignored (error),\n"
+            "  egress-only-isolates-ingress, empty-egress-without-policytypes, broad-selector,\n"
+            "  or-instead-of-and, ipblock-overlaps-pods, duplicate.\n"
+            "Checks about pods need Pods in the input (kubectl get pods -A -o yaml).\n"
+            "Exit: 0 clean, 1 findings at --fail-on level or worse, 2 invalid input."
+        ),
+    )
     p.add_argument("paths", nargs="+", metavar="FILE_OR_DIR", help="manifests (YAML or JSON)")
     p.add_argument("--output", choices=["text", "json"], default="text")
     p.add_argument(
