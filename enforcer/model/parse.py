@@ -350,12 +350,14 @@ def _policy_port(ctx: _Ctx, raw: Any, field: str) -> PolicyPort:
     port: int | str | None
     if raw_port is None:
         port = None
-    elif isinstance(raw_port, str) and not raw_port.isdigit():
+    elif isinstance(raw_port, str):
+        if raw_port.isdigit():
+            # An intstr string is a port name, and names need a letter: the API server
+            # rejects "80" in quotes.
+            ctx.fail(f"{field}.port", f"{raw_port!r} is a string: write the port as a number")
         port = _port_name(ctx, raw_port, f"{field}.port")
     else:
-        # intstr: "80" is the number 80 (as the API server decodes it).
-        number = int(raw_port) if isinstance(raw_port, str) else raw_port
-        port = _port_number(ctx, number, f"{field}.port")
+        port = _port_number(ctx, raw_port, f"{field}.port")
     end_port = item.get("endPort")
     if end_port is not None:
         end_port = _port_number(ctx, end_port, f"{field}.endPort")

