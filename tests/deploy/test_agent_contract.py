@@ -1,0 +1,54 @@
+"""The manifests, alerts and dashboard agree with the agent's code: its CLI accepts the
+DaemonSet's arguments, and it exports every metric the monitoring files use."""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+from prometheus_client import generate_latest
+
+from enforcer.agent.metrics import AgentMetrics, DatapathCollector
+from enforcer.cli import build_parser
+from enforcer.datapath.types import Direction, DropReason
+
+from .contract import METRICS, METRICS_PORT, PIN_DIR
+from .render import find, render
+
+
+def test_agent_cli_accepts_the_daemonsets_arguments() -> None:
+    ds = find(render(), "DaemonSet", "enforcer-agent")
+    (agent,) = ds["spec"]["template"]["spec"]["containers"]
+    args = build_parser().parse_args(["agent", *agent["args"]])
+    assert args.source == "k8s"
+    assert args.pin_dir == PIN_DIR
+    assert args.metrics_addr == f"0.0.0.0:{METRICS_PORT}"
+    assert args.unknown_endpoint_verdict == "deny"
+
+
+def test_agent_exports_every_metric_the_monitoring_uses() -> None:
+    metrics = AgentMetrics()
+    rows = [
+        SimpleNamespace(
+            ifindex=7, direction=int(Direction.INGRESS), reason=None, packets=3, bytes=300
+        ),
+        SimpleNamespace(
+            ifindex=7,
+            direction=int(Direction.INGRESS),
+            reason=int(next(iter(DropReason))),
+            packets=2,
+            bytes=120,
+        ),
+    ]
+    metrics.add_datapath(
+        DatapathCollector(lambda: rows, lambda ifindex: "x/a", lambda: {"policy": 0.5})
+    )
+    metrics.policy_delay.observe(0.01)
+    metrics.map_full.inc()
+    metrics.watch_restarts.labels(resource="pods").inc()
+    text = generate_latest(metrics.registry).decode()
+    for metric in METRICS:
+        assert re.search(rf"^{metric}(\{{| )", text, re.MULTILINE) or re.search(
+            rf"^{metric}_bucket\{{", text, re.MULTILINE
+        ), metric
+    assert re.search(r'^enforcer_drop_count_total\{[^}]*namespace="x",pod="a"', text, re.M)
