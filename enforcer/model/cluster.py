@@ -71,26 +71,30 @@ class LabelIndex:
         """Keys whose labels the selector matches."""
         if selector.is_empty():
             return set(self._labels)
-        # Narrow to the smallest candidate set any positive term gives, then check fully.
-        candidates: set[str] | frozenset[str] | None = None
-        for pair in selector.match_labels.items():
-            found = self.by_pair.get(pair, _NO_KEYS)
-            if candidates is None or len(found) < len(candidates):
-                candidates = found
+        # Each positive term (a label pair, In, Exists) has an exact key set in the index:
+        # intersect those; only NotIn / DoesNotExist need a look at each remaining object.
+        positive: list[set[str] | frozenset[str]] = [
+            self.by_pair.get(pair, _NO_KEYS) for pair in selector.match_labels.items()
+        ]
+        negative = []
         for req in selector.match_expressions:
             if req.operator == "In":
-                found = set().union(*(self.by_pair.get((req.key, v), _NO_KEYS) for v in req.values))
+                positive.append(
+                    set().union(*(self.by_pair.get((req.key, v), _NO_KEYS) for v in req.values))
+                )
             elif req.operator == "Exists":
-                found = self.by_key.get(req.key, _NO_KEYS)
+                positive.append(self.by_key.get(req.key, _NO_KEYS))
             else:
-                continue  # NotIn / DoesNotExist only filter
-            if candidates is None or len(found) < len(candidates):
-                candidates = found
-        if candidates is None:
-            candidates = self._labels.keys()  # type: ignore[assignment]
-        assert candidates is not None
-        labels = self._labels
-        return {key for key in candidates if selector.matches(labels[key])}
+                negative.append(req)
+        if positive:
+            positive.sort(key=len)
+            found = set(positive[0]).intersection(*positive[1:])
+        else:
+            found = set(self._labels)
+        if negative:
+            labels = self._labels
+            found = {key for key in found if all(req.matches(labels[key]) for req in negative)}
+        return found
 
 
 def _discard_from(index: dict[Any, set[str]], bucket: object, key: str) -> None:

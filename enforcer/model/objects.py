@@ -7,7 +7,7 @@ constructor are converted.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, KeysView, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
@@ -47,6 +47,16 @@ class FrozenLabels(Mapping[str, str]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._data
+
+    # Direct dict calls: selector matching runs these in hot loops.
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def items(self) -> ItemsView[str, str]:
+        return self._data.items()
+
+    def keys(self) -> KeysView[str]:
+        return self._data.keys()
 
     def __hash__(self) -> int:
         if self._hash is None:
