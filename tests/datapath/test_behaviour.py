@@ -1,0 +1,305 @@
+"""Stateful behaviour with real traffic: ICMP under asymmetric policy, related ICMP errors,
+IP reuse, host-originated traffic, revocation, atomic swaps, coexistence, map-full."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from ipaddress import ip_network
+
+import pytest
+from scapy.all import ICMP, IP, TCP, Ether, ICMPv6EchoReply, ICMPv6EchoRequest, IPv6, raw
+
+from enforcer.datapath import MapFullError, tc
+from enforcer.datapath.types import (
+    PROTO_ANY,
+    PROTO_TCP,
+    PROTO_UDP,
+    Direction,
+    DropReason,
+    EndpointPolicy,
+    PolicyEntry,
+)
+from enforcer.netnsutil import run_in_netns
+from enforcer.topology import Pod
+from tests.datapath.conftest import Env
+from tests.datapath.crafted import marker
+from tests.datapath.net import (
+    Injector,
+    TcpServer,
+    UdpServer,
+    addr,
+    capture,
+    family_af,
+    next_hop_mac,
+    tcp_connect,
+    udp_roundtrip,
+)
+
+pytestmark = pytest.mark.kernel
+
+IN, OUT = Direction.INGRESS, Direction.EGRESS
+DENY_ALL = EndpointPolicy(True, True)
+
+
+def allow(direction: Direction, peer: int, proto: int = PROTO_ANY, lo: int = 0,
+          hi: int = 65535) -> PolicyEntry:
+    return PolicyEntry(direction, peer, proto, lo, hi)
+
+
+def inject(env: Env, src: Pod, dst: Pod, l3: object, mark: bytes, *, src_ip: str | None = None,
+           family: int = 4) -> bool:
+    """Send an IP packet (scapy) from src's eth0 towards dst; True if dst's eth0 got it."""
+    inj = Injector(src)
+    try:
+        frame = raw(Ether(src=inj.mac, dst=next_hop_mac(env.topo, src, dst),
+                          type=0x0800 if family == 4 else 0x86DD) / l3)
+        with capture(dst) as cap:
+            inj.send(frame)
+            return cap.saw(mark)
+    finally:
+        inj.close()
+
+
+def ip_layer(src: Pod | str, dst: Pod, family: int) -> object:
+    s = src if isinstance(src, str) else addr(src, family)
+    return (IP if family == 4 else IPv6)(src=s, dst=addr(dst, family))
+
+
+def ping(src_netns: str, dst: str) -> bool:
+    res = subprocess.run(["ip", "netns", "exec", src_netns, "ping", "-c1", "-W1", dst],
+                         capture_output=True)
+    return res.returncode == 0
+
+
+def test_icmp_echo_under_an_asymmetric_policy(env: Env, family: int) -> None:
+    a, b = env.pod("a"), env.pod("b")
+    env.policy(a, EndpointPolicy(True, True, frozenset({allow(OUT, env.ident(b))})))
+    env.policy(b, EndpointPolicy(True, True, frozenset({allow(IN, env.ident(a))})))
+    assert ping(a.netns, addr(b, family))  # a -> b allowed, the reply passes
+    assert not ping(b.netns, addr(a, family))  # b -> a is not
+    # Crafted: a's echo id 0x4321 is in conntrack; b may answer it, not reuse it to ask.
+    req = ICMP(type=8, id=0x4321) if family == 4 else ICMPv6EchoRequest(id=0x4321)
+    rep = ICMP(type=0, id=0x4321) if family == 4 else ICMPv6EchoReply(id=0x4321)
+    m0, m1, m2 = marker(), marker(), marker()
+    assert inject(env, a, b, ip_layer(a, b, family) / req / m0, m0, family=family)
+    assert not inject(env, b, a, ip_layer(b, a, family) / req / m1, m1, family=family)
+    assert inject(env, b, a, ip_layer(b, a, family) / rep / m2, m2, family=family)
+
+
+def test_related_icmp_error_reaches_an_isolated_sender(env: Env, family: int) -> None:
+    a, b = env.pod("a"), env.pod("b")
+    env.policy(a, EndpointPolicy(True, True, frozenset({allow(OUT, env.ident(b), PROTO_UDP,
+                                                              53, 53)})))
+    env.policy(b, EndpointPolicy(True, True, frozenset({allow(IN, env.ident(a), PROTO_UDP,
+                                                              53, 53)})))
+    s = a.run(lambda: socket.socket(family_af(family), socket.SOCK_DGRAM))
+    s.settimeout(1.0)
+    try:
+        s.connect((addr(b, family), 53))  # nothing listens: b answers port unreachable
+        s.send(b"hello")
+        with pytest.raises(ConnectionRefusedError):
+            s.recv(10)
+    finally:
+        s.close()
+
+
+def test_reused_ip_loses_its_flows_when_conntrack_is_flushed(env: Env, family: int) -> None:
+    a, b, c = env.pod("a"), env.pod("b"), env.pod("c")
+    env.policy(a, EndpointPolicy(True, True, frozenset({allow(OUT, env.ident(b), PROTO_TCP,
+                                                              80, 80)})))
+    env.policy(b, EndpointPolicy.allow_all())
+    env.policy(c, EndpointPolicy.allow_all())
+    server = TcpServer(b, family, 80)
+    client = a.run(lambda: socket.socket(family_af(family), socket.SOCK_STREAM))
+    try:
+        client.connect((addr(b, family), 80))
+        sport = client.getsockname()[1]
+        # b's IP now belongs to another pod (c stands in for it, with c's identity).
+        ident = env.ident(c)
+        net = ip_network(addr(b, family))
+        env.dp.set_identities({net: ident})
+
+        def reply_like(mark: bytes) -> bool:
+            pkt = ip_layer(addr(b, family), a, family) / TCP(sport=80, dport=sport,
+                                                              flags="A") / mark
+            return inject(env, c, a, pkt, mark, family=family)
+
+        assert reply_like(marker())  # the old owner's conntrack entry still matches
+        assert env.dp.flush_conntrack(net.network_address) > 0
+        before = env.count(a, IN, DropReason.POLICY_DENIED)
+        assert not reply_like(marker())
+        assert env.count(a, IN, DropReason.POLICY_DENIED) > before
+    finally:
+        client.close()
+        server.close()
+
+
+def test_host_originated_traffic_passes_spoofed_node_ip_does_not(env: Env, family: int) -> None:
+    b, c = env.pod("b"), env.pod("c")
+    env.policy(b, DENY_ALL)
+    env.policy(c, EndpointPolicy.allow_all())
+    server = TcpServer(b, family, 8080)
+    try:
+        def from_node() -> bool:
+            s = socket.socket(family_af(family), socket.SOCK_STREAM)
+            s.settimeout(1)
+            try:
+                s.connect((addr(b, family), 8080))
+                s.sendall(b"probe")
+                return s.recv(10) == b"probe"
+            except OSError:
+                return False
+            finally:
+                s.close()
+
+        assert run_in_netns(b.node.netns, from_node)  # kubelet-style probe
+        node_ip = str(b.node.ipv4 if family == 4 else b.node.ipv6)
+        before = env.count(b, IN, DropReason.POLICY_DENIED)
+        if env.topo.mode == "routed":
+            # Forwarded traffic SNATed to the node IP (NodePort-style masquerade): it carries
+            # the node's address but was not originated by the node.
+            tables = "iptables" if family == 4 else "ip6tables"
+            subprocess.run(["ip", "netns", "exec", b.node.netns, tables, "-t", "nat", "-A",
+                            "POSTROUTING", "-s", addr(c, family), "-d", addr(b, family),
+                            "-j", "SNAT", "--to-source", node_ip], check=True)
+            assert not tcp_connect(c, b, family, 8080, timeout=0.5)
+        else:
+            m = marker()
+            spoofed = ip_layer(node_ip, b, family) / TCP(sport=5555, dport=8080, flags="S") / m
+            assert not inject(env, c, b, spoofed, m, family=family)
+        assert env.count(b, IN, DropReason.POLICY_DENIED) > before
+    finally:
+        server.close()
+
+
+def test_revocation_cuts_an_established_flow_at_its_next_packet(env: Env, family: int) -> None:
+    a, b = env.pod("a"), env.pod("b")
+    env.policy(a, EndpointPolicy.allow_all())
+    allowing = EndpointPolicy(True, False, frozenset({allow(IN, env.ident(a), PROTO_TCP, 80,
+                                                            80)}))
+    env.policy(b, allowing)
+    server = TcpServer(b, family, 80)
+    client = a.run(lambda: socket.socket(family_af(family), socket.SOCK_STREAM))
+    client.settimeout(1.0)
+    try:
+        client.connect((addr(b, family), 80))
+        client.sendall(b"one")
+        assert client.recv(10) == b"one"
+        before = env.count(b, IN, DropReason.POLICY_DENIED)
+        env.policy(b, EndpointPolicy(True, False))
+        client.sendall(b"two")
+        with pytest.raises(TimeoutError):
+            client.recv(10)
+        assert env.count(b, IN, DropReason.POLICY_DENIED) > before
+    finally:
+        client.close()
+        server.close()
+
+
+def test_policy_swaps_between_allowing_generations_drop_nothing(env: Env) -> None:
+    a, b = env.pod("a"), env.pod("b")
+    env.policy(a, EndpointPolicy.allow_all())
+    base = {allow(IN, env.ident(a), PROTO_UDP, 53, 53), allow(IN, env.ident(a), PROTO_TCP, 80, 80)}
+    gens = [EndpointPolicy(True, True, frozenset(base)),
+            EndpointPolicy(True, True, frozenset(base | {allow(IN, 7, PROTO_TCP, 1000, 2000)}))]
+    env.policy(b, gens[0])
+    udp, tcp = UdpServer(b, 4, 53), TcpServer(b, 4, 80)
+    stop = threading.Event()
+    swaps = 0
+
+    def swapper() -> None:
+        nonlocal swaps
+        while not stop.is_set():
+            env.policy(b, gens[swaps % 2])
+            swaps += 1
+
+    t = threading.Thread(target=swapper)
+    t.start()
+    failures, probes = 0, 0
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            failures += not udp_roundtrip(a, b, 4, 53, timeout=0.5)
+            failures += not tcp_connect(a, b, 4, 80, timeout=0.5)
+            probes += 2
+    finally:
+        stop.set()
+        t.join()
+        udp.close()
+        tcp.close()
+    assert swaps > 100 and probes > 100
+    assert failures == 0
+
+
+CNI_STANDIN = b"""
+BPF_HASH(seen, u16, u64, 64);  /* IPv4 UDP packets by destination port */
+int cni_standin(struct __sk_buff *skb) {
+    u8 h[38];
+    if (bpf_skb_load_bytes(skb, 0, h, sizeof(h)) < 0)
+        return TC_ACT_OK;
+    if (h[12] != 0x08 || h[13] != 0x00 || h[23] != 17 || (h[14] & 0x0f) != 5)
+        return TC_ACT_OK;
+    u16 port = ((u16)h[36] << 8) | h[37];
+    u64 one = 1, *n = seen.lookup(&port);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+    else
+        seen.update(&port, &one);
+    return TC_ACT_OK;
+}
+"""
+
+
+def test_a_later_filter_still_runs_for_allowed_packets(env: Env) -> None:
+    from bcc import BPF  # the session fixture already configured kernel headers
+
+    a, b = env.pod("a"), env.pod("b")
+    env.policy(a, EndpointPolicy.allow_all())
+    env.policy(b, EndpointPolicy(True, False, frozenset({allow(IN, env.ident(a), PROTO_UDP, 53,
+                                                              53)})))
+    standin = BPF(text=b"#include <uapi/linux/pkt_cls.h>\n" + CNI_STANDIN)
+    fn = standin.load_func(b"cni_standin", BPF.SCHED_CLS)
+    # The CNI's filter runs after ours (a larger prio number) on the to-pod hook.
+    tc.attach(b.host_ifindex, (fn.fd, "cni_standin"), (fn.fd, "cni_standin"), prio=100,
+              handle=7, netns=b.node.netns)
+
+    def seen(port: int) -> int:
+        table = standin[b"seen"]
+        value = table.get(table.Key(port))
+        return int(value.value) if value is not None else 0
+
+    udp = UdpServer(b, 4, 53)
+    try:
+        assert udp_roundtrip(a, b, 4, 53)
+        assert seen(53) == 1  # the CNI stand-in saw the allowed packet
+        assert not udp_roundtrip(a, b, 4, 54, timeout=0.3)
+        assert seen(54) == 0  # the denied one was dropped before it
+    finally:
+        udp.close()
+        standin.cleanup()
+
+
+def test_a_generation_that_does_not_fit_keeps_the_previous_one(env: Env) -> None:
+    a, b = env.pod("a"), env.pod("b")
+    env.policy(a, EndpointPolicy.allow_all())
+    small = EndpointPolicy(True, False, frozenset({allow(IN, env.ident(a), PROTO_UDP, 53, 53)}))
+    gen = env.policy(b, small)
+    huge = EndpointPolicy(True, False, frozenset(
+        allow(IN, 5000 + i, PROTO_TCP, 80, 80) for i in range(env.dp.config.max_policy_entries)
+    ) | {allow(IN, env.ident(a), PROTO_UDP, 54, 54)})
+    full_before = env.dp.map_full_total
+    with pytest.raises(MapFullError):
+        env.policy(b, huge)
+    assert env.dp.map_full_total == full_before + 1
+    state = env.dp.endpoints()[b.host_ifindex]
+    assert state.generation == gen and state.policy == small
+    udp53, udp54 = UdpServer(b, 4, 53), UdpServer(b, 4, 54)
+    try:
+        assert udp_roundtrip(a, b, 4, 53)
+        assert not udp_roundtrip(a, b, 4, 54, timeout=0.3)
+    finally:
+        udp53.close()
+        udp54.close()
