@@ -1,0 +1,374 @@
+"""The incremental compiler: cluster state -> identity map + local endpoints' allow tables.
+
+Pure (no kernel). The caller updates the ClusterState first, then tells the compiler about
+the same object; the compiler returns the CompileDelta for the datapath writer. Each event
+touches only what it affects:
+
+- a pod whose class already exists: identity-map writes only;
+- a pod whose class is new (or whose class's last member left): also the local endpoints
+  whose cached peers match that class;
+- a local pod's labels or ports: that endpoint;
+- a policy: the local endpoints its old or new version selects (plus the ipBlock partition
+  and the pod IPs inside changed blocks when its set of ipBlocks changes, which is rare);
+- a namespace relabel: the local endpoints whose namespaceSelector peers gained or lost
+  classes of that namespace.
+
+IP ownership follows ClusterState.pods_by_ip (the newest claim of an endpoint pod), keyed by
+pod key and UID: a late delete of an old owner never removes the newer owner's entry, and
+every owner change is reported in ip_owner_changes. full() uses the same rule, so an
+incremental run and a rebuild agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import ip_network
+from types import MappingProxyType
+
+from enforcer.compiler.classes import AddressClass, ClassRegistry, address_class, pod_class
+from enforcer.compiler.delta import CompileDelta
+from enforcer.compiler.entries import endpoint_policy
+from enforcer.compiler.ipblocks import BlockIndex
+from enforcer.compiler.peers import PeerCache
+from enforcer.datapath.types import EndpointPolicy, IPNetwork
+from enforcer.model.cluster import ClusterState
+from enforcer.model.objects import (
+    IPAddress,
+    IPBlock,
+    ModelObject,
+    Namespace,
+    NetworkPolicy,
+    Pod,
+)
+
+
+def policy_blocks(policy: NetworkPolicy) -> set[IPBlock]:
+    return {
+        peer.ip_block
+        for rule in (*policy.ingress, *policy.egress)
+        for peer in rule.peers or ()
+        if peer.ip_block is not None
+    }
+
+
+def host_prefix(ip: IPAddress) -> IPNetwork:
+    return ip_network((ip, ip.max_prefixlen))
+
+
+@dataclass
+class _Txn:
+    """What the current step touched, to build its delta."""
+
+    prefixes_before: dict[IPNetwork, int | None] = field(default_factory=dict)
+    owner_changes: set[IPAddress] = field(default_factory=set)
+    dirty: set[str] = field(default_factory=set)
+    removed: set[str] = field(default_factory=set)
+    born: set[int] = field(default_factory=set)
+    dead: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _Owner:
+    pod_key: str
+    uid: str
+    identity: int
+
+
+class Compiler:
+    """node_name None: every endpoint pod is local (the analyzer / single-node lab case)."""
+
+    def __init__(self, state: ClusterState, node_name: str | None) -> None:
+        self._state = state
+        self._node = node_name
+        self._reset(ClassRegistry())
+
+    def _reset(self, registry: ClassRegistry) -> None:
+        self._registry = registry
+        self._reuse: dict[AddressClass, int] | None = None
+        self._blocks = BlockIndex()
+        self._peers = PeerCache(registry, self._namespace_labels)
+        self._partition: dict[IPNetwork, int] = {}
+        self._owners: dict[IPAddress, _Owner] = {}
+        self._map: dict[IPNetwork, int] = {}
+        self._pods: dict[str, Pod] = {}  # as last seen: the "old" version on the next upsert
+        self._policies: dict[str, NetworkPolicy] = {}
+        self._local: dict[str, Pod] = {}
+        self._local_by_ns: dict[str, set[str]] = {}
+        self._out: dict[str, EndpointPolicy] = {}
+        self._txn = _Txn()
+
+    def _namespace_labels(self, namespace: str) -> Mapping[str, str]:
+        return self._state.namespace_identity(namespace).labels
+
+    # --- read access -------------------------------------------------------------------------
+
+    def identities(self) -> Mapping[IPNetwork, int]:
+        return MappingProxyType(self._map)
+
+    def endpoint_policy(self, pod_key: str) -> EndpointPolicy:
+        return self._out[pod_key]
+
+    def local_endpoints(self) -> set[str]:
+        return set(self._out)
+
+    def policies(self) -> Mapping[str, EndpointPolicy]:
+        return MappingProxyType(self._out)
+
+    def identity_count(self) -> int:
+        return len(self._registry)
+
+    # --- events ------------------------------------------------------------------------------
+
+    def full(self) -> CompileDelta:
+        """Rebuild from the state; the delta is against what this compiler produced before.
+
+        Classes that survive keep their numbers, so a relist rewrites only what changed.
+        """
+        before_map, before_out = self._map, self._out
+        before_owners = self._owners
+        before_ids = set(self._registry)
+        reuse = self._registry.snapshot()
+        self._reset(ClassRegistry(first_id=self._registry.next_id))
+        self._reuse = reuse
+        state = self._state
+        for policy in state.policies.values():
+            self._policies[policy.key] = policy
+            self._blocks.add(policy_blocks(policy))
+        self._rebuild_partition()
+        for pod in state.pods.values():
+            self._pods[pod.key] = pod
+            for ip in pod.ips:
+                self._reassign(ip)
+            if self._is_local(pod):
+                self._add_local(pod)
+        for key in self._local:
+            self._recompute(key)
+        self._reuse = None
+        self._txn = _Txn()
+        after_ids = set(self._registry)
+        owner_changes = {
+            ip
+            for ip in before_owners.keys() | self._owners.keys()
+            if _owner_id(before_owners.get(ip)) != _owner_id(self._owners.get(ip))
+        }
+        return CompileDelta(
+            identity_changes={
+                net: self._map.get(net)
+                for net in before_map.keys() | self._map.keys()
+                if before_map.get(net) != self._map.get(net)
+            },
+            endpoints={k: p for k, p in self._out.items() if before_out.get(k) != p},
+            removed_endpoints=before_out.keys() - self._out.keys(),
+            ip_owner_changes=owner_changes,
+            born_identities=frozenset(after_ids - before_ids),
+            dead_identities=frozenset(before_ids - after_ids),
+        )
+
+    def on_upsert(self, obj: ModelObject) -> CompileDelta:
+        """Call after state.upsert(obj)."""
+        self._txn = _Txn()
+        if isinstance(obj, Namespace):
+            self._txn.dirty |= self._peers.namespace_relabelled(obj.name)
+        elif isinstance(obj, Pod):
+            self._pod_changed(self._pods.get(obj.key), obj)
+        elif isinstance(obj, NetworkPolicy):
+            old = self._policies.get(obj.key)
+            self._policies[obj.key] = obj
+            self._policy_changed(old, obj)
+        else:
+            raise TypeError(f"cannot compile {type(obj).__name__}")
+        return self._finish()
+
+    def on_remove(self, old_obj: ModelObject) -> CompileDelta:
+        """Call after state.remove(...) with the object as last seen (only its key is needed
+        when the compiler saw it)."""
+        self._txn = _Txn()
+        if isinstance(old_obj, Namespace):
+            self._txn.dirty |= self._peers.namespace_relabelled(old_obj.name)
+        elif isinstance(old_obj, Pod):
+            self._pod_changed(self._pods.get(old_obj.key, old_obj), None)
+        elif isinstance(old_obj, NetworkPolicy):
+            self._policy_changed(self._policies.pop(old_obj.key, old_obj), None)
+        else:
+            raise TypeError(f"cannot compile {type(old_obj).__name__}")
+        return self._finish()
+
+    # --- pods --------------------------------------------------------------------------------
+
+    def _pod_changed(self, old: Pod | None, new: Pod | None) -> None:
+        key = (new or old).key  # type: ignore[union-attr]
+        if new is None:
+            self._pods.pop(key, None)
+        else:
+            self._pods[key] = new
+        ips = dict.fromkeys((*(old.ips if old else ()), *(new.ips if new else ())))
+        for ip in ips:
+            self._reassign(ip)
+        was_local = key in self._local
+        if new is not None and self._is_local(new):
+            if not was_local or old is None or _policy_relevant(old) != _policy_relevant(new):
+                self._txn.dirty.add(key)
+            if was_local:
+                self._drop_local(key, removed=False)
+            self._add_local(new)
+        elif was_local:
+            self._drop_local(key, removed=True)
+
+    def _is_local(self, pod: Pod) -> bool:
+        return self._state.is_endpoint(pod) and (self._node is None or pod.node_name == self._node)
+
+    def _add_local(self, pod: Pod) -> None:
+        self._local[pod.key] = pod
+        self._local_by_ns.setdefault(pod.namespace, set()).add(pod.key)
+
+    def _drop_local(self, key: str, removed: bool) -> None:
+        pod = self._local.pop(key)
+        keys = self._local_by_ns[pod.namespace]
+        keys.discard(key)
+        if not keys:
+            del self._local_by_ns[pod.namespace]
+        if removed:
+            self._peers.set_uses(key, ())
+            self._out.pop(key, None)
+            self._txn.removed.add(key)
+
+    # --- identities --------------------------------------------------------------------------
+
+    def _reassign(self, ip: IPAddress) -> None:
+        """Bring the IP's owner and class in line with the state."""
+        owner_key = self._state.pods_by_ip(ip)
+        pod = self._state.pods.get(owner_key) if owner_key is not None else None
+        old = self._owners.get(ip)
+        if pod is None:
+            if old is None:
+                return
+            del self._owners[ip]
+            self._release(old.identity)
+            self._txn.owner_changes.add(ip)
+        else:
+            cls = pod_class(pod, self._blocks.containing_address(ip))
+            if (
+                old is not None
+                and (old.pod_key, old.uid) == (pod.key, pod.uid)
+                and self._registry.get(old.identity) == cls
+            ):
+                return
+            ident = self._acquire(cls)
+            self._owners[ip] = _Owner(pod.key, pod.uid, ident)
+            if old is not None:
+                self._release(old.identity)
+            if old is None or (old.pod_key, old.uid) != (pod.key, pod.uid):
+                self._txn.owner_changes.add(ip)
+        self._refresh(host_prefix(ip))
+
+    def _acquire(self, cls: AddressClass) -> int:
+        ident, born = self._registry.acquire(cls, self._reuse)
+        if born:
+            self._txn.born.add(ident)
+            self._txn.dirty |= self._peers.class_born(ident)
+        return ident
+
+    def _release(self, ident: int) -> None:
+        if self._registry.release(ident):
+            if ident in self._txn.born:
+                self._txn.born.discard(ident)
+            else:
+                self._txn.dead.add(ident)
+            self._txn.dirty |= self._peers.class_died(ident)
+
+    def _refresh(self, net: IPNetwork) -> None:
+        """Recompute one prefix of the identity map: a pod's own entry beats the partition's."""
+        value: int | None = None
+        if net.prefixlen == net.max_prefixlen:
+            owner = self._owners.get(net.network_address)
+            if owner is not None:
+                value = owner.identity
+        if value is None:
+            value = self._partition.get(net)
+        current = self._map.get(net)
+        if value == current:
+            return
+        self._txn.prefixes_before.setdefault(net, current)
+        if value is None:
+            del self._map[net]
+        else:
+            self._map[net] = value
+
+    def _rebuild_partition(self) -> None:
+        old = self._partition
+        new = {
+            net: self._acquire(address_class(blocks))
+            for net, blocks in self._blocks.partition().items()
+        }
+        self._partition = new
+        for ident in old.values():
+            self._release(ident)
+        for net in old.keys() | new.keys():
+            self._refresh(net)
+
+    # --- policies ----------------------------------------------------------------------------
+
+    def _policy_changed(self, old: NetworkPolicy | None, new: NetworkPolicy | None) -> None:
+        if new is None and old is not None:
+            self._policies.pop(old.key, None)
+        added = self._blocks.add(policy_blocks(new)) if new is not None else set()
+        removed = self._blocks.remove(policy_blocks(old)) if old is not None else set()
+        if added or removed:
+            self._blocks_changed(added | removed)
+        for policy in (old, new):
+            if policy is None:
+                continue
+            for key in self._local_by_ns.get(policy.namespace, ()):
+                if policy.pod_selector.matches(self._local[key].labels):
+                    self._txn.dirty.add(key)
+
+    def _blocks_changed(self, blocks: set[IPBlock]) -> None:
+        """Rare: the set of ipBlocks in use changed. Re-partition, reclassify pod IPs inside."""
+        self._rebuild_partition()
+        cidrs = [b.cidr for b in blocks]
+        for ip in [ip for ip in self._owners if any(ip in c for c in cidrs)]:
+            self._reassign(ip)
+
+    # --- endpoints ---------------------------------------------------------------------------
+
+    def _recompute(self, key: str) -> None:
+        pod = self._local[key]
+        policy, uses = endpoint_policy(
+            pod, self._state.policies_selecting(key), self._registry, self._peers.members
+        )
+        self._peers.set_uses(key, uses)
+        self._out[key] = policy
+
+    def _finish(self) -> CompileDelta:
+        txn = self._txn
+        delta = CompileDelta(
+            removed_endpoints=set(txn.removed),
+            ip_owner_changes=set(txn.owner_changes),
+            born_identities=frozenset(txn.born),
+            dead_identities=frozenset(txn.dead),
+        )
+        for net, before in txn.prefixes_before.items():
+            now = self._map.get(net)
+            if now != before:
+                delta.identity_changes[net] = now
+        for key in txn.dirty:
+            if key not in self._local:
+                continue
+            before = self._out.get(key)
+            self._recompute(key)
+            if self._out[key] != before:
+                delta.endpoints[key] = self._out[key]
+        delta.removed_endpoints -= self._out.keys()
+        self._txn = _Txn()
+        return delta
+
+
+def _owner_id(owner: _Owner | None) -> tuple[str, str] | None:
+    return None if owner is None else (owner.pod_key, owner.uid)
+
+
+def _policy_relevant(pod: Pod) -> tuple[object, ...]:
+    """What of a local pod its own table depends on: labels select policies, ports resolve
+    ingress named ports."""
+    return (pod.labels, pod.ports)

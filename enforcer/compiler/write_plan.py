@@ -1,0 +1,127 @@
+"""The order in which the datapath writer applies a CompileDelta.
+
+A packet's verdict combines lookups the writer cannot change atomically together: the peer
+IP's identity (one LPM entry), the source endpoint's egress table and the destination
+endpoint's ingress table (one generation swap each). Applying a delta in an arbitrary order
+could, for a moment, combine the old half of one lookup with the new half of another and allow
+what neither the old nor the new state allows (e.g. a relabelled pod's new egress rules with
+its peer's ingress still keyed to its old identity). The plan has three phases:
+
+1. Transition tables. Every endpoint that changes and already has a table gets T, which for
+   every peer identity allows exactly old ∩ new:
+   - stable identities (named addresses before and after): the exact intersection;
+   - identities born in this delta: new (no address maps to them yet, so nothing is allowed
+     early; once addresses move to them the new verdict is the right one for those addresses);
+   - identities that die in this delta: old (symmetrically, they stop mattering once their
+     addresses have moved).
+   With the old identity map, T allows a subset of old: every endpoint is old or T, so no
+   packet sees more than the old state.
+2. Identity writes: upserts longest prefix first, then deletes shortest prefix first, so each
+   address resolves to either its old or its new identity at every step (an upsert of a short
+   prefix never exposes a longer new prefix not yet written; a delete never exposes an older,
+   shorter prefix while a longer old one is still due to go). Every changed endpoint holds T,
+   so each packet's verdict is within old ∩ new for its stable-identity peers; unchanged
+   endpoints give each address its old or its new verdict. Then conntrack is flushed for IPs
+   whose owner changed (after the writes, so no entry made under the old owner survives).
+3. Final tables, then removed endpoints. With the new identity map T allows a subset of new,
+   so every endpoint being T or new never exceeds the new state.
+
+New endpoints get their table in phase 3 (until then the unknown-endpoint verdict applies).
+A packet allowed by both states is allowed throughout (T contains old ∩ new); one allowed by
+only one state may be denied during the window, which is indistinguishable from seeing the
+other state. Limit: a delta that adds or removes an ipBlock reclassifies many addresses at
+once; a connection whose two ends both change identity in that delta may, between those two
+writes, be judged by the born-identity (new) side of one table and the dying-identity (old)
+side of the other. Node-to-node, each agent converges on its own (as in every enforcer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from enforcer.compiler.allowset import AllowSet, DirectionView
+from enforcer.compiler.delta import CompileDelta
+from enforcer.datapath.types import IDENTITY_ANY, Direction, EndpointPolicy, IPNetwork
+from enforcer.model.objects import IPAddress
+
+
+@dataclass(frozen=True)
+class WritePolicy:
+    pod_key: str
+    policy: EndpointPolicy
+    transitional: bool = False  # the phase-1 table, replaced by the final one in phase 3
+
+
+@dataclass(frozen=True)
+class WriteIdentity:
+    prefix: IPNetwork
+    identity: int | None  # None: delete the prefix
+
+
+@dataclass(frozen=True)
+class FlushConntrack:
+    ips: frozenset[IPAddress]
+
+
+@dataclass(frozen=True)
+class RemoveEndpoint:
+    pod_key: str
+
+
+WriteStep = WritePolicy | WriteIdentity | FlushConntrack | RemoveEndpoint
+
+
+def transition_policy(
+    old: EndpointPolicy,
+    new: EndpointPolicy,
+    born: frozenset[int] = frozenset(),
+    dead: frozenset[int] = frozenset(),
+) -> EndpointPolicy:
+    """The table that allows, for every peer identity, old ∩ new (see the module doc)."""
+    entries = []
+    for direction in (Direction.INGRESS, Direction.EGRESS):
+        before, after = DirectionView(old, direction), DirectionView(new, direction)
+        if not (before.isolated or after.isolated):
+            continue
+        # Born and dying identities need their own entries even without specific ones: the
+        # any-peer entries of T are old ∩ new, narrower than what such a peer gets.
+        for peer in before.peers() | after.peers() | born | dead | {IDENTITY_ANY}:
+            was = AllowSet.everything() if peer in born else before.allowed(peer)
+            will = AllowSet.everything() if peer in dead else after.allowed(peer)
+            allowed = was.intersect(will)
+            entries.extend(allowed.entries(direction, peer))
+    return EndpointPolicy(
+        ingress_isolated=old.ingress_isolated or new.ingress_isolated,
+        egress_isolated=old.egress_isolated or new.egress_isolated,
+        entries=frozenset(entries),
+    )
+
+
+def plan_writes(
+    delta: CompileDelta, previous_policies: Mapping[str, EndpointPolicy]
+) -> list[WriteStep]:
+    """The writes for `delta`, in order; `previous_policies` are the tables now in force."""
+    steps: list[WriteStep] = []
+    written: dict[str, EndpointPolicy] = {}
+    for key, new in sorted(delta.endpoints.items()):
+        old = previous_policies.get(key)
+        if old is None or old == new:
+            continue
+        step = transition_policy(old, new, delta.born_identities, delta.dead_identities)
+        if step != old:
+            steps.append(WritePolicy(key, step, transitional=True))
+            written[key] = step
+    upserts = [(p, i) for p, i in delta.identity_changes.items() if i is not None]
+    deletes = [p for p, i in delta.identity_changes.items() if i is None]
+    upserts.sort(key=lambda pi: (-pi[0].prefixlen, pi[0].version, pi[0].network_address))
+    deletes.sort(key=lambda p: (p.prefixlen, p.version, p.network_address))
+    steps.extend(WriteIdentity(p, i) for p, i in upserts)
+    steps.extend(WriteIdentity(p, None) for p in deletes)
+    if delta.ip_owner_changes:
+        steps.append(FlushConntrack(frozenset(delta.ip_owner_changes)))
+    for key, new in sorted(delta.endpoints.items()):
+        if written.get(key, previous_policies.get(key)) != new:
+            steps.append(WritePolicy(key, new))
+    steps.extend(RemoveEndpoint(k) for k in sorted(delta.removed_endpoints))
+    return steps

@@ -1,0 +1,125 @@
+"""A reference datapath for tests: what the kernel maps hold, looked up the way the TC
+program does (LPM on the peer IP, then the endpoint's entries for that identity or ANY)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import ip_network
+
+from enforcer.compiler import (
+    CompileDelta,
+    FlushConntrack,
+    RemoveEndpoint,
+    WriteIdentity,
+    WritePolicy,
+    WriteStep,
+)
+from enforcer.datapath.types import (
+    IDENTITY_ANY,
+    IDENTITY_WORLD,
+    PROTO_ANY,
+    PROTOCOL_NUMBERS,
+    Direction,
+    EndpointPolicy,
+    IPNetwork,
+)
+from enforcer.model.objects import IPAddress
+
+
+@dataclass
+class Datapath:
+    identities: dict[IPNetwork, int] = field(default_factory=dict)
+    policies: dict[str, EndpointPolicy] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, identities: Mapping[IPNetwork, int], policies: Mapping[str, EndpointPolicy]):
+        return cls(dict(identities), dict(policies))
+
+    def copy(self) -> Datapath:
+        return Datapath(dict(self.identities), dict(self.policies))
+
+    def apply(self, delta: CompileDelta) -> None:
+        for prefix, ident in delta.identity_changes.items():
+            if ident is None:
+                del self.identities[prefix]
+            else:
+                self.identities[prefix] = ident
+        self.policies.update(delta.endpoints)
+        for key in delta.removed_endpoints:
+            del self.policies[key]
+
+    def apply_step(self, step: WriteStep) -> None:
+        if isinstance(step, WritePolicy):
+            self.policies[step.pod_key] = step.policy
+        elif isinstance(step, WriteIdentity):
+            if step.identity is None:
+                del self.identities[step.prefix]
+            else:
+                self.identities[step.prefix] = step.identity
+        elif isinstance(step, RemoveEndpoint):
+            del self.policies[step.pod_key]
+        else:
+            assert isinstance(step, FlushConntrack)
+
+    def lookup(self, ip: IPAddress) -> int:
+        for length in range(ip.max_prefixlen, -1, -1):
+            ident = self.identities.get(ip_network((ip, length), strict=False))
+            if ident is not None:
+                return ident
+        return IDENTITY_WORLD
+
+    def direction_allows(
+        self, pod_key: str, direction: Direction, peer_ip: IPAddress, protocol: str, port: int
+    ) -> bool:
+        policy = self.policies.get(pod_key)
+        if policy is None:
+            return False  # unknown endpoint: default deny
+        isolated = (
+            policy.ingress_isolated if direction == Direction.INGRESS else policy.egress_isolated
+        )
+        if not isolated:
+            return True
+        peer = self.lookup(peer_ip)
+        proto = PROTOCOL_NUMBERS[protocol]
+        return any(
+            e.direction == direction
+            and e.peer in (peer, IDENTITY_ANY)
+            and (
+                e.protocol == PROTO_ANY or (e.protocol == proto and e.port_lo <= port <= e.port_hi)
+            )
+            for e in policy.entries
+        )
+
+    def connection(
+        self,
+        src: str | None,
+        src_ip: IPAddress,
+        dst: str | None,
+        dst_ip: IPAddress,
+        protocol: str,
+        port: int,
+    ) -> bool:
+        """A new connection; None is an address outside the node's endpoints."""
+        if src is not None and src == dst:
+            return True  # a pod may always reach itself (the program's own rule)
+        egress = src is None or self.direction_allows(src, Direction.EGRESS, dst_ip, protocol, port)
+        ingress = dst is None or self.direction_allows(
+            dst, Direction.INGRESS, src_ip, protocol, port
+        )
+        return egress and ingress
+
+
+PROBE_PORTS: tuple[tuple[str, int], ...] = (
+    ("TCP", 80),
+    ("TCP", 81),
+    ("TCP", 8080),
+    ("TCP", 443),
+    ("UDP", 53),
+    ("UDP", 81),
+    ("SCTP", 80),
+)
+
+
+def verdicts(dp: Datapath, probes: Iterable[tuple]) -> dict[tuple, bool]:
+    return {p: dp.connection(*p) for p in probes}
