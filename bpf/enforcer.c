@@ -78,7 +78,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
             ct_forget(&p, ifindex, dir);
         return drop(skb, &p, dir, DROP_POLICY_DENIED, endpoint_id, identity);
     }
-    if (ct_write(&p, ifindex, dir, generation, host ? CT_F_HOST : 0) < 0)
+    if (!p.no_ct && ct_write(&p, ifindex, dir, generation, host ? CT_F_HOST : 0) < 0)
         return drop(skb, &p, dir, DROP_MAP_FULL, endpoint_id, identity);
     if (p.frag == FRAG_FIRST)
         frag_remember(&p); /* on failure later fragments drop: fail closed */

@@ -46,7 +46,8 @@ struct pkt {
     __u8 icmp_error;   /* 1: inner holds a parsed quoted tuple */
     __u8 nd;           /* ICMPv6 neighbour discovery */
     __u8 tcp_flags;
-    __u8 pad[3];
+    __u8 no_ct;        /* ICMP other than an echo request: has no replies to track */
+    __u8 pad[2];
 };
 
 #define ICMP_ECHOREPLY_ 0
@@ -191,6 +192,10 @@ static __always_inline int parse_icmp(struct __sk_buff *skb, __u32 off, __u32 en
     if (off + 8 > end || bpf_skb_load_bytes(skb, off, h, 8) < 0)
         return DROP_TRUNCATED;
     p->l4_len = 8;
+    /* Only an echo request has a reply worth tracking. Tracking errors or echo replies
+     * would let the peer answer with arbitrary ICMP (or echo requests) as "replies". */
+    p->no_ct = !(h[0] == ICMP_ECHO_ && p->flow.family == 4) &&
+               !(h[0] == ICMPV6_ECHO_REQUEST_ && p->flow.family == 6);
     if (p->flow.family == 4) {
         if (h[0] == ICMP_ECHO_ || h[0] == ICMP_ECHOREPLY_)
             set_echo_ports(&p->flow, h, h[0] == ICMP_ECHO_);

@@ -45,10 +45,10 @@ def attach(
         run_in_netns(netns, lambda: _attach_here(ifindex, hooks, prio, handle))
 
 
-def filters(ifindex: int, netns: str | None = None) -> list[tuple[str, int, str, int]]:
-    """(hook, prio, program name, program id) of the bpf filters on an interface."""
+def filters(ifindex: int, netns: str | None = None) -> list[tuple[str, int, str]]:
+    """(hook, prio, program name) of the bpf filters on an interface."""
 
-    def read() -> list[tuple[str, int, str, int]]:
+    def read() -> list[tuple[str, int, str]]:
         out = []
         with IPRoute() as ipr:
             for parent_name, parent in (("ingress", PARENT_INGRESS), ("egress", PARENT_EGRESS)):
@@ -56,8 +56,7 @@ def filters(ifindex: int, netns: str | None = None) -> list[tuple[str, int, str,
                     opts = msg.get_attr("TCA_OPTIONS")
                     name = opts.get_attr("TCA_BPF_NAME") if opts else None
                     if name:
-                        out.append((parent_name, msg["info"] >> 16, name,
-                                    int(opts.get_attr("TCA_BPF_ID") or 0)))
+                        out.append((parent_name, msg["info"] >> 16, name))
         return out
 
     return read() if netns is None else run_in_netns(netns, read)

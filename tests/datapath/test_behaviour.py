@@ -303,3 +303,22 @@ def test_a_generation_that_does_not_fit_keeps_the_previous_one(env: Env) -> None
     finally:
         udp53.close()
         udp54.close()
+
+
+def test_icmp_a_pod_sends_grants_its_peer_nothing(env: Env, family: int) -> None:
+    """Errors and echo replies are not tracked as flows: answering them back must not work."""
+    a, b = env.pod("a"), env.pod("b")
+    env.policy(a, EndpointPolicy.allow_all())
+    env.policy(b, EndpointPolicy(True, False))  # b may send anything, receive nothing new
+    if family == 4:
+        error, echo_reply = ICMP(type=3, code=1), ICMP(type=0, id=0x5151)
+        answer, echo_request = ICMP(type=3, code=1), ICMP(type=8, id=0x5151)
+    else:
+        from scapy.all import ICMPv6DestUnreach
+
+        error, echo_reply = ICMPv6DestUnreach(), ICMPv6EchoReply(id=0x5151)
+        answer, echo_request = ICMPv6DestUnreach(), ICMPv6EchoRequest(id=0x5151)
+    for sent, back in ((error, answer), (echo_reply, echo_request)):
+        m1, m2 = marker(), marker()
+        assert inject(env, b, a, ip_layer(b, a, family) / sent / m1, m1, family=family)
+        assert not inject(env, a, b, ip_layer(a, b, family) / back / m2, m2, family=family)
