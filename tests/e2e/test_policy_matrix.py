@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .expected import model_matrix
+from .expected import analyze_cli, model_matrix
 from .kube import Cluster, Deployed
 from .probing import Probe, converge, describe
 from .workloads import policy_cases
@@ -48,6 +48,11 @@ def test_cluster_matches_the_model(
             deployed.logical(src): {deployed.logical(dst): ok for dst, ok in row.items()}
             for src, row in matrix.items()
         }
+
+    # The model through `enforcer analyze` itself agrees with the Python API on these objects.
+    for port, protocol in ((80, "TCP"), (81, "UDP")):
+        cli = analyze_cli(objects, port, protocol)
+        assert cli == model_matrix(objects, real_keys, port, protocol, None), (port, protocol)
 
     wrong = converge(cluster, deployed, expected)
     assert not wrong, f"case {case}:\n{describe(wrong)}"
