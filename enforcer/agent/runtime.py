@@ -22,8 +22,16 @@ from enforcer import log
 from enforcer.agent.http import EventHub
 from enforcer.agent.interfaces import Interface, InterfaceDiscovery
 from enforcer.agent.metrics import AgentMetrics
-from enforcer.compiler import CompileDelta, Compiler, plan_writes
-from enforcer.datapath.types import DropReason, EndpointPolicy
+from enforcer.compiler import (
+    CompileDelta,
+    Compiler,
+    FlushConntrack,
+    RemoveEndpoint,
+    WriteIdentity,
+    WritePolicy,
+    plan_writes,
+)
+from enforcer.datapath.types import IDENTITY_ANY, DropEvent, EndpointPolicy
 from enforcer.digest import object_hash
 from enforcer.model.cluster import ClusterState
 from enforcer.model.loader import ValidationError, parse_object
@@ -167,41 +175,57 @@ class Agent:
     # -- the loop -----------------------------------------------------------------------------
 
     def step(self, batch: list[tuple[float, SourceEvent | LinkEvent]]) -> None:
-        delta = CompileDelta.empty()
-        oldest = min(t for t, _ in batch)
-        full = False
-        for _, item in batch:
+        """Apply queued events in order. Each change is written as its own delta: the
+        compiler's deltas are relative to its previous step, and plan_writes orders one
+        delta's writes so that no packet sees more than the old or the new state."""
+        for received, item in batch:
             if isinstance(item, LinkEvent):
                 self._handle_link(item)
                 continue
             if item.type is EventType.SYNCED:
-                full = full or self._handle_synced()
+                first = not self.status.synced_once
+                self._handle_synced()
+                self._write(self._full_delta(first), adopt=first)
             elif item.type is EventType.RESET:
                 self._handle_reset(item)
+                continue
             else:
-                change = self._handle_object(item)
-                if change is not None and self.status.synced_once:
-                    delta.merge(change)
-        if full:
-            delta = self.compiler.full()
-            self._write(delta, full=True)
-        elif not delta.is_empty():
-            self._write(delta, full=False)
-        else:
-            return
-        self.metrics.policy_delay.observe(time.monotonic() - oldest)
+                delta = self._handle_object(item)
+                if delta is None or delta.is_empty():
+                    continue
+                self._write(delta)
+            self.metrics.policy_delay.observe(time.monotonic() - received)
 
-    def _handle_synced(self) -> bool:
+    def _full_delta(self, first: bool) -> CompileDelta:
+        delta = self.compiler.full()
+        if first:
+            # Pinned state from a previous run: its identity numbers mean other classes than
+            # ours (we number above them), so its prefixes are deleted once the new tables
+            # are in, and its numbers count as dying for plan_writes' transition tables.
+            pinned = self.datapath.identities()
+            current = self.compiler.identities()
+            for prefix in pinned:
+                if prefix not in current:
+                    delta.identity_changes[prefix] = None
+            dead = set(pinned.values())
+            for ep in self.datapath.endpoints().values():
+                dead |= {e.peer for e in ep.policy.entries}
+            dead.discard(IDENTITY_ANY)
+            delta.dead_identities = frozenset(dead)
+        return delta
+
+    def _handle_synced(self) -> None:
         for kind, seen in self._relisting.items():
             for key in [k for k in self.objects if k[0] == kind and k not in seen]:
-                self._remove(key)
+                delta = self._remove(key)
+                if delta is not None and not delta.is_empty():
+                    self._write(delta)
         self._relisting.clear()
         first = not self.status.synced_once
         self.status.synced_once = True
         self.metrics.last_sync.set(time.time())
         if first:
             self.log.info("first full sync", objects=len(self.objects))
-        return True
 
     def _handle_reset(self, event: SourceEvent) -> None:
         if event.kind:
@@ -299,7 +323,7 @@ class Agent:
                     record.locate_after = now + record.locate_delay
                     record.locate_delay = min(record.locate_delay * 2, 1.0)
 
-    def _bind(self, pod: str, ifindex: int) -> None:
+    def _bind(self, pod: str, ifindex: int, write: bool = True) -> None:
         record = self.endpoints[pod]
         if record.ifindex == ifindex and record.generation:
             return
@@ -308,7 +332,7 @@ class Agent:
             self.attached.add(ifindex)
         record.ifindex = ifindex
         self.pod_of_ifindex[ifindex] = pod
-        if record.policy is not None:
+        if write and record.policy is not None:
             self._write_endpoint(record)
 
     def _locate(self, pod_key: str) -> int | None:
@@ -321,12 +345,13 @@ class Agent:
                 return found
         return None
 
-    def _write_endpoint(self, record: EndpointRecord) -> None:
-        assert record.ifindex is not None and record.policy is not None
+    def _write_endpoint(self, record: EndpointRecord, table: EndpointPolicy | None = None) -> None:
+        table = table or record.policy
+        assert record.ifindex is not None and table is not None
         record.endpoint_id = self._endpoint_id_for(record.ifindex)
         try:
             record.generation = self.datapath.set_endpoint(
-                record.ifindex, record.endpoint_id, record.policy
+                record.ifindex, record.endpoint_id, table
             )
             record.error = None
         except Exception as exc:  # map full or kernel error: previous generation stays
@@ -338,36 +363,44 @@ class Agent:
 
     # -- writing a compile delta --------------------------------------------------------------
 
-    def _write(self, delta: CompileDelta, full: bool) -> None:
-        previous = {k: r.policy for k, r in self.endpoints.items() if r.policy is not None}
+    def _write(self, delta: CompileDelta, adopt: bool = False) -> None:
+        for pod_key in delta.endpoints:
+            record = self.endpoints.setdefault(pod_key, EndpointRecord(pod=pod_key))
+            if record.ifindex is None:
+                found = self._locate(pod_key)
+                if found is not None:
+                    self._bind(pod_key, found, write=False)
+        previous: dict[str, EndpointPolicy] = {}
+        adopted = self.datapath.endpoints() if adopt else {}
+        for key, record in self.endpoints.items():
+            if record.policy is not None and record.generation:
+                previous[key] = record.policy
+            elif record.ifindex in adopted:
+                previous[key] = adopted[record.ifindex].policy  # in force since the last run
+        ifindex_of = {k: r.ifindex for k, r in self.endpoints.items()}
         for step in plan_writes(delta, previous):
-            if step.identities:
-                self.datapath.set_identities(step.identities)
-            for pod_key, policy in step.endpoints.items():
-                record = self.endpoints.setdefault(pod_key, EndpointRecord(pod=pod_key))
-                record.policy = policy
-                if record.ifindex is None:
-                    found = self._locate(pod_key)
-                    if found is not None:
-                        record.ifindex = found
-                        self.pod_of_ifindex[found] = pod_key
-                        if found not in self.attached:
-                            self.datapath.attach(found)
-                            self.attached.add(found)
+            if isinstance(step, WriteIdentity):
+                self.datapath.set_identities({step.prefix: step.identity})
+            elif isinstance(step, WritePolicy):
+                record = self.endpoints[step.pod_key]
+                if not step.transitional:
+                    record.policy = step.policy
                 if record.ifindex is not None:
-                    self._write_endpoint(record)
-        for ip in delta.ip_owner_changes:
-            flushed = self.datapath.flush_conntrack(ip)
-            self.log.info("ip changed owner, conntrack flushed", ip=str(ip), entries=flushed)
-        for pod_key in delta.removed_endpoints:
-            record = self.endpoints.pop(pod_key, None)
-            if record and record.ifindex is not None:
-                # The interface (if it lingers) falls back to the unknown-endpoint verdict.
-                self.datapath.remove_endpoint(record.ifindex)
-                self.pod_of_ifindex.pop(record.ifindex, None)
-        if full:
+                    self._write_endpoint(record, step.policy)
+            elif isinstance(step, FlushConntrack):
+                for ip in step.ips:
+                    flushed = self.datapath.flush_conntrack(ip)
+                    self.log.info("ip changed owner, conntrack flushed", ip=str(ip), n=flushed)
+            elif isinstance(step, RemoveEndpoint):
+                record = self.endpoints.pop(step.pod_key, None)
+                ifindex = ifindex_of.get(step.pod_key)
+                if record is not None and ifindex is not None:
+                    # If the interface lingers, it falls back to the unknown-endpoint verdict.
+                    self.datapath.remove_endpoint(ifindex)
+                    self.pod_of_ifindex.pop(ifindex, None)
+        if adopt:
             self._reconcile_pinned()
-        self.metrics.endpoints.set(sum(1 for r in self.endpoints.values() if r.ifindex))
+        self.metrics.endpoints.set(sum(1 for r in self.endpoints.values() if r.generation))
 
     def _reconcile_pinned(self) -> None:
         """Drop pinned endpoint entries that no current pod owns (state adopted from before)."""
@@ -422,23 +455,20 @@ class Agent:
             "endpoints": eps,
         }
 
-    def describe_drop(self, event: Any) -> dict[str, Any]:
-        src, dst = str(event.saddr), str(event.daddr)
-        try:
-            reason = DropReason(int(event.reason)).label
-        except ValueError:
-            reason = f"code_{event.reason}"
+    def describe_drop(self, event: DropEvent) -> dict[str, Any]:
+        src, dst = str(event.src), str(event.dst)
         return {
             "time": time.time(),
             "node": self.node_name,
-            "pod": self.pod_for_ifindex(int(event.ifindex)),
-            "direction": "ingress" if int(event.direction) == 0 else "egress",
-            "reason": reason,
-            "protocol": int(event.protocol),
+            "pod": self.pod_for_ifindex(event.ifindex),
+            "direction": event.direction.name.lower(),
+            "reason": event.reason.label if event.reason is not None else "forwarded",
+            "protocol": event.protocol,
             "src": src,
-            "src_port": int(event.sport),
+            "src_port": event.sport,
             "src_pod": self.pod_for_ip(src),
             "dst": dst,
-            "dst_port": int(event.dport),
+            "dst_port": event.dport,
             "dst_pod": self.pod_for_ip(dst),
+            "peer_identity": event.peer_identity,
         }
