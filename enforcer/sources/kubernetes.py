@@ -1,0 +1,393 @@
+"""List then watch the Kubernetes API with the official client, one thread per kind.
+
+Per kind, the loop is client-go's reflector: a paged, consistent list; a watch from the list's
+resourceVersion with bookmarks (so a quiet kind's resourceVersion stays fresh and a reconnect
+rarely needs a relist); on a dropped or timed-out watch, resume from the last resourceVersion
+seen; on 410 Gone (history compacted while we were away), relist and hand the consumer the whole
+kind again between RESET and SYNCED. Errors back off exponentially with full jitter.
+
+Responses are read raw (`_preload_content=False`) and parsed as JSON, so objects stay the
+camelCase dicts the API sends; they are stripped to what policy needs before being emitted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from enforcer import log
+from enforcer.sources.base import (
+    KIND_ENDPOINT_SLICE,
+    KIND_NAMESPACE,
+    KIND_NETWORK_POLICY,
+    KIND_NODE,
+    KIND_POD,
+    KIND_SERVICE,
+    Emit,
+    EventType,
+    SourceEvent,
+)
+from enforcer.sources.strip import strip_object
+
+
+@dataclass(frozen=True)
+class WatchedKind:
+    kind: str
+    api_version: str
+    api_class: str  # attribute of kubernetes.client
+    list_method: str  # cluster-wide list (and watch) method of that API class
+
+
+WATCHED_KINDS = {
+    w.kind: w
+    for w in (
+        WatchedKind(KIND_NAMESPACE, "v1", "CoreV1Api", "list_namespace"),
+        WatchedKind(KIND_POD, "v1", "CoreV1Api", "list_pod_for_all_namespaces"),
+        WatchedKind(
+            KIND_NETWORK_POLICY,
+            "networking.k8s.io/v1",
+            "NetworkingV1Api",
+            "list_network_policy_for_all_namespaces",
+        ),
+        WatchedKind(KIND_NODE, "v1", "CoreV1Api", "list_node"),
+        WatchedKind(KIND_SERVICE, "v1", "CoreV1Api", "list_service_for_all_namespaces"),
+        WatchedKind(
+            KIND_ENDPOINT_SLICE,
+            "discovery.k8s.io/v1",
+            "DiscoveryV1Api",
+            "list_endpoint_slice_for_all_namespaces",
+        ),
+    )
+}
+DEFAULT_KINDS = (KIND_NAMESPACE, KIND_POD, KIND_NETWORK_POLICY, KIND_NODE)
+
+
+class _Expired(Exception):
+    """The resourceVersion (or list continue token) is too old: relist."""
+
+
+class _Backoff:
+    """Exponential backoff with full jitter (AWS architecture blog): sleep U(0, min(cap, b*2^n))."""
+
+    def __init__(self, base: float, cap: float) -> None:
+        self.base, self.cap, self.attempt = base, cap, 0
+
+    def next(self) -> float:
+        delay = random.uniform(0, min(self.cap, self.base * (2**self.attempt)))
+        self.attempt = min(self.attempt + 1, 30)
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def _lines(resp: Any) -> Iterator[bytes]:
+    """Newline-delimited JSON from a streamed response, whatever the chunk boundaries."""
+    buf = b""
+    for chunk in resp.stream(amt=None, decode_content=False):
+        buf += chunk
+        while True:
+            nl = buf.find(b"\n")
+            if nl < 0:
+                break
+            line, buf = buf[:nl], buf[nl + 1 :]
+            if line.strip():
+                yield line
+    if buf.strip():
+        yield buf
+
+
+def _rv_of(obj: Any) -> str | None:
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
+    return rv if isinstance(rv, str) and rv else None
+
+
+class KubernetesSource:
+    """The Source for a real cluster. Counters are plain attributes the agent's metrics read:
+    `watch_restarts[kind]`, `relists[kind]`, `errors[kind]`, `resource_versions[kind]`,
+    `last_sync_time` (Unix time of the last SYNCED)."""
+
+    def __init__(
+        self,
+        api_client: Any,
+        *,
+        node_name: str | None = None,
+        kinds: tuple[str, ...] = DEFAULT_KINDS,
+        watch_timeout: float = 300.0,
+        connect_timeout: float = 10.0,
+        backoff_base: float = 0.2,
+        backoff_max: float = 30.0,
+        page_size: int = 500,
+        name: str | None = None,
+    ) -> None:
+        unknown = [k for k in kinds if k not in WATCHED_KINDS]
+        if unknown:
+            raise ValueError(f"cannot watch kinds {unknown}")
+        self.api_client = api_client
+        self.node_name = node_name
+        self.kinds = tuple(kinds)
+        self.watch_timeout = watch_timeout
+        self.connect_timeout = connect_timeout
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.page_size = page_size
+        self._name = name or f"k8s:{getattr(api_client.configuration, 'host', '?')}"
+        self.log = log.get("sources.kubernetes")
+        self.watch_restarts: dict[str, int] = dict.fromkeys(self.kinds, 0)
+        self.relists: dict[str, int] = dict.fromkeys(self.kinds, 0)
+        self.errors: dict[str, int] = dict.fromkeys(self.kinds, 0)
+        self.events_received: dict[str, int] = dict.fromkeys(self.kinds, 0)
+        self.resource_versions: dict[str, str | None] = dict.fromkeys(self.kinds)
+        self.last_sync_time: float | None = None
+        self.synced = threading.Event()  # set at the first SYNCED
+        self._ok: dict[str, bool] = dict.fromkeys(self.kinds, False)
+        self._listed: set[str] = set()
+        self._sync_lock = threading.Lock()  # RESET..ADDED..SYNCED sequences never interleave
+        self._responses: dict[str, Any] = {}
+        self._responses_lock = threading.Lock()
+        self._list_fns = {
+            kind: getattr(
+                getattr(client, WATCHED_KINDS[kind].api_class)(api_client),
+                WATCHED_KINDS[kind].list_method,
+            )
+            for kind in self.kinds
+        }
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(
+        cls, *, kubeconfig: str | None = None, node_name: str | None = None, **kwargs: Any
+    ) -> KubernetesSource:
+        """In-cluster config when running in a pod (and no kubeconfig was given), else the
+        kubeconfig file (`--kubeconfig`, $KUBECONFIG, ~/.kube/config)."""
+        cfg = client.Configuration()
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=cfg)
+            origin = "in-cluster"
+        else:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+            origin = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        cfg.retries = 0  # our loop retries with backoff; urllib3's own retries only add delay
+        kwargs.setdefault("name", f"k8s:{cfg.host} ({origin})")
+        return cls(client.ApiClient(cfg), node_name=node_name, **kwargs)
+
+    @classmethod
+    def for_host(cls, host: str, **kwargs: Any) -> KubernetesSource:
+        """An unauthenticated client for `host` (tests, `kubectl proxy`)."""
+        cfg = client.Configuration()
+        cfg.host = host
+        cfg.retries = 0
+        return cls(client.ApiClient(cfg), **kwargs)
+
+    # -- Source ---------------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        return all(self._ok.values())
+
+    def describe(self) -> str:
+        return self._name
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        threads = [
+            threading.Thread(
+                target=self._run_kind, args=(kind, emit, stop), name=f"watch-{kind}", daemon=True
+            )
+            for kind in self.kinds
+        ]
+        for t in threads:
+            t.start()
+        stop.wait()
+        with self._responses_lock:
+            responses = list(self._responses.values())
+        for resp in responses:  # unblock threads reading a watch stream
+            _abort(resp)
+        for t in threads:
+            t.join(timeout=5)
+
+    # -- one kind -------------------------------------------------------------------------------
+
+    def _run_kind(self, kind: str, emit: Emit, stop: threading.Event) -> None:
+        backoff = _Backoff(self.backoff_base, self.backoff_max)
+        rv: str | None = None
+        while not stop.is_set():
+            if rv is None:
+                try:
+                    items, rv = self._list(kind)
+                except Exception as exc:  # any failure: log, back off, retry
+                    if stop.is_set():
+                        return
+                    self._failed(kind, "list", exc)
+                    stop.wait(backoff.next())
+                    continue
+                self._ok[kind] = True
+                self._deliver_list(kind, items, emit)
+                backoff.reset()
+            try:
+                rv, outcome = self._watch(kind, rv, emit, stop)
+            except Exception as exc:
+                if stop.is_set():
+                    return
+                self._failed(kind, "watch", exc)
+                outcome = "error"
+            if stop.is_set():
+                return
+            self.watch_restarts[kind] += 1
+            if outcome == "expired":
+                self.relists[kind] += 1
+                self.log.info("watch expired, relisting", kind=kind, resource_version=rv)
+                rv = None
+            elif outcome == "ok":
+                backoff.reset()
+            else:
+                stop.wait(backoff.next())
+
+    def _failed(self, kind: str, what: str, exc: BaseException) -> None:
+        self._ok[kind] = False
+        self.errors[kind] += 1
+        self.log.warning(f"{what} failed", kind=kind, error=f"{type(exc).__name__}: {exc}"[:300])
+
+    def _list(self, kind: str) -> tuple[list[dict[str, Any]], str]:
+        """A consistent, paged list: all pages come from one snapshot, else start over."""
+        wk = WATCHED_KINDS[kind]
+        for _ in range(5):
+            items: list[dict[str, Any]] = []
+            token: str | None = None
+            try:
+                while True:
+                    resp = self._list_fns[kind](
+                        limit=self.page_size,
+                        _continue=token,
+                        _preload_content=False,
+                        _request_timeout=(self.connect_timeout, 60.0),
+                    )
+                    body = json.loads(resp.data)
+                    for item in body.get("items") or []:
+                        # List items come without kind/apiVersion: fill them in.
+                        item.setdefault("kind", kind)
+                        item.setdefault("apiVersion", wk.api_version)
+                        items.append(strip_object(kind, item))
+                    meta = body.get("metadata") or {}
+                    token = meta.get("continue") or None
+                    if token is None:
+                        return items, str(meta.get("resourceVersion") or "")
+            except ApiException as exc:
+                if exc.status == 410:  # the continue token expired mid-list: start over
+                    continue
+                raise
+        raise RuntimeError(f"list of {kind} kept expiring")
+
+    def _deliver_list(self, kind: str, items: list[dict[str, Any]], emit: Emit) -> None:
+        with self._sync_lock:
+            if kind in self._listed:
+                emit(SourceEvent(EventType.RESET, kind, None, None))
+            for item in items:
+                emit(SourceEvent(EventType.ADDED, kind, item, _rv_of(item)))
+            self._listed.add(kind)
+            if len(self._listed) == len(self.kinds):
+                emit(SourceEvent(EventType.SYNCED, None, None, None))
+                self.last_sync_time = time.time()
+                if not self.synced.is_set():
+                    self.log.info("initial sync", source=self._name)
+                self.synced.set()
+        self.log.debug("listed", kind=kind, count=len(items))
+
+    def _watch(self, kind: str, rv: str, emit: Emit, stop: threading.Event) -> tuple[str, str]:
+        """Stream one watch. Returns the last resourceVersion seen and how it ended:
+        'ok' (clean end, resume now), 'expired' (relist), 'error' (back off, resume)."""
+        self.resource_versions[kind] = rv
+        # Randomised like client-go so that many agents do not reconnect in lockstep.
+        timeout = int(self.watch_timeout * random.uniform(1.0, 2.0))
+        try:
+            resp = self._list_fns[kind](
+                watch=True,
+                resource_version=rv,
+                allow_watch_bookmarks=True,
+                timeout_seconds=timeout,
+                _preload_content=False,
+                # A read timeout past the server-side timeout catches a silently dead peer.
+                _request_timeout=(self.connect_timeout, timeout + 30),
+            )
+        except ApiException as exc:
+            if exc.status == 410:
+                return rv, "expired"
+            raise
+        with self._responses_lock:
+            self._responses[kind] = resp
+        self._ok[kind] = True
+        started = time.monotonic()
+        received = 0
+        complete = False  # the server ended the stream: the connection can be reused
+        try:
+            for line in _lines(resp):
+                if stop.is_set():
+                    return rv, "ok"
+                event = json.loads(line)
+                etype = event.get("type")
+                obj = event.get("object") or {}
+                if etype == "ERROR":
+                    code = obj.get("code")
+                    if code == 410:
+                        return rv, "expired"
+                    self.log.warning(
+                        "watch error event", kind=kind, code=code, message=obj.get("message")
+                    )
+                    return rv, "error"
+                new_rv = _rv_of(obj)
+                if etype == "BOOKMARK":
+                    if new_rv:
+                        rv = new_rv
+                        self.resource_versions[kind] = rv
+                    continue
+                if etype not in ("ADDED", "MODIFIED", "DELETED"):
+                    self.log.warning("unknown watch event type", kind=kind, type=etype)
+                    continue
+                received += 1
+                self.events_received[kind] += 1
+                stripped = strip_object(kind, obj)
+                emit(SourceEvent(EventType(etype), kind, stripped, new_rv))
+                if new_rv:
+                    rv = new_rv
+                    self.resource_versions[kind] = rv
+            complete = True
+        except Exception as exc:  # a dropped stream: resume from rv
+            if stop.is_set():
+                return rv, "ok"
+            self.log.info(
+                "watch dropped, resuming",
+                kind=kind,
+                resource_version=rv,
+                error=f"{type(exc).__name__}: {exc}"[:200],
+            )
+            # A stream that was up a while (or delivered events) resumes at once; one that
+            # breaks right away backs off, so a flapping server is not hammered.
+            return rv, "ok" if received or time.monotonic() - started > 1.0 else "error"
+        finally:
+            with self._responses_lock:
+                self._responses.pop(kind, None)
+            if complete:
+                resp.release_conn()
+            else:  # unread data may follow: never hand this connection back to the pool
+                _abort(resp)
+        return rv, "ok"
+
+
+def _abort(resp: Any) -> None:
+    for method in ("shutdown", "close"):
+        fn = getattr(resp, method, None)
+        if fn is not None:
+            try:
+                fn()
+            except Exception:  # best effort while stopping
+                pass
