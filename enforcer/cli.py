@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "enforcer.commands.status",
     "enforcer.commands.lab",
     "enforcer.commands.demo",
+    "enforcer.commands.uninstall",
     "enforcer.commands.analyze",
     "enforcer.commands.lint",
 ]
