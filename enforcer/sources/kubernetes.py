@@ -325,6 +325,9 @@ class KubernetesSource:
             raise
         with self._responses_lock:
             self._responses[kind] = resp
+        if stop.is_set():  # run() may have aborted the open streams before this one was known
+            _abort(resp)
+            return rv, "ok"
         self._ok[kind] = True
         started = time.monotonic()
         received = 0
