@@ -16,6 +16,7 @@ import ctypes
 import logging
 import os
 from collections.abc import Callable, Mapping
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,18 @@ class Datapath:
                 self._maps[name].delete(key)
             else:
                 self._put(name, key, U32.pack(ident))
+
+    def identities(self) -> dict[IPNetwork, int]:
+        """prefix -> identity as the kernel holds it (for reconcile after a restart)."""
+        out: dict[IPNetwork, int] = {}
+        for name, fmt, net_type in (
+            ("ident4", IDENT4_KEY, IPv4Network),
+            ("ident6", IDENT6_KEY, IPv6Network),
+        ):
+            for key, value in self._maps[name].items():
+                plen, addr = fmt.unpack(key)
+                out[net_type((addr, plen))] = U32.unpack(value)[0]
+        return out
 
     @staticmethod
     def _ident_key(net: IPNetwork) -> tuple[str, bytes]:
