@@ -1,0 +1,293 @@
+"""The benchmarks `make bench` runs: one entry each, with a quick and a full configuration, and
+an adapter that turns the module's own result into figures of the common schema.
+
+Adding a benchmark is one `Benchmark(...)` in BENCHMARKS: its module's `run()`, the two
+configurations, `collect` (run it, return figures) and `promises` (the figure keys a run with
+that configuration yields; the tests hold every run to it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from bench.report import Figure, Params, Target
+
+Note = Callable[[str], None]
+Config = dict[str, Any]
+PY = ".venv/bin/python"
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    module: str  # imported when the entry runs, so a missing module fails only its entry
+    description: str
+    quick: Config
+    full: Config
+    collect: Callable[[ModuleType, Config, Note], list[Figure]]
+    promises: Callable[[Config], list[str]]
+    smoke: Config | None = None  # smallest configuration that still yields every figure (tests)
+
+    def config(self, profile: str) -> Config:
+        if profile == "smoke":
+            return self.smoke if self.smoke is not None else self.quick
+        return self.quick if profile == "quick" else self.full
+
+    def command(self, profile: str) -> str:
+        flag = {"full": "", "quick": " --quick", "smoke": " --profile smoke"}[profile]
+        return f"{PY} -m bench.run{flag} --only {self.name}"
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+
+def key(name: str, params: Params) -> str:
+    return Figure(name, "", [], params).key
+
+
+# -- model scale (bench/model_scale.py) ---------------------------------------------------------
+
+MODEL_FIGURES = {
+    # figure name: (result field, unit, scale, description)
+    "model.load_time": ("load_s", "s", 1.0, "parse, validate and index every object"),
+    "model.resolve_time": ("resolve_s", "s", 1.0, "resolve every policy's subjects and peers"),
+    "model.load_resolve_time": ("total_s", "s", 1.0, "load plus resolve"),
+    "model.peak_rss": ("peak_rss_mb", "MB", 1.0, "peak RSS of the process, interpreter included"),
+    "model.verdict_time": ("evaluate_us", "us", 1.0, "one pod-to-pod verdict (reference model)"),
+}
+
+
+def cluster_size(pods: int, cfg: Config) -> Params:
+    """Policies scale alongside pods: cfg's policies per pod and pods per namespace."""
+    return {
+        "pods": pods,
+        "namespaces": max(1, pods // int(cfg["pods_per_namespace"])),
+        "policies": round(pods * float(cfg["policies_per_pod"])),
+    }
+
+
+def _model_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
+    figures = []
+    for pods in cfg["sizes"]:
+        size = cluster_size(pods, cfg)
+        runs = []
+        for r in range(cfg["repeats"]):
+            note(f"{pods} pods, {size['policies']} policies: run {r + 1}/{cfg['repeats']}")
+            # One repeat per fresh process: each run's peak RSS is its own.
+            runs.append(mod.run(size["pods"], size["namespaces"], size["policies"], 1))
+        for name, (field, unit, scale, text) in MODEL_FIGURES.items():
+            target = None
+            if pods == 10_000 and name == "model.load_resolve_time":
+                target = Target(below=2.0)
+            elif pods == 10_000 and name == "model.peak_rss":
+                target = Target(below=300.0)
+            figures.append(
+                Figure(
+                    name,
+                    unit,
+                    [r[field] * scale for r in runs],
+                    dict(size),
+                    description=text,
+                    target=target,
+                )
+            )
+    return figures
+
+
+def _model_promises(cfg: Config) -> list[str]:
+    return [key(n, cluster_size(p, cfg)) for p in cfg["sizes"] for n in MODEL_FIGURES]
+
+
+MODEL_BASE = {"pods_per_namespace": 20, "policies_per_pod": 0.2}
+
+
+# -- lab timing (bench/lab_timing.py) -----------------------------------------------------------
+
+
+def _lab_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
+    r = mod.run(quick=cfg["quick"], repeats=cfg["repeats"], progress=note)
+    size: Params = {"pods": r["pods"]}
+    timeout = r["probe_timeout_s"]
+    return [
+        Figure(
+            "lab.up_time",
+            "s",
+            r["up_s"],
+            size,
+            target=Target(below=10.0),
+            description="`lab up` of the upstream 9-pod model until every agent enforces it",
+        ),
+        Figure(
+            "lab.probe_time",
+            "s",
+            r["probe_open_s"],
+            {**size, "policy": "none"},
+            target=Target(below=3.0),
+            description="one 81-pair TCP/80 probe, every pair allowed",
+        ),
+        Figure(
+            "lab.probe_time",
+            "s",
+            r["probe_denied_s"],
+            {**size, "policy": "default-deny"},
+            description=f"one 81-pair TCP/80 probe, every cross-pod pair denied (each "
+            f"denied pair waits the {timeout:g} s probe timeout, in parallel)",
+        ),
+        Figure(
+            "lab.apply_time",
+            "s",
+            r["apply_s"],
+            {**size, "policy": "default-deny"},
+            description="`lab apply` of a default-deny policy per namespace until enforced",
+        ),
+        Figure(
+            "lab.down_time",
+            "s",
+            r["down_s"],
+            size,
+            description="`lab down`: namespaces, processes and pinned maps removed",
+        ),
+    ]
+
+
+def _lab_promises(cfg: Config) -> list[str]:
+    size: Params = {"pods": 9}
+    return [
+        key("lab.up_time", size),
+        key("lab.probe_time", {**size, "policy": "none"}),
+        key("lab.probe_time", {**size, "policy": "default-deny"}),
+        key("lab.apply_time", {**size, "policy": "default-deny"}),
+        key("lab.down_time", size),
+    ]
+
+
+# -- agent latency (bench/agent_latency.py) -----------------------------------------------------
+
+AGENT_EVENTS = ("pod_add", "label_change", "policy_change")
+
+
+def _agent_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
+    r = mod.run(
+        quick=cfg["quick"],
+        latency_size=cfg["latency_size"],
+        scale_sizes=cfg["scale_sizes"],
+        changes=cfg["changes"],
+        progress=note,
+    )
+    figures = []
+    lat = r["latency"]
+    lsize: Params = {"pods": lat["pods"], "policies": lat["policies"]}
+    for event in AGENT_EVENTS:
+        figures.append(
+            Figure(
+                "agent.event_to_enforced",
+                "ms",
+                lat["ms"][event],
+                {**lsize, "event": event},
+                target=Target(below=100.0, statistic="p99"),
+                description="manifest renamed into the agent's folder until a probe's "
+                "verdict flips (fresh TCP connections every "
+                f"{lat['probe_interval_ms']:g} ms)",
+            )
+        )
+    for s in r["scale"]:
+        size: Params = {"pods": s["pods"], "policies": s["policies"]}
+        big = s["pods"] >= 10_000
+        figures.append(
+            Figure(
+                "agent.cold_start_time",
+                "s",
+                s["cold_start_s"],
+                size,
+                target=Target(below=5.0) if big else None,
+                description="agent start (no pinned state, fresh veths) until /readyz is "
+                "200 and probes give the policy's verdicts",
+            )
+        )
+        figures.append(
+            Figure(
+                "agent.rss",
+                "MB",
+                s["rss_mb"],
+                size,
+                target=Target(below=300.0) if big else None,
+                description="agent VmRSS once enforcing the whole cluster",
+            )
+        )
+    return figures
+
+
+def _agent_promises(cfg: Config) -> list[str]:
+    pods, policies = cfg["latency_size"]
+    out = [
+        key("agent.event_to_enforced", {"pods": pods, "policies": policies, "event": e})
+        for e in AGENT_EVENTS
+    ]
+    for pods, policies in cfg["scale_sizes"]:
+        out += [
+            key("agent.cold_start_time", {"pods": pods, "policies": policies}),
+            key("agent.rss", {"pods": pods, "policies": policies}),
+        ]
+    return out
+
+
+# -- the list -----------------------------------------------------------------------------------
+
+BENCHMARKS: list[Benchmark] = [
+    Benchmark(
+        name="model_scale",
+        module="bench.model_scale",
+        description="policy model: load and resolve time, memory, against cluster size",
+        quick={**MODEL_BASE, "sizes": [1_000, 10_000], "repeats": 3},
+        full={**MODEL_BASE, "sizes": [1_000, 10_000, 50_000], "repeats": 5},
+        smoke={**MODEL_BASE, "sizes": [1_000, 10_000], "repeats": 1},
+        collect=_model_collect,
+        promises=_model_promises,
+    ),
+    Benchmark(
+        name="lab_timing",
+        module="bench.lab_timing",
+        description="`enforcer lab up` of the upstream 9-pod model and one 81-pair probe",
+        quick={"quick": True, "repeats": 2},
+        full={"quick": False, "repeats": 5},
+        smoke={"quick": True, "repeats": 1},
+        collect=_lab_collect,
+        promises=_lab_promises,
+    ),
+    Benchmark(
+        name="agent_latency",
+        module="bench.agent_latency",
+        description="agent: event-to-enforced latency checked with packets, cold start, memory",
+        quick={
+            "quick": True,
+            "latency_size": [2_000, 400],
+            "scale_sizes": [[2_000, 400]],
+            "changes": 10,
+        },
+        full={
+            "quick": False,
+            "latency_size": [10_000, 2_000],
+            "scale_sizes": [[1_000, 200], [10_000, 2_000], [50_000, 10_000]],
+            "changes": 50,
+        },
+        smoke={
+            "quick": True,
+            "latency_size": [1_000, 200],
+            "scale_sizes": [[1_000, 200]],
+            "changes": 4,
+        },
+        collect=_agent_collect,
+        promises=_agent_promises,
+    ),
+]
+
+
+def by_name(name: str) -> Benchmark:
+    for b in BENCHMARKS:
+        if b.name == name:
+            return b
+    raise KeyError(f"no benchmark {name!r}; known: {', '.join(b.name for b in BENCHMARKS)}")
