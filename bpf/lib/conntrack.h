@@ -57,15 +57,13 @@ static __always_inline int ct_lookup(const struct pkt *p, __u32 ifindex, __u8 di
     }
     flow_reverse(&p->flow, &r);
     ct_key_init(&k, &r, ifindex, other);
-    v = ct.lookup(&k);
-    if (v) {
-        v->last_seen_ns = bpf_ktime_get_ns();
+    /* No per-packet writes to the entry (a shared cache line for both directions): the
+     * LRU keeps live flows, last_seen_ns records creation and re-checks only. */
+    if (ct.lookup(&k))
         return CT_REPLY;
-    }
     ct_key_init(&k, &p->flow, ifindex, dir);
     v = ct.lookup(&k);
     if (v) {
-        v->last_seen_ns = bpf_ktime_get_ns();
         *gen = v->generation;
         return CT_ESTABLISHED;
     }

@@ -1,0 +1,243 @@
+"""Datapath benchmark between two pod namespaces (routed topology, one node namespace):
+TCP throughput (iperf3), UDP packet rate (iperf3, 64-byte datagrams) and new-connection rate
+(a client process opening and closing TCP connections), with
+
+- no program attached (the baseline: the physical limit here),
+- our program with 1, 100, 1,000 and 10,000 rules in the server's ingress table (and as
+  many peer identities in the LPM ipcache),
+- the same allow rules as iptables + ipset in the node namespace (kube-router style),
+
+each as the median of a few runs and as a ratio to the baseline. Also the bcc compile time
+and this process's RSS after loading.
+
+    .venv/bin/python -m bench.datapath [--quick]
+
+Targets (issue 3): TCP >= 0.95 of baseline, new connections >= 0.90, no slope 1 -> 10,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Address, ip_network
+from pathlib import Path
+from typing import Any
+
+from enforcer.datapath import Datapath, DatapathConfig
+from enforcer.datapath.types import PROTO_TCP, PROTO_UDP, Direction, EndpointPolicy, PolicyEntry
+from enforcer.topology import Pod, Topology
+
+IPERF_PORT = 5201
+CONN_PORT = 7000
+RULE_COUNTS = (1, 100, 1000, 10000)
+FIRST_IDENTITY = 1000
+
+CONN_SERVER = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("{ip}", {port})); s.listen(1024)
+while True:
+    c, _ = s.accept(); c.close()
+"""
+CONN_CLIENT = """
+import socket, time
+end = time.monotonic() + {seconds}; n = 0
+while time.monotonic() < end:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\\1\\0\\0\\0\\0\\0\\0\\0")
+    s.connect(("{ip}", {port})); s.close(); n += 1
+print(n / {seconds})
+"""
+
+
+def in_ns(netns: str, *cmd: str) -> list[str]:
+    return ["ip", "netns", "exec", netns, *cmd]
+
+
+def tcp_throughput(client: Pod, server: Pod, seconds: float) -> float:
+    out = subprocess.run(in_ns(client.netns, "iperf3", "-c", str(server.ipv4), "-p",
+                               str(IPERF_PORT), "-t", str(seconds), "-J"),
+                         capture_output=True, text=True, check=True).stdout
+    return float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 1e9
+
+
+def udp_rate(client: Pod, server: Pod, seconds: float) -> float:
+    out = subprocess.run(in_ns(client.netns, "iperf3", "-c", str(server.ipv4), "-p",
+                               str(IPERF_PORT), "-u", "-b", "0", "-l", "64", "-t",
+                               str(seconds), "-J"),
+                         capture_output=True, text=True, check=True).stdout
+    s = json.loads(out)["end"]["sum"]
+    return (s["packets"] - s["lost_packets"]) / s["seconds"] / 1e3
+
+
+def conn_rate(client: Pod, server: Pod, seconds: float) -> float:
+    code = CONN_CLIENT.format(ip=server.ipv4, port=CONN_PORT, seconds=seconds)
+    out = subprocess.run(in_ns(client.netns, sys.executable, "-c", code),
+                         capture_output=True, text=True, check=True).stdout
+    return float(out.strip()) / 1e3
+
+
+METRICS: dict[str, tuple[str, Callable[[Pod, Pod, float], float]]] = {
+    "tcp_gbps": ("TCP Gbit/s", tcp_throughput),
+    "udp_kpps": ("UDP kpps (64 B)", udp_rate),
+    "conn_kps": ("new conn k/s", conn_rate),
+}
+
+
+def fake_peers(n: int) -> list[IPv4Address]:
+    base = int(IPv4Address("10.128.0.0"))
+    return [IPv4Address(base + i) for i in range(n)]
+
+
+def policy_with(n: int, client_identity: int) -> EndpointPolicy:
+    """n entries: n-1 other peers plus the client, each on the benchmark ports."""
+    entries = {PolicyEntry(Direction.INGRESS, FIRST_IDENTITY + i, PROTO_TCP, IPERF_PORT,
+                           IPERF_PORT) for i in range(max(n - 3, 0))}
+    entries |= {PolicyEntry(Direction.INGRESS, client_identity, PROTO_TCP, IPERF_PORT,
+                            IPERF_PORT),
+                PolicyEntry(Direction.INGRESS, client_identity, PROTO_UDP, IPERF_PORT,
+                            IPERF_PORT),
+                PolicyEntry(Direction.INGRESS, client_identity, PROTO_TCP, CONN_PORT,
+                            CONN_PORT)}
+    return EndpointPolicy(True, False, frozenset(entries))
+
+
+def iptables_rules(node: str, server: Pod, client: Pod, n: int, undo: bool = False) -> None:
+    """kube-router style: an ipset of allowed peers, accept them to the pod's ports,
+    established/related first, drop the rest towards the pod."""
+    setname = "enf-bench-peers"
+
+    def ipt(*args: str) -> None:
+        subprocess.run(in_ns(node, "iptables", *args), check=True)
+
+    if undo:
+        ipt("-F", "FORWARD")
+        subprocess.run(in_ns(node, "ipset", "destroy", setname), check=True)
+        return
+    subprocess.run(in_ns(node, "ipset", "create", setname, "hash:ip", "maxelem", "65536"),
+                   check=True)
+    members = [str(client.ipv4), *(str(ip) for ip in fake_peers(max(n - 1, 0)))]
+    batch = "".join(f"add {setname} {ip}\n" for ip in members)
+    subprocess.run(in_ns(node, "ipset", "restore"), input=batch, text=True, check=True)
+    dev = server.host_ifname
+    ipt("-A", "FORWARD", "-o", dev, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
+        "-j", "ACCEPT")
+    for proto, port in (("tcp", IPERF_PORT), ("udp", IPERF_PORT), ("tcp", CONN_PORT)):
+        ipt("-A", "FORWARD", "-o", dev, "-p", proto, "--dport", str(port), "-m", "set",
+            "--match-set", setname, "src", "-j", "ACCEPT")
+    ipt("-A", "FORWARD", "-o", dev, "-j", "DROP")
+
+
+def sample(client: Pod, server: Pod, seconds: float) -> dict[str, float]:
+    return {key: fn(client, server, seconds) for key, (_, fn) in METRICS.items()}
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    seconds, repeats = (1.0, 1) if quick else (3.0, 3)
+    counts = RULE_COUNTS
+    pin_root = Path("/sys/fs/bpf") / f"enf-bench-{secrets.token_hex(4)}"
+    results: dict[str, Any] = {"seconds": seconds, "repeats": repeats, "scenarios": {}}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with Topology("routed") as topo:
+            client, server = topo.add_pod(name="client"), topo.add_pod(name="server")
+            node = server.node.netns
+            procs.append(subprocess.Popen(in_ns(server.netns, "iperf3", "-s", "-p",
+                                                str(IPERF_PORT)), stdout=subprocess.DEVNULL))
+            procs.append(subprocess.Popen(in_ns(server.netns, sys.executable, "-c",
+                                                CONN_SERVER.format(ip=server.ipv4,
+                                                                   port=CONN_PORT))))
+            time.sleep(0.5)
+            rss_before = rss_mb()
+            dp = Datapath.open(pin_root, DatapathConfig(max_identities=max(counts) + 16))
+            results["compile_seconds"] = round(dp.program.compile_seconds, 3)
+            results["rss_mb_before_load"] = round(rss_before, 1)
+            results["rss_mb_after_load"] = round(rss_mb(), 1)
+            client_identity, server_identity = 16, 17
+            dp.set_identities({ip_network(f"{client.ipv4}/32"): client_identity,
+                               ip_network(f"{server.ipv4}/32"): server_identity})
+            dp.set_identities({ip_network(f"{ip}/32"): FIRST_IDENTITY + i
+                               for i, ip in enumerate(fake_peers(max(counts)))})
+            dp.set_endpoint(client.host_ifindex, 1, EndpointPolicy.allow_all())
+
+            def detach() -> None:
+                # Benchmark only: the agent never detaches.
+                for pod in (client, server):
+                    subprocess.run(["tc", "-n", node, "qdisc", "del", "dev", pod.host_ifname,
+                                    "clsact"], capture_output=True, check=False)
+
+            samples: dict[str, list[dict[str, float]]] = {}
+            n_max = max(counts)
+            try:
+                # Rounds interleave the scenarios so drift in machine load hits all alike.
+                for _ in range(repeats):
+                    detach()
+                    samples.setdefault("no program", []).append(sample(client, server, seconds))
+                    for pod in (client, server):
+                        dp.attach(pod.host_ifindex, pod.node.netns)
+                    for n in counts:
+                        dp.set_endpoint(server.host_ifindex, 2, policy_with(n, client_identity))
+                        samples.setdefault(f"ours, {n} rules", []).append(
+                            sample(client, server, seconds))
+                    detach()
+                    iptables_rules(node, server, client, n_max)
+                    try:
+                        samples.setdefault(f"iptables+ipset, {n_max} rules", []).append(
+                            sample(client, server, seconds))
+                    finally:
+                        iptables_rules(node, server, client, n_max, undo=True)
+            finally:
+                detach()
+                dp.close()
+            results["scenarios"] = {
+                name: {k: statistics.median(s[k] for s in runs) for k in METRICS}
+                for name, runs in samples.items()}
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait()
+        shutil.rmtree(pin_root, ignore_errors=True)
+    base = results["scenarios"]["no program"]
+    results["ratios"] = {name: {k: round(v / base[k], 3) if base[k] else None
+                                for k, v in vals.items()}
+                         for name, vals in results["scenarios"].items()}
+    return results
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = [f"{'scenario':<28}" + "".join(f"{label:>22}" for label, _ in METRICS.values())]
+    for name, vals in results["scenarios"].items():
+        ratios = results["ratios"][name]
+        cells = "".join(f"{vals[k]:>13.2f} ({ratios[k]:.2f}x)" for k in METRICS)
+        lines.append(f"{name:<28}{cells}")
+    lines.append(f"bcc compile: {results['compile_seconds']} s; RSS {results['rss_mb_before_load']}"
+                 f" MB before load, {results['rss_mb_after_load']} MB after load")
+    lines.append(f"(median of {results['repeats']} runs of {results['seconds']} s each)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="bench.datapath", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="1 s runs, one repeat")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = p.parse_args()
+    results = run(args.quick)
+    print(json.dumps(results, indent=2) if args.json else report(results))
+
+
+if __name__ == "__main__":
+    main()
