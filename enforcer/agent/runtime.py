@@ -383,8 +383,9 @@ class Agent:
                 self.datapath.set_identities({step.prefix: step.identity})
             elif isinstance(step, WritePolicy):
                 record = self.endpoints[step.pod_key]
-                if not step.transitional:
-                    record.policy = step.policy
+                # What is in force now (a transition table may also be the final one:
+                # plan_writes then emits no second write for it).
+                record.policy = step.policy
                 if record.ifindex is not None:
                     self._write_endpoint(record, step.policy)
             elif isinstance(step, FlushConntrack):
