@@ -180,7 +180,7 @@ def test_pods_without_status_are_analyzed_and_host_network_pods_left_out(capsys,
                 podSelector={"matchLabels": {"app": "b"}},
                 ingress=[{"from": [{"podSelector": {"matchLabels": {"app": "a"}}}]}],
             ),
-            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "x"}},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s", "namespace": "x"}},
         ],
     )
     code, out, err = run_cli(capsys, "analyze", path, "--output", "json")
@@ -188,7 +188,7 @@ def test_pods_without_status_are_analyzed_and_host_network_pods_left_out(capsys,
     (doc,) = json.loads(out)
     assert sorted(doc["matrix"]) == ["x/a", "x/b", "x/c"]  # x/h is not an endpoint
     assert doc["matrix"]["x/a"]["x/b"] and not doc["matrix"]["x/c"]["x/b"]
-    assert "x/h" in err and "ignored v1 Service x/s" in err
+    assert "x/h" in err and "ignored v1 ConfigMap x/s" in err
 
 
 def test_input_problems_exit_2(capsys, tmp_path):

@@ -8,7 +8,7 @@ else ever matches a selector.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from ipaddress import ip_address
 from types import MappingProxyType
 from typing import Any
@@ -27,6 +27,14 @@ from enforcer.model.objects import (
     Pod,
     PolicyPeer,
     pending_namespace,
+)
+from enforcer.model.service_index import ServiceIndex
+from enforcer.model.services import (
+    KIND_ENDPOINT_SLICE,
+    KIND_SERVICE,
+    EndpointSlice,
+    Service,
+    ServiceObject,
 )
 
 _NO_KEYS: frozenset[str] = frozenset()
@@ -122,6 +130,7 @@ class ClusterState:
         self._pod_count_by_ns: dict[str, int] = {}
         self._ns_index = LabelIndex()  # every namespace with an identity, by effective labels
         self._ip_claims: dict[IPAddress, list[str]] = {}  # IP -> endpoint pod keys, newest last
+        self.services = ServiceIndex()  # Services and EndpointSlices (see service_index.py)
         self.generation = 0  # bumped on every change
 
     # --- read access ---------------------------------------------------------------------
@@ -160,7 +169,7 @@ class ClusterState:
 
     # --- updates ---------------------------------------------------------------------------
 
-    def upsert(self, obj: ModelObject) -> None:
+    def upsert(self, obj: ModelObject | ServiceObject) -> None:
         if isinstance(obj, Namespace):
             self._namespaces[obj.name] = obj
             self._ns_index.add(obj.name, obj.labels)
@@ -170,6 +179,8 @@ class ClusterState:
         elif isinstance(obj, NetworkPolicy):
             self._policies[obj.key] = obj
             self._policies_by_ns.setdefault(obj.namespace, {})[obj.key] = obj
+        elif isinstance(obj, Service | EndpointSlice):
+            self.services.upsert(obj)
         else:
             raise TypeError(f"cannot store {type(obj).__name__}")
         self.generation += 1
@@ -190,6 +201,10 @@ class ClusterState:
                 del by_ns[key]
                 if not by_ns:
                     del self._policies_by_ns[policy.namespace]
+        elif kind == KIND_SERVICE:
+            self.services.remove_service(f"{namespace}/{name}")
+        elif kind == KIND_ENDPOINT_SLICE:
+            self.services.remove_slice(f"{namespace}/{name}")
         else:
             raise ValueError(f"unknown kind {kind!r}")
         self.generation += 1
@@ -299,12 +314,14 @@ class ClusterState:
             return False
         return peer.pod_selector is None or peer.pod_selector.matches(pod.labels)
 
-    def load(self, objects: list[ModelObject]) -> None:
+    def load(self, objects: Sequence[ModelObject | ServiceObject]) -> None:
         for obj in objects:
             self.upsert(obj)
 
 
-def state_from(objects: list[ModelObject], planned_pods: bool = False) -> ClusterState:
+def state_from(
+    objects: Sequence[ModelObject | ServiceObject], planned_pods: bool = False
+) -> ClusterState:
     state = ClusterState(planned_pods=planned_pods)
     state.load(objects)
     return state

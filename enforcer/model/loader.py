@@ -1,4 +1,4 @@
-"""Read Namespaces, Pods and NetworkPolicies from manifest files and folders.
+"""Read Namespaces, Pods, NetworkPolicies, Services and EndpointSlices from manifests.
 
 Accepts YAML or JSON, multi-document files, `kind: List` and typed lists (`PodList`...), so
 `kubectl get ... -o yaml` output loads as is. Invalid objects become errors (never partially
@@ -17,6 +17,8 @@ import yaml
 
 from enforcer.model.objects import ModelObject
 from enforcer.model.parse import ValidationError, parse_object
+from enforcer.model.parse_services import parse_service_object
+from enforcer.model.services import ServiceObject
 
 __all__ = ["LoadResult", "ValidationError", "load_paths", "load_text", "parse_object"]
 
@@ -34,6 +36,9 @@ class LoadResult:
     origins: list[str] = field(default_factory=list)  # the file of each object, same order
     errors: list[ValidationError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Services and EndpointSlices: kept apart, since only the Service-aware consumers
+    # (analyze --via service, the lab) use them.
+    services: list[ServiceObject] = field(default_factory=list)
 
 
 def _manifest_files(path: Path) -> Iterator[Path]:
@@ -97,10 +102,13 @@ def load_text(text: str, origin: str, result: LoadResult | None = None) -> LoadR
         for item in _flatten(doc, origin, result.notes):
             try:
                 obj = parse_object(item, origin)
+                svc = parse_service_object(item, origin) if obj is None else None
             except ValidationError as exc:
                 result.errors.append(exc)
                 continue
-            if obj is None:
+            if svc is not None:
+                result.services.append(svc)
+            elif obj is None:
                 result.notes.append(f"{origin}: ignored {_describe(item)} (not a kind we model)")
             else:
                 result.objects.append(obj)

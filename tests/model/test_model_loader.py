@@ -281,8 +281,8 @@ spec:
     - ports: [{port: 80, endPort: 79}]
 ---
 apiVersion: v1
-kind: Service
-metadata: {name: svc, namespace: x}
+kind: ConfigMap
+metadata: {name: cfg, namespace: x}
 ---
 """
 
@@ -298,7 +298,7 @@ def test_multi_document_file_skips_the_invalid_object_entirely(tmp_path):
         result.errors[0].name == "bad"
         and result.errors[0].field == "spec.ingress[1].ports[0].endPort"
     )
-    assert any("Service x/svc" in n for n in result.notes)
+    assert any("ConfigMap x/cfg" in n for n in result.notes)
     assert result.origins == [str(tmp_path / "all.yaml")] * 2
 
 
