@@ -9,6 +9,7 @@ that configuration yields; the tests hold every run to it).
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -235,6 +236,83 @@ def _agent_promises(cfg: Config) -> list[str]:
     return out
 
 
+# -- datapath (bench/datapath.py) --------------------------------------------------------------
+
+DATAPATH_METRICS = {
+    # result field: (figure name, unit, target on the ratio to no program)
+    "tcp_gbps": ("datapath.tcp_throughput", "Gbit/s", Target(above=0.95)),
+    "udp_kpps": ("datapath.udp_packet_rate", "kpackets/s", None),
+    "conn_kps": ("datapath.connection_rate", "kconnections/s", Target(above=0.90)),
+}
+SCENARIO = re.compile(r"^(?:(no program)|(ours|iptables\+ipset), (\d+) rules)$")
+
+
+def _scenario_params(name: str) -> Params:
+    m = SCENARIO.match(name)
+    if m is None:
+        raise ValueError(f"datapath scenario {name!r} not understood")
+    if m.group(1):
+        return {"variant": "none"}
+    return {"variant": "ours" if m.group(2) == "ours" else "iptables", "rules": int(m.group(3))}
+
+
+def _datapath_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
+    # The module returns each scenario's median over its own interleaved rounds; one call is
+    # one value here, so min/max show the spread between calls.
+    calls = []
+    for i in range(cfg["calls"]):
+        note(f"call {i + 1}/{cfg['calls']}: every scenario")
+        calls.append(mod.run(cfg["quick"]))
+    first = calls[0]
+    each = f"each value: the median of {first['repeats']} round(s) of {first['seconds']:g} s"
+    figures = []
+    for scenario in first["scenarios"]:
+        params = _scenario_params(scenario)
+        for field, (name, unit, target) in DATAPATH_METRICS.items():
+            is_base = params["variant"] == "none"
+            figures.append(
+                Figure(
+                    name,
+                    unit,
+                    [c["scenarios"][scenario][field] for c in calls],
+                    params,
+                    description=f"{scenario}; {each}",
+                    baseline=None if is_base else key(name, {"variant": "none"}),
+                    target=target if params["variant"] == "ours" else None,
+                )
+            )
+    figures.append(
+        Figure(
+            "datapath.bcc_compile_time",
+            "s",
+            [c["compile_seconds"] for c in calls],
+            description="bcc compile and load of the TC program",
+        )
+    )
+    figures.append(
+        Figure(
+            "datapath.loader_rss",
+            "MB",
+            [c["rss_mb_after_load"] for c in calls],
+            description="RSS of the benchmark process after loading the program (bcc "
+            "and LLVM included)",
+        )
+    )
+    return figures
+
+
+def _datapath_promises(cfg: Config) -> list[str]:
+    out = ["datapath.bcc_compile_time", "datapath.loader_rss"]
+    variants: list[Params] = [
+        {"variant": "none"},
+        *({"variant": "ours", "rules": n} for n in (1, 100, 1000, 10000)),
+        {"variant": "iptables", "rules": 10000},
+    ]
+    for name, _, _ in DATAPATH_METRICS.values():
+        out += [key(name, v) for v in variants]
+    return out
+
+
 # -- the list -----------------------------------------------------------------------------------
 
 BENCHMARKS: list[Benchmark] = [
@@ -247,6 +325,15 @@ BENCHMARKS: list[Benchmark] = [
         smoke={**MODEL_BASE, "sizes": [1_000, 10_000], "repeats": 1},
         collect=_model_collect,
         promises=_model_promises,
+    ),
+    Benchmark(
+        name="datapath",
+        module="bench.datapath",
+        description="TCP, UDP and new-connection rates: no program / ours by rules / iptables",
+        quick={"quick": True, "calls": 1},
+        full={"quick": False, "calls": 3},
+        collect=_datapath_collect,
+        promises=_datapath_promises,
     ),
     Benchmark(
         name="lab_timing",
