@@ -169,10 +169,11 @@ def _add_pods(state: LabState, pods: list[dict[str, Any]]) -> None:
     order = [n.name for n in state.node_nets()]
     used = {ip for p in state.pod_nets() for ip in p.ips}
     new_nets: list[topo.PodNet] = []
+    first = len(state.pods)  # round-robin continues where the last batch stopped
     for i, pod in enumerate(pods):
         key = "/".join(mf.object_id(pod)[1:])
         node_name = (pod.get("spec") or {}).get("nodeName") or order[
-            (len(state.pods) + i) % len(order)
+            (first + i) % len(order)
         ]
         given = mf.pod_ips(pod)
         ips = (
