@@ -58,16 +58,19 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     if (p.nd)
         return forward(skb, dir); /* neighbour discovery always passes */
 
+    /* A flow is re-checked when its endpoint's policy or any peer's identity changed. */
+    __u64 epoch = cfg_get(CFG_IDENTITY_EPOCH);
     __u32 ct_generation = 0;
-    int state = ct_lookup(&p, ifindex, dir, &ct_generation);
+    __u64 ct_epoch = 0;
+    int state = ct_lookup(&p, ifindex, dir, &ct_generation, &ct_epoch);
     if (state == CT_REPLY || state == CT_RELATED ||
-        (state == CT_ESTABLISHED && ct_generation == generation)) {
+        (state == CT_ESTABLISHED && ct_generation == generation && ct_epoch == epoch)) {
         if (p.frag == FRAG_FIRST)
             frag_remember(&p);
         return forward(skb, dir);
     }
 
-    /* New flow, or an established one whose endpoint has a new policy generation. */
+    /* New flow, or an established one to re-check. */
     __u32 identity = peer_identity(&p.flow, dir);
     /* The node's own traffic to its pods (kubelet probes) is always allowed, but only when
      * the node really sent it: at this hook skb->sk is set only for locally originated
@@ -78,7 +81,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
             ct_forget(&p, ifindex, dir);
         return drop(skb, &p, dir, DROP_POLICY_DENIED, endpoint_id, identity);
     }
-    if (!p.no_ct && ct_write(&p, ifindex, dir, generation, host ? CT_F_HOST : 0) < 0)
+    if (!p.no_ct && ct_write(&p, ifindex, dir, generation, epoch, host ? CT_F_HOST : 0) < 0)
         return drop(skb, &p, dir, DROP_MAP_FULL, endpoint_id, identity);
     if (p.frag == FRAG_FIRST)
         frag_remember(&p); /* on failure later fragments drop: fail closed */

@@ -65,4 +65,5 @@ struct ep_config {
 #define CFG_EVENT_COST_NS 1  /* token bucket: ns of budget one event costs (0: no events) */
 #define CFG_EVENT_BURST_NS 2 /* token bucket capacity in ns */
 #define CFG_EVENT_ALLOWED 3  /* 1: also emit an event for each allowed new flow */
+#define CFG_IDENTITY_EPOCH 4 /* bumped by the agent on every ipcache change */
 #define CFG_SLOTS 8

@@ -35,8 +35,10 @@ static __always_inline void ct_key_init(struct ct_key *k, const struct flow *f, 
     k->pad[2] = 0;
 }
 
-/* Classifies the packet; for CT_ESTABLISHED, *gen receives the stored generation. */
-static __always_inline int ct_lookup(const struct pkt *p, __u32 ifindex, __u8 dir, __u32 *gen)
+/* Classifies the packet; for CT_ESTABLISHED, *gen and *epoch receive what the entry was
+ * last checked under. */
+static __always_inline int ct_lookup(const struct pkt *p, __u32 ifindex, __u8 dir, __u32 *gen,
+                                     __u64 *epoch)
 {
     struct ct_key k = {};
     struct flow r = {};
@@ -58,27 +60,28 @@ static __always_inline int ct_lookup(const struct pkt *p, __u32 ifindex, __u8 di
     flow_reverse(&p->flow, &r);
     ct_key_init(&k, &r, ifindex, other);
     /* No per-packet writes to the entry (a shared cache line for both directions): the
-     * LRU keeps live flows, last_seen_ns records creation and re-checks only. */
+     * LRU keeps live flows. */
     if (ct.lookup(&k))
         return CT_REPLY;
     ct_key_init(&k, &p->flow, ifindex, dir);
     v = ct.lookup(&k);
     if (v) {
         *gen = v->generation;
+        *epoch = v->identity_epoch;
         return CT_ESTABLISHED;
     }
     return CT_MISS;
 }
 
 static __always_inline int ct_write(const struct pkt *p, __u32 ifindex, __u8 dir, __u32 gen,
-                                    __u32 flags)
+                                    __u64 epoch, __u32 flags)
 {
     struct ct_key k = {};
     struct ct_val v = {};
     ct_key_init(&k, &p->flow, ifindex, dir);
     v.generation = gen;
     v.flags = flags;
-    v.last_seen_ns = bpf_ktime_get_ns();
+    v.identity_epoch = epoch;
     return ct.update(&k, &v);
 }
 

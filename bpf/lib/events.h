@@ -25,12 +25,6 @@ struct bucket {
 };
 BPF_PERCPU_ARRAY(event_bucket, struct bucket, 1);
 
-static __always_inline __u64 cfg_get(__u32 slot)
-{
-    __u64 *v = config.lookup(&slot);
-    return v ? *v : 0;
-}
-
 static __always_inline int event_allowed(void)
 {
     __u64 cost = cfg_get(CFG_EVENT_COST_NS);

@@ -61,7 +61,7 @@ struct ct_key {
 struct ct_val {
     __u32 generation; /* the endpoint generation the establishing direction was checked under */
     __u32 flags;
-    __u64 last_seen_ns;
+    __u64 identity_epoch; /* the ipcache epoch it was checked under (peers change identity) */
 };
 #define CT_F_HOST 1 /* created for a host-originated packet */
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_val, ct, CT_MAX, PIN_DIR "/ct");
@@ -100,3 +100,9 @@ BPF_TABLE_PINNED("lru_percpu_hash", struct counter_key, struct counter_val, coun
                  COUNTER_MAX, PIN_DIR "/counters");
 
 BPF_TABLE_PINNED("array", __u32, __u64, config, CFG_SLOTS, PIN_DIR "/config");
+
+static __always_inline __u64 cfg_get(__u32 slot)
+{
+    __u64 *v = config.lookup(&slot);
+    return v ? *v : 0;
+}

@@ -18,7 +18,7 @@ from pathlib import Path
 from enforcer.datapath import bpfsys
 from enforcer.datapath.types import IPAddress
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/enforcer")
 
 
@@ -74,6 +74,7 @@ CFG_UNKNOWN_ALLOW = 0
 CFG_EVENT_COST_NS = 1
 CFG_EVENT_BURST_NS = 2
 CFG_EVENT_ALLOWED = 3
+CFG_IDENTITY_EPOCH = 4
 CFG_SLOTS = 8
 
 

@@ -25,6 +25,7 @@ from enforcer.datapath.layout import (
     CFG_EVENT_ALLOWED,
     CFG_EVENT_BURST_NS,
     CFG_EVENT_COST_NS,
+    CFG_IDENTITY_EPOCH,
     CFG_UNKNOWN_ALLOW,
     COUNTER_KEY,
     COUNTER_VAL,
@@ -120,15 +121,23 @@ class Datapath:
 
     def _write_config(self) -> None:
         cfg = self.config
-        cost = 10**9 // cfg.events_per_second if cfg.events_per_second > 0 else 0
-        values = {
-            CFG_UNKNOWN_ALLOW: int(cfg.unknown_endpoint_allow),
-            CFG_EVENT_COST_NS: cost,
-            CFG_EVENT_BURST_NS: cost * max(cfg.event_burst, 1),
-            CFG_EVENT_ALLOWED: int(cfg.events_for_allowed_flows),
-        }
-        for slot, value in values.items():
-            self._maps["config"].update(U32.pack(slot), U64.pack(value))
+        self.set_unknown_verdict(cfg.unknown_endpoint_allow)
+        self.set_event_rate(cfg.events_per_second, cfg.event_burst)
+        self.set_flow_events(cfg.events_for_allowed_flows)
+
+    def _set_slot(self, slot: int, value: int) -> None:
+        self._maps["config"].update(U32.pack(slot), U64.pack(value))
+
+    def set_event_rate(self, per_second: int, burst: int) -> None:
+        """Kernel-side token bucket per CPU: at most `per_second` events a second after a
+        burst of `burst`; 0 disables events."""
+        cost = 10**9 // per_second if per_second > 0 else 0
+        self._set_slot(CFG_EVENT_BURST_NS, cost * max(burst, 1))
+        self._set_slot(CFG_EVENT_COST_NS, cost)
+
+    def set_flow_events(self, enabled: bool) -> None:
+        """Also report each allowed new flow (reason None) on the event stream."""
+        self._set_slot(CFG_EVENT_ALLOWED, int(enabled))
 
     # -- attach ----------------------------------------------------------------------------
 
@@ -198,12 +207,20 @@ class Datapath:
     def set_identities(self, changes: Mapping[IPNetwork, int | None]) -> None:
         """Set (or with None delete) the peer identity of IP prefixes. Deletions go first so
         a batch that replaces prefixes needs no extra room."""
-        for net, ident in sorted(changes.items(), key=lambda kv: kv[1] is not None):
-            name, key = self._ident_key(net)
-            if ident is None:
-                self._maps[name].delete(key)
-            else:
-                self._put(name, key, U32.pack(ident))
+        try:
+            for net, ident in sorted(changes.items(), key=lambda kv: kv[1] is not None):
+                name, key = self._ident_key(net)
+                if ident is None:
+                    self._maps[name].delete(key)
+                else:
+                    self._put(name, key, U32.pack(ident))
+        finally:
+            if changes:
+                # Established flows are re-checked at their next packet: a peer that lost
+                # the identity a policy allowed loses its flows too (label changes).
+                raw = self._maps["config"].lookup(U32.pack(CFG_IDENTITY_EPOCH))
+                epoch = U64.unpack(raw)[0] if raw else 0
+                self._set_slot(CFG_IDENTITY_EPOCH, epoch + 1)
 
     def identities(self) -> dict[IPNetwork, int]:
         """prefix -> identity as the kernel holds it (for reconcile after a restart)."""
@@ -224,7 +241,8 @@ class Datapath:
         return "ident6", IDENT6_KEY.pack(net.prefixlen, net.network_address.packed)
 
     def set_unknown_verdict(self, allow: bool) -> None:
-        self._maps["config"].update(U32.pack(CFG_UNKNOWN_ALLOW), U64.pack(int(allow)))
+        """Verdict for attached interfaces without endpoint config (deny by default)."""
+        self._set_slot(CFG_UNKNOWN_ALLOW, int(allow))
 
     def flush_conntrack(self, ip: IPAddress) -> int:
         """Delete every conntrack and fragment entry naming `ip` (its owner changed)."""

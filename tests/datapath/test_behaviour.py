@@ -322,3 +322,26 @@ def test_icmp_a_pod_sends_grants_its_peer_nothing(env: Env, family: int) -> None
         m1, m2 = marker(), marker()
         assert inject(env, b, a, ip_layer(b, a, family) / sent / m1, m1, family=family)
         assert not inject(env, a, b, ip_layer(a, b, family) / back / m2, m2, family=family)
+
+
+def test_a_peer_changing_identity_loses_its_established_flows(env: Env, family: int) -> None:
+    """A label change gives the peer another identity: flows its old one was allowed stop at
+    their next packet, with no change to the endpoint's own policy."""
+    a, b = env.pod("a"), env.pod("b")
+    env.policy(a, EndpointPolicy.allow_all())
+    env.policy(b, EndpointPolicy(True, False, frozenset({allow(IN, env.ident(a), PROTO_TCP, 80,
+                                                              80)})))
+    server = TcpServer(b, family, 80)
+    client = a.run(lambda: socket.socket(family_af(family), socket.SOCK_STREAM))
+    client.settimeout(1.0)
+    try:
+        client.connect((addr(b, family), 80))
+        client.sendall(b"one")
+        assert client.recv(10) == b"one"
+        env.dp.set_identities({ip_network(addr(a, family)): 4242})
+        client.sendall(b"two")
+        with pytest.raises(TimeoutError):
+            client.recv(10)
+    finally:
+        client.close()
+        server.close()
