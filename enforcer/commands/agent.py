@@ -7,6 +7,10 @@ import os
 import signal
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from enforcer.datapath import DatapathConfig
 
 DEFAULT_PIN_DIR = "/sys/fs/bpf/enforcer"
 DEFAULT_METRICS_ADDR = "0.0.0.0:9830"
@@ -48,7 +52,41 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_INTERFACE_PATTERN,
         help="regular expression for host-side pod interfaces to enforce on",
     )
+    from enforcer.datapath.layout import DatapathConfig as Defaults
+
+    d = Defaults()
+    sizes = p.add_argument_group("map sizes (changing one needs a new --pin-dir)")
+    for flag, what, default in (
+        ("--max-endpoints", "local pods", d.max_endpoints),
+        ("--max-identities", "identity prefixes per address family", d.max_identities),
+        ("--max-policy-entries", "entries in one pod's table", d.max_policy_entries),
+        ("--max-conntrack", "tracked flows", d.max_conntrack),
+    ):
+        sizes.add_argument(flag, type=int, default=None, help=f"{what} (default {default})")
+    p.add_argument(
+        "--events-per-second",
+        type=int,
+        default=None,
+        help=f"drop events per second per CPU for monitor (default {d.events_per_second})",
+    )
     p.set_defaults(func=run)
+
+
+def datapath_config(args: argparse.Namespace) -> DatapathConfig:
+    from enforcer.datapath import DatapathConfig
+
+    overrides = {
+        name: getattr(args, name)
+        for name in (
+            "max_endpoints",
+            "max_identities",
+            "max_policy_entries",
+            "max_conntrack",
+            "events_per_second",
+        )
+        if getattr(args, name) is not None
+    }
+    return DatapathConfig(**overrides)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from enforcer.agent.interfaces import InterfaceDiscovery
     from enforcer.agent.metrics import AgentMetrics, DatapathCollector
     from enforcer.agent.runtime import Agent
-    from enforcer.datapath import Datapath, DatapathConfig
+    from enforcer.datapath import Datapath
     from enforcer.kheaders import configure_bcc_headers
     from enforcer.sources.base import source_from_spec
 
@@ -69,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     headers = configure_bcc_headers()
     logger.info("kernel headers", how=headers.how, path=str(headers.path or ""))
 
-    datapath = Datapath.open(Path(args.pin_dir), DatapathConfig())
+    datapath = Datapath.open(Path(args.pin_dir), datapath_config(args))
     datapath.set_unknown_verdict(args.unknown_endpoint_verdict == "allow")
     source = source_from_spec(args.source, kubeconfig=args.kubeconfig, node_name=args.node_name)
     metrics = AgentMetrics()

@@ -76,7 +76,8 @@ class NodeHarness:
 
     POD_NAMES = ("x/a", "x/b", "y/c")
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, agent_args: tuple[str, ...] = ()) -> None:
+        self.agent_args = agent_args
         self.tag = secrets.token_hex(3)
         self.workdir = workdir
         self.node = topo.NodeNet(NODE, 1, f"enf-a{self.tag}-n1")
@@ -163,6 +164,7 @@ class NodeHarness:
             str(self.pin_dir),
             "--metrics-addr",
             AGENT_ADDR,
+            *self.agent_args,
         ]
         with open(self.log_path, "ab") as log:
             self.agent = subprocess.Popen(cmd, stdout=log, stderr=log)
