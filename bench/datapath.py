@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import shutil
 import statistics
@@ -30,7 +31,7 @@ from ipaddress import IPv4Address, ip_network
 from pathlib import Path
 from typing import Any
 
-from enforcer.datapath import Datapath, DatapathConfig
+from enforcer.datapath import Datapath, DatapathConfig, bpfsys
 from enforcer.datapath.types import PROTO_TCP, PROTO_UDP, Direction, EndpointPolicy, PolicyEntry
 from enforcer.topology import Pod, Topology
 
@@ -139,6 +140,13 @@ def sample(client: Pod, server: Pod, seconds: float) -> dict[str, float]:
     return {key: fn(client, server, seconds) for key, (_, fn) in METRICS.items()}
 
 
+def prog_stats(dp: Datapath) -> tuple[int, int]:
+    """Run time and runs of both hooks' programs so far."""
+    a = bpfsys.prog_run_stats(dp.program.from_pod_fd)
+    b = bpfsys.prog_run_stats(dp.program.to_pod_fd)
+    return a[0] + b[0], a[1] + b[1]
+
+
 def rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -181,6 +189,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                                     "clsact"], capture_output=True, check=False)
 
             samples: dict[str, list[dict[str, float]]] = {}
+            stats_fd = bpfsys.enable_run_time_stats()  # released with the fd
             n_max = max(counts)
             try:
                 # Rounds interleave the scenarios so drift in machine load hits all alike.
@@ -191,8 +200,12 @@ def run(quick: bool = False) -> dict[str, Any]:
                         dp.attach(pod.host_ifindex, pod.node.netns)
                     for n in counts:
                         dp.set_endpoint(server.host_ifindex, 2, policy_with(n, client_identity))
-                        samples.setdefault(f"ours, {n} rules", []).append(
-                            sample(client, server, seconds))
+                        before = prog_stats(dp)
+                        row = sample(client, server, seconds)
+                        after = prog_stats(dp)
+                        runs = after[1] - before[1]
+                        row["ns_per_packet"] = (after[0] - before[0]) / runs if runs else 0.0
+                        samples.setdefault(f"ours, {n} rules", []).append(row)
                     detach()
                     iptables_rules(node, server, client, n_max)
                     try:
@@ -201,11 +214,15 @@ def run(quick: bool = False) -> dict[str, Any]:
                     finally:
                         iptables_rules(node, server, client, n_max, undo=True)
             finally:
+                os.close(stats_fd)
                 detach()
                 dp.close()
             results["scenarios"] = {
                 name: {k: statistics.median(s[k] for s in runs) for k in METRICS}
                 for name, runs in samples.items()}
+            results["ns_per_packet"] = {
+                name: round(statistics.median(s["ns_per_packet"] for s in runs), 1)
+                for name, runs in samples.items() if name.startswith("ours")}
     finally:
         for p in procs:
             p.terminate()
@@ -224,6 +241,8 @@ def report(results: dict[str, Any]) -> str:
         ratios = results["ratios"][name]
         cells = "".join(f"{vals[k]:>13.2f} ({ratios[k]:.2f}x)" for k in METRICS)
         lines.append(f"{name:<28}{cells}")
+    lines.append("program run time per packet and hook (kernel bpf stats): " + ", ".join(
+        f"{name.removeprefix('ours, ')}: {ns} ns" for name, ns in results["ns_per_packet"].items()))
     lines.append(f"bcc compile: {results['compile_seconds']} s; RSS {results['rss_mb_before_load']}"
                  f" MB before load, {results['rss_mb_after_load']} MB after load")
     lines.append(f"(median of {results['repeats']} runs of {results['seconds']} s each)")

@@ -181,3 +181,20 @@ def possible_cpus() -> int:
         lo, _, hi = part.partition("-")
         total += int(hi or lo) - int(lo) + 1
     return total
+
+
+ENABLE_STATS = 32
+STATS_RUN_TIME = 0
+
+
+def enable_run_time_stats() -> int:
+    """Count run time and runs of every program while the returned fd stays open."""
+    return _bpf(ENABLE_STATS, _attr("<I", STATS_RUN_TIME))
+
+
+def prog_run_stats(prog_fd: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of a program (counted only while stats are enabled)."""
+    info = ctypes.create_string_buffer(256)
+    _bpf(OBJ_GET_INFO_BY_FD, _attr("<IIQ", prog_fd, len(info), _addr(info)))
+    run_time_ns, run_cnt = struct.unpack_from("<QQ", info, 192)
+    return run_time_ns, run_cnt
