@@ -168,7 +168,7 @@ def _lab_promises(cfg: Config) -> list[str]:
 
 # -- agent latency (bench/agent_latency.py) -----------------------------------------------------
 
-AGENT_EVENTS = ("pod_add", "label_change", "policy_change")
+AGENT_EVENTS = ("pod_add", "pod_delete", "label_change", "policy_change")
 
 
 def _agent_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
@@ -177,6 +177,7 @@ def _agent_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
         latency_size=cfg["latency_size"],
         scale_sizes=cfg["scale_sizes"],
         changes=cfg["changes"],
+        cold_starts=cfg["cold_starts"],
         progress=note,
     )
     figures = []
@@ -190,14 +191,35 @@ def _agent_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
                 lat["ms"][event],
                 {**lsize, "event": event},
                 target=Target(below=100.0, statistic="p99"),
-                description="manifest renamed into the agent's folder until a probe's "
-                "verdict flips (fresh TCP connections every "
+                description="manifest renamed into the agent's folder (polled every 100 ms) "
+                "until a probe's verdict flips (fresh TCP connections every "
                 f"{lat['probe_interval_ms']:g} ms)",
             )
         )
+        figures.append(
+            Figure(
+                "agent.event_compute_time",
+                "ms",
+                lat["compute_ms"][event],
+                {**lsize, "event": event},
+                target=Target(below=5.0) if event == "pod_add" else None,
+                description="the agent's own histogram (change received to maps written), "
+                "mean per change, scraped around each change",
+            )
+        )
+    figures.append(
+        Figure(
+            "agent.rss_after_changes",
+            "MB",
+            [lat["rss_after_changes_mb"]],
+            lsize,
+            target=Target(below=300.0) if lat["pods"] >= 10_000 else None,
+            description="agent VmRSS after every latency round (steady state)",
+        )
+    )
     for s in r["scale"]:
         size: Params = {"pods": s["pods"], "policies": s["policies"]}
-        big = s["pods"] >= 10_000
+        big = s["pods"] == 10_000
         figures.append(
             Figure(
                 "agent.cold_start_time",
@@ -216,7 +238,7 @@ def _agent_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
                 s["rss_mb"],
                 size,
                 target=Target(below=300.0) if big else None,
-                description="agent VmRSS once enforcing the whole cluster",
+                description="agent VmRSS right after its first full enforcement",
             )
         )
     return figures
@@ -224,10 +246,13 @@ def _agent_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
 
 def _agent_promises(cfg: Config) -> list[str]:
     pods, policies = cfg["latency_size"]
-    out = [
-        key("agent.event_to_enforced", {"pods": pods, "policies": policies, "event": e})
-        for e in AGENT_EVENTS
-    ]
+    lsize: Params = {"pods": pods, "policies": policies}
+    out = [key("agent.rss_after_changes", lsize)]
+    for e in AGENT_EVENTS:
+        out += [
+            key("agent.event_to_enforced", {**lsize, "event": e}),
+            key("agent.event_compute_time", {**lsize, "event": e}),
+        ]
     for pods, policies in cfg["scale_sizes"]:
         out += [
             key("agent.cold_start_time", {"pods": pods, "policies": policies}),
@@ -352,20 +377,23 @@ BENCHMARKS: list[Benchmark] = [
         quick={
             "quick": True,
             "latency_size": [2_000, 400],
-            "scale_sizes": [[2_000, 400]],
+            "scale_sizes": [[1_000, 200], [2_000, 400]],
             "changes": 10,
+            "cold_starts": 1,
         },
         full={
             "quick": False,
             "latency_size": [10_000, 2_000],
             "scale_sizes": [[1_000, 200], [10_000, 2_000], [50_000, 10_000]],
             "changes": 50,
+            "cold_starts": 3,
         },
         smoke={
             "quick": True,
             "latency_size": [1_000, 200],
             "scale_sizes": [[1_000, 200]],
-            "changes": 4,
+            "changes": 3,
+            "cold_starts": 1,
         },
         collect=_agent_collect,
         promises=_agent_promises,

@@ -17,9 +17,11 @@ matplotlib.use("Agg")  # no display on servers and in CI
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from bench.report import Figure
 
+PLAIN = FuncFormatter(lambda v, _: f"{v:,.3g}")  # 0.1, 10, 1,000: no 10^x on log axes
 COLORS = {"none": "#777777", "ours": "#1f77b4", "iptables": "#d62728"}
 LABELS = {"none": "no program", "ours": "ours (eBPF, TC)", "iptables": "iptables + ipset"}
 
@@ -106,6 +108,8 @@ def agent_latency(figures: Sequence[Figure], out: Path) -> Path | None:
         ax_cdf.step(xs, ys, where="post", label=str(f.params["event"]).replace("_", " "))
     ax_cdf.axvline(100, color="#d62728", ls=":", label="target p99 100 ms")
     ax_cdf.set_xscale("log")
+    ax_cdf.xaxis.set_major_formatter(PLAIN)
+    ax_cdf.xaxis.set_minor_formatter(NullFormatter())
     ax_cdf.set_xlabel("ms from the manifest's rename to the flipped verdict")
     ax_cdf.set_ylabel("fraction of changes")
     ax_cdf.set_title("event-to-enforced latency (CDF)")
@@ -157,6 +161,11 @@ def cluster_scale(figures: Sequence[Figure], out: Path) -> Path | None:
     ):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        sizes = sorted({int(f.params["pods"]) for f in (*load, *cold, *rss)})
+        ax.set_xticks(sizes, [f"{s:,}" for s in sizes])
+        ax.yaxis.set_major_formatter(PLAIN)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("pods (0.2 policies per pod, 20 pods per namespace)")
         ax.set_ylabel(ylabel)
         ax.set_title(title)

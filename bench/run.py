@@ -56,6 +56,10 @@ def run_one(
     for fig in figures:
         fig.benchmark = bench.name
         fig.command = command
+    empty = [f.key for f in figures if not f.values]
+    figures = [f for f in figures if f.values]
+    if record.status == "ok" and empty:
+        record.status, record.error = "failed", "figures without values: " + ", ".join(empty)
     if record.status == "ok":
         have = {f.key for f in figures}
         missing = [k for k in bench.promises(cfg) if k not in have]
