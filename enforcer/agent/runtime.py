@@ -31,7 +31,7 @@ from enforcer.compiler import (
     WritePolicy,
     plan_writes,
 )
-from enforcer.datapath.types import IDENTITY_ANY, DropEvent, EndpointPolicy
+from enforcer.datapath.types import FIRST_IDENTITY, IDENTITY_ANY, DropEvent, EndpointPolicy
 from enforcer.digest import object_hash
 from enforcer.model.cluster import ClusterState
 from enforcer.model.loader import ValidationError, parse_object
@@ -101,7 +101,9 @@ class Agent:
         self.events = events
         self.log = log.get("agent")
         self.state = ClusterState()
-        self.compiler = Compiler(self.state, node_name)
+        # Number identities above any that pinned tables from a previous run name: a number
+        # that meant another class then must not mean this one while old tables are in force.
+        self.compiler = Compiler(self.state, node_name, self._first_free_identity())
         self.queue: queue.Queue[tuple[float, SourceEvent | LinkEvent]] = queue.Queue()
         self.objects: dict[ObjKey, Any] = {}  # last VALID version of every object
         self.object_hashes: dict[ObjKey, int] = {}
@@ -270,6 +272,12 @@ class Agent:
         return self.compiler.on_remove(old)
 
     # -- endpoints and interfaces -------------------------------------------------------------
+
+    def _first_free_identity(self) -> int:
+        used = set(self.datapath.identities().values())
+        for ep in self.datapath.endpoints().values():
+            used |= {e.peer for e in ep.policy.entries}
+        return max([FIRST_IDENTITY - 1, *used]) + 1
 
     def _adopt_endpoint_ids(self) -> None:
         """Keep endpoint ids from pinned state, so a restart rewrites rather than renumbers."""

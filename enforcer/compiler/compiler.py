@@ -31,7 +31,7 @@ from enforcer.compiler.delta import CompileDelta
 from enforcer.compiler.entries import endpoint_policy
 from enforcer.compiler.ipblocks import BlockIndex
 from enforcer.compiler.peers import PeerCache
-from enforcer.datapath.types import EndpointPolicy, IPNetwork
+from enforcer.datapath.types import FIRST_IDENTITY, EndpointPolicy, IPNetwork
 from enforcer.model.cluster import ClusterState
 from enforcer.model.objects import (
     IPAddress,
@@ -78,10 +78,14 @@ class _Owner:
 class Compiler:
     """node_name None: every endpoint pod is local (the analyzer / single-node lab case)."""
 
-    def __init__(self, state: ClusterState, node_name: str | None) -> None:
+    def __init__(
+        self, state: ClusterState, node_name: str | None, first_identity: int = FIRST_IDENTITY
+    ) -> None:
+        """first_identity: number above every identity an older generation may still name
+        (an agent restarting over pinned tables), so no number changes meaning."""
         self._state = state
         self._node = node_name
-        self._reset(ClassRegistry())
+        self._reset(ClassRegistry(first_id=first_identity))
 
     def _reset(self, registry: ClassRegistry) -> None:
         self._registry = registry

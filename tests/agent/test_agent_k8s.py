@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from enforcer.lab.probe import probe_pair
 from tests.agent.harness import NodeHarness, eventually, namespace, pod, policy
 
 pytestmark = pytest.mark.kernel
@@ -163,21 +164,27 @@ def test_kill_9_restart_under_probe_loop(clean: NodeHarness) -> None:
     stop = threading.Event()
     results: dict[str, list[bool]] = {"allowed": [], "denied": []}
 
-    def loop() -> None:
+    def loop(kind: str, src: str, port: int, proto: str) -> None:
         while not stop.is_set():
-            results["allowed"].append(clean.reach("x/b", "x/a"))
-            results["denied"].append(clean.reach("y/c", "x/a", 81, "UDP"))
+            results[kind].append(
+                probe_pair(clean.endpoint(src), clean.endpoint("x/a"), port, proto, 0.05)
+            )
             time.sleep(0.005)
 
-    t = threading.Thread(target=loop, daemon=True)
-    t.start()
+    threads = [
+        threading.Thread(target=loop, args=("allowed", "x/b", 80, "TCP"), daemon=True),
+        threading.Thread(target=loop, args=("denied", "y/c", 81, "UDP"), daemon=True),
+    ]
+    for t in threads:
+        t.start()
     time.sleep(0.5)
     clean.kill_agent()
     time.sleep(0.5)
     clean.start_agent()
     time.sleep(1.0)
     stop.set()
-    t.join(10)
-    assert len(results["allowed"]) > 20
+    for t in threads:
+        t.join(10)
+    assert len(results["allowed"]) > 50 and len(results["denied"]) > 20
     assert all(results["allowed"]), f"{results['allowed'].count(False)} allowed probes failed"
     assert not any(results["denied"]), f"{results['denied'].count(True)} denied probes passed"
