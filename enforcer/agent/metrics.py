@@ -73,6 +73,31 @@ class DatapathCollector(Collector):
         yield from (drops, drop_bytes, forwards, pressure)
 
 
+class SourceCollector(Collector):
+    """Watch restarts and resource versions, read from the source at scrape time."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Any]:
+        restarts = CounterMetricFamily(
+            "enforcer_watch_restarts",
+            "Watches restarted per resource (dropped streams, expiry, errors)",
+            labels=["resource"],
+        )
+        for kind, n in sorted(getattr(self._source, "watch_restarts", {}).items()):
+            restarts.add_metric([kind], n)
+        revision = GaugeMetricFamily(
+            "enforcer_source_resource_version",
+            "Last resourceVersion seen per resource (numeric where the API gives numbers)",
+            labels=["resource"],
+        )
+        for kind, rv in sorted(getattr(self._source, "resource_versions", {}).items()):
+            if rv is not None and str(rv).isdigit():
+                revision.add_metric([kind], float(rv))
+        yield from (restarts, revision)
+
+
 class AgentMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -98,9 +123,6 @@ class AgentMetrics:
             "Unix time of the last complete sync with the source",
             registry=r,
         )
-        self.watch_restarts = Counter(
-            "enforcer_watch_restarts", "Watch restarts per resource", ["resource"], registry=r
-        )
         self.source_healthy = Gauge(
             "enforcer_source_healthy", "1 while the object source is reachable", registry=r
         )
@@ -110,5 +132,5 @@ class AgentMetrics:
             registry=r,
         )
 
-    def add_datapath(self, collector: DatapathCollector) -> None:
+    def add_collector(self, collector: Collector) -> None:
         self.registry.register(collector)

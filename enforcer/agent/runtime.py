@@ -232,7 +232,6 @@ class Agent:
     def _handle_reset(self, event: SourceEvent) -> None:
         if event.kind:
             self._relisting[event.kind] = set()
-            self.metrics.watch_restarts.labels(resource=event.kind).inc()
 
     def _handle_object(self, event: SourceEvent) -> CompileDelta | None:
         kind = event.kind or ""

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from enforcer import log
     from enforcer.agent.http import AgentHTTPServer, EventHub
     from enforcer.agent.interfaces import InterfaceDiscovery
-    from enforcer.agent.metrics import AgentMetrics, DatapathCollector
+    from enforcer.agent.metrics import AgentMetrics, DatapathCollector, SourceCollector
     from enforcer.agent.runtime import Agent
     from enforcer.datapath import Datapath
     from enforcer.kheaders import configure_bcc_headers
@@ -115,9 +115,10 @@ def run(args: argparse.Namespace) -> int:
     agent = Agent(
         args.node_name, source, datapath, InterfaceDiscovery(args.interface_pattern), metrics, hub
     )
-    metrics.add_datapath(
+    metrics.add_collector(
         DatapathCollector(datapath.counters, agent.pod_for_ifindex, datapath.map_pressure)
     )
+    metrics.add_collector(SourceCollector(source))
     http = AgentHTTPServer(args.metrics_addr, metrics.registry, agent.is_ready, agent.snapshot, hub)
     http.start()
 

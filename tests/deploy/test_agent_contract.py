@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from prometheus_client import generate_latest
 
-from enforcer.agent.metrics import AgentMetrics, DatapathCollector
+from enforcer.agent.metrics import AgentMetrics, DatapathCollector, SourceCollector
 from enforcer.cli import build_parser
 from enforcer.datapath.types import Direction, DropReason
 
@@ -40,12 +40,13 @@ def test_agent_exports_every_metric_the_monitoring_uses() -> None:
             bytes=120,
         ),
     ]
-    metrics.add_datapath(
+    metrics.add_collector(
         DatapathCollector(lambda: rows, lambda ifindex: "x/a", lambda: {"policy": 0.5})
     )
+    source = SimpleNamespace(watch_restarts={"Pod": 1}, resource_versions={"Pod": "1234"})
+    metrics.add_collector(SourceCollector(source))
     metrics.policy_delay.observe(0.01)
     metrics.map_full.inc()
-    metrics.watch_restarts.labels(resource="pods").inc()
     text = generate_latest(metrics.registry).decode()
     for metric in METRICS:
         assert re.search(rf"^{metric}(\{{| )", text, re.MULTILINE) or re.search(
