@@ -7,7 +7,8 @@ Benchmarks run one after the other (never at the same time: they would measure e
 each in a fresh child process: a broken or crashing benchmark is reported and the others still
 run, and none inherits another's memory (a child's ru_maxrss starts at its parent's RSS, so
 this parent stays small and imports matplotlib only to plot).
-Writes DIR/latest.json (schema: bench/README.md) and DIR/*.png. Exit status 1 when any
+Writes DIR/latest.json (schema: bench/README.md), DIR/*.png and DIR/latest.md (the README's
+performance section for these results). Exit status 1 when any
 benchmark failed or did not yield every figure it promises.
 """
 
@@ -25,7 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import entries, report
+from bench import entries, markdown, report
 from bench.progress import Progress
 
 RESULTS = report.REPO_ROOT / "bench" / "results"
@@ -210,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     out_file = args.out / "latest.json"
     report.write(doc, out_file)
+    (args.out / "latest.md").write_text(markdown.performance_section(doc) + "\n")
     print("\n".join(summary_lines(doc)))
     print(f"wrote {out_file} and {len(made)} plots in {progress.total_elapsed():.0f} s")
     return 0 if all(r.status == "ok" for r in records) else 1
