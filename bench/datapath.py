@@ -147,6 +147,33 @@ def prog_stats(dp: Datapath) -> tuple[int, int]:
     return a[0] + b[0], a[1] + b[1]
 
 
+def test_run_costs(dp: Datapath, counts: tuple[int, ...]) -> dict[str, dict[str, float]]:
+    """Program cost without any traffic noise: BPF_PROG_TEST_RUN on the pod-egress program
+    (interface lo, given an endpoint for the run) for an established flow's packet (conntrack
+    hit) and for a denied new flow's packet (two policy LPM lookups), per rule count."""
+    from scapy.all import IP, TCP, Ether, raw
+
+    lo, me, peer, stranger = 1, "10.250.0.1", "10.250.0.2", "10.250.0.3"
+    dp.set_identities({ip_network(f"{me}/32"): 30, ip_network(f"{peer}/32"): 31,
+                       ip_network(f"{stranger}/32"): 32})
+    allowed = raw(Ether() / IP(src=me, dst=peer) / TCP(sport=1000, dport=80, flags="A"))
+    denied = raw(Ether() / IP(src=me, dst=stranger) / TCP(sport=1000, dport=80, flags="S"))
+    out: dict[str, dict[str, float]] = {}
+    try:
+        for n in counts:
+            entries = {PolicyEntry(Direction.EGRESS, FIRST_IDENTITY + i, PROTO_TCP, 1 + i % 60000,
+                                   1 + i % 60000) for i in range(n - 1)}
+            entries.add(PolicyEntry(Direction.EGRESS, 31, PROTO_TCP, 80, 80))
+            dp.set_endpoint(lo, 99, EndpointPolicy(False, True, frozenset(entries)))
+            fd = dp.program.from_pod_fd
+            _, est = bpfsys.prog_test_run(fd, allowed, lo, 200000)
+            _, new_denied = bpfsys.prog_test_run(fd, denied, lo, 200000)
+            out[f"{n} rules"] = {"established_ns": est, "denied_new_flow_ns": new_denied}
+    finally:
+        dp.remove_endpoint(lo)
+    return out
+
+
 def rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -188,6 +215,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                     subprocess.run(["tc", "-n", node, "qdisc", "del", "dev", pod.host_ifname,
                                     "clsact"], capture_output=True, check=False)
 
+            results["test_run"] = test_run_costs(dp, counts)
             samples: dict[str, list[dict[str, float]]] = {}
             stats_fd = bpfsys.enable_run_time_stats()  # released with the fd
             n_max = max(counts)
@@ -243,6 +271,9 @@ def report(results: dict[str, Any]) -> str:
         lines.append(f"{name:<28}{cells}")
     lines.append("program run time per packet and hook (kernel bpf stats): " + ", ".join(
         f"{name.removeprefix('ours, ')}: {ns} ns" for name, ns in results["ns_per_packet"].items()))
+    lines.append("BPF_PROG_TEST_RUN ns per packet (established / denied new flow): " + ", ".join(
+        f"{name}: {v['established_ns']:.0f} / {v['denied_new_flow_ns']:.0f}"
+        for name, v in results["test_run"].items()))
     lines.append(f"bcc compile: {results['compile_seconds']} s; RSS {results['rss_mb_before_load']}"
                  f" MB before load, {results['rss_mb_after_load']} MB after load")
     lines.append(f"(median of {results['repeats']} runs of {results['seconds']} s each)")

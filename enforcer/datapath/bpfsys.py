@@ -198,3 +198,25 @@ def prog_run_stats(prog_fd: int) -> tuple[int, int]:
     _bpf(OBJ_GET_INFO_BY_FD, _attr("<IIQ", prog_fd, len(info), _addr(info)))
     run_time_ns, run_cnt = struct.unpack_from("<QQ", info, 192)
     return run_time_ns, run_cnt
+
+
+PROG_TEST_RUN = 10
+SK_BUFF_SIZE = 192  # sizeof(struct __sk_buff), enough for the fields test runs accept
+SK_BUFF_IFINDEX_OFFSET = 40
+
+
+def prog_test_run(prog_fd: int, frame: bytes, ifindex: int, repeat: int) -> tuple[int, int]:
+    """Run a TC program on `frame` in the kernel `repeat` times (BPF_PROG_TEST_RUN):
+    returns (return value, mean duration in ns)."""
+    din = ctypes.create_string_buffer(frame, len(frame))
+    dout = ctypes.create_string_buffer(len(frame) + 256)
+    ctx = ctypes.create_string_buffer(SK_BUFF_SIZE)
+    struct.pack_into("<I", ctx, SK_BUFF_IFINDEX_OFFSET, ifindex)
+    attr = ctypes.create_string_buffer(_ATTR_SIZE)
+    struct.pack_into("<IIIIQQII", attr, 0, prog_fd, 0, len(frame), len(dout), _addr(din),
+                     _addr(dout), repeat, 0)
+    struct.pack_into("<IIQQ", attr, 40, len(ctx), 0, _addr(ctx), 0)
+    _bpf(PROG_TEST_RUN, attr)
+    retval, = struct.unpack_from("<i", attr, 4)
+    duration, = struct.unpack_from("<I", attr, 36)
+    return retval, duration

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
@@ -78,6 +79,7 @@ class Datapath:
         self._maps = maps
         self._ring_open = False
         self._event_callback: Callable[[DropEvent], None] | None = None
+        self._lock = threading.Lock()  # writers may be called from several threads
         self._generation = max((EP_CONFIG.unpack(v)[1] for _, v in maps["ep_config"].items()),
                                default=0)
 
@@ -150,7 +152,12 @@ class Datapath:
     # -- policy ----------------------------------------------------------------------------
 
     def set_endpoint(self, ifindex: int, endpoint_id: int, policy: EndpointPolicy) -> int:
-        """Install a complete policy generation for an endpoint; returns its generation."""
+        """Install a complete policy generation for an endpoint; returns its generation.
+        Raises MapFullError (and keeps the previous generation) when it does not fit."""
+        with self._lock:
+            return self._set_endpoint(ifindex, endpoint_id, policy)
+
+    def _set_endpoint(self, ifindex: int, endpoint_id: int, policy: EndpointPolicy) -> int:
         pairs = policykeys.encode(policy)
         spec = layout.inner_policy_spec(self.config)
         if len(pairs) > spec.max_entries:
@@ -180,6 +187,10 @@ class Datapath:
 
     def remove_endpoint(self, ifindex: int) -> None:
         """Forget an interface's endpoint: its packets get the unknown-endpoint verdict."""
+        with self._lock:
+            self._remove_endpoint(ifindex)
+
+    def _remove_endpoint(self, ifindex: int) -> None:
         raw = self._maps["ep_config"].lookup(U32.pack(ifindex))
         if raw is None:
             return
@@ -207,6 +218,10 @@ class Datapath:
     def set_identities(self, changes: Mapping[IPNetwork, int | None]) -> None:
         """Set (or with None delete) the peer identity of IP prefixes. Deletions go first so
         a batch that replaces prefixes needs no extra room."""
+        with self._lock:
+            self._set_identities(changes)
+
+    def _set_identities(self, changes: Mapping[IPNetwork, int | None]) -> None:
         try:
             for net, ident in sorted(changes.items(), key=lambda kv: kv[1] is not None):
                 name, key = self._ident_key(net)
