@@ -306,6 +306,17 @@ def _datapath_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
                     target=target if params["variant"] == "ours" else None,
                 )
             )
+    for scenario in first["ns_per_packet"]:
+        figures.append(
+            Figure(
+                "datapath.program_time_per_packet",
+                "ns",
+                [c["ns_per_packet"][scenario] for c in calls],
+                _scenario_params(scenario),
+                description="our program's run time per packet and hook, from the kernel's "
+                f"BPF run-time statistics; {each}",
+            )
+        )
     figures.append(
         Figure(
             "datapath.bcc_compile_time",
@@ -335,6 +346,7 @@ def _datapath_promises(cfg: Config) -> list[str]:
     ]
     for name, _, _ in DATAPATH_METRICS.values():
         out += [key(name, v) for v in variants]
+    out += [key("datapath.program_time_per_packet", v) for v in variants[1:-1]]
     return out
 
 

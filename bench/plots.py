@@ -52,6 +52,7 @@ DATAPATH_PANELS = [
     ("datapath.tcp_throughput", "TCP throughput (iperf3)"),
     ("datapath.udp_packet_rate", "UDP packet rate"),
     ("datapath.connection_rate", "new TCP connections"),
+    ("datapath.program_time_per_packet", "our program's run time per packet"),
 ]
 
 
@@ -60,8 +61,12 @@ def datapath(figures: Sequence[Figure], out: Path) -> Path | None:
     panels = [p for p in panels if p[2]]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for ax, (_, title, figs) in zip(axes[0], panels, strict=True):
+    cols = min(2, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (_, title, figs) in zip(axes.flat, panels, strict=False):
         unit = figs[0].unit
         base = [f for f in figs if f.params.get("variant") == "none"]
         rules = sorted({int(f.params["rules"]) for f in figs if "rules" in f.params})
