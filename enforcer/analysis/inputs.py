@@ -48,4 +48,5 @@ def planned_state(result: LoadResult) -> ClusterState:
     """State for what-if analysis: pods without a status count as endpoints."""
     state = ClusterState(planned_pods=True)
     state.load(result.objects)
+    state.load(result.services)
     return state

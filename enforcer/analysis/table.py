@@ -9,25 +9,31 @@ DENIED = "--"
 LEGEND = f"rows: from, columns: to.  {ALLOWED} = allowed   {DENIED} = denied"
 
 
-def render_table(port: int, protocol: str, matrix: Matrix) -> str:
-    keys = list(matrix)
-    lines = [f"Port {port}/{protocol}   ({LEGEND})"]
-    if not keys:
-        lines.append("  (no pods)")
+def render_table(port: int, protocol: str, matrix: Matrix, via_service: bool = False) -> str:
+    """Rows are sources; columns are the first row's destinations (all pods for a pod matrix,
+    the pods some Service fronts for a matrix through Services)."""
+    rows = list(matrix)
+    cols = list(next(iter(matrix.values()), {}))
+    through = " through Services" if via_service else ""
+    lines = [f"Port {port}/{protocol}{through}   ({LEGEND})"]
+    if not rows or not cols:
+        lines.append("  (no pods)" if not rows else "  (no Service fronts a pod on this port)")
         return "\n".join(lines)
-    numbers = [f"[{i + 1}]" for i in range(len(keys))]
-    cell = max(len(n) for n in numbers)
-    label = max(len(f"{n} {k}") for n, k in zip(numbers, keys, strict=True))
-    header = " " * (label + 2) + " ".join(n.rjust(cell) for n in numbers)
-    lines.append(header)
-    allowed = 0
-    for number, src in zip(numbers, keys, strict=True):
+    names = list(dict.fromkeys(rows + cols))  # one number per pod, rows first
+    number = {k: f"[{i + 1}]" for i, k in enumerate(names)}
+    cell = max(len(n) for n in number.values())
+    label = max(len(f"{number[k]} {k}") for k in rows)
+    if cols != rows:
+        lines += [f"  {number[k]} {k}" for k in cols if k not in rows]
+    lines.append(" " * (label + 2) + " ".join(number[k].rjust(cell) for k in cols))
+    allowed = pairs = 0
+    for src in rows:
         cells = []
-        for dst in keys:
+        for dst in cols:
             ok = matrix[src][dst]
             allowed += ok and src != dst
+            pairs += src != dst
             cells.append((ALLOWED if ok else DENIED).rjust(cell))
-        lines.append(f"{number} {src}".ljust(label + 2) + " ".join(cells))
-    pairs = len(keys) * (len(keys) - 1)
+        lines.append(f"{number[src]} {src}".ljust(label + 2) + " ".join(cells))
     lines.append(f"{allowed} of {pairs} pairs allowed (a pod may always reach itself)")
     return "\n".join(lines)

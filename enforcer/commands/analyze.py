@@ -13,6 +13,7 @@ from enforcer.analysis.matrix import (
     reachability,
     render_json,
 )
+from enforcer.analysis.service_matrix import declared_service_ports, service_document
 from enforcer.analysis.table import render_table
 from enforcer.model.cluster import ClusterState
 from enforcer.model.objects import PROTOCOLS
@@ -31,6 +32,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, help="destination port (default: every declared port)")
     p.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default TCP with --port")
     p.add_argument("--output", choices=["table", "json"], default="table")
+    p.add_argument(
+        "--via",
+        choices=["pod", "service"],
+        default="pod",
+        help="service: connect to each pod through the Services that front it (--port is then "
+        "the Service port; verdicts are on each backend's target port)",
+    )
     p.add_argument("--strict", action="store_true", help="fail (exit 2) on any invalid object")
     p.add_argument(
         "--explain",
@@ -47,6 +55,8 @@ def _ports(args: argparse.Namespace, state: ClusterState) -> list[tuple[int, str
             print(f"error: --port {args.port} out of range 1-65535", file=sys.stderr)
             return None
         return [(args.port, args.protocol or "TCP")]
+    if args.via == "service":
+        return declared_service_ports(state, args.protocol)
     return declared_ports(state, args.protocol)
 
 
@@ -68,13 +78,18 @@ def run(args: argparse.Namespace) -> int:
     if ports is None:
         return EXIT_INVALID_INPUT
     if not ports:
-        print("error: no pod declares a port; pass --port", file=sys.stderr)
+        what = "Service" if args.via == "service" else "pod"
+        print(f"error: no {what} declares a port; pass --port", file=sys.stderr)
         return EXIT_INVALID_INPUT
-    docs = [matrix_document(p, proto, reachability(state, p, proto)) for p, proto in ports]
+    if args.via == "service":
+        docs = [service_document(state, p, proto) for p, proto in ports]
+    else:
+        docs = [matrix_document(p, proto, reachability(state, p, proto)) for p, proto in ports]
     if args.output == "json":
         print(render_json(docs[0] if args.port is not None else docs))
     else:
-        print("\n\n".join(render_table(d["port"], d["protocol"], d["matrix"]) for d in docs))
+        via = args.via == "service"
+        print("\n\n".join(render_table(d["port"], d["protocol"], d["matrix"], via) for d in docs))
     return 0
 
 

@@ -149,6 +149,7 @@ def _parse_service(ctx: _Ctx, obj: Mapping[str, Any]) -> Service:
         uid=uid,
         type=str(svc_type),
         cluster_ips=cluster_ips,
+        headless=headless,
         selector=selector,
         ports=tuple(ports),
         external_ips=_ips(ctx, spec.get("externalIPs"), "spec.externalIPs"),

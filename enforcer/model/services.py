@@ -43,7 +43,9 @@ class Service:
     name: str
     uid: str = ""
     type: str = "ClusterIP"
-    cluster_ips: tuple[IPAddress, ...] = ()  # empty: headless (clusterIP None) or ExternalName
+    # Empty: not allocated yet (a manifest), headless, or ExternalName.
+    cluster_ips: tuple[IPAddress, ...] = ()
+    headless: bool = False  # clusterIP None: DNS only, kube-proxy translates nothing
     # None: no selector, endpoints are managed by hand (EndpointSlices, e.g. external ones).
     selector: Mapping[str, str] | None = None
     ports: tuple[ServicePort, ...] = ()
@@ -58,6 +60,11 @@ class Service:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def proxied(self) -> bool:
+        """Whether kube-proxy translates connections to it (not headless, not ExternalName)."""
+        return not self.headless and self.type != "ExternalName"
 
     def frontend_ips(self) -> tuple[IPAddress, ...]:
         """Addresses kube-proxy answers for this Service (NodePorts aside)."""
