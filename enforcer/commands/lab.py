@@ -28,6 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--nodes", type=int, default=1, help="spread pods without nodeName over N")
     up.add_argument("--ipv6", action="store_true", help="give pods IPv6 addresses too")
     up.add_argument("--timeout", type=float, default=60.0)
+    up.add_argument(
+        "--services",
+        choices=["none", "per-pod"],
+        default="none",
+        help="per-pod: a Service (s-POD) for every pod, as the upstream e2e suite makes",
+    )
+    up.add_argument("--dns", action="store_true", help="a DNS pod and its kube-dns Service")
     up.set_defaults(func=run_up)
 
     ap = ls.add_parser("apply", help="create or replace objects, wait until enforced")
@@ -51,6 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--timeout", type=float, default=1.0, help="per-probe timeout in seconds")
     pr.add_argument(
         "--check", action="store_true", help="compare with the model; exit 1 on any disagreement"
+    )
+    pr.add_argument(
+        "--via",
+        choices=["pod", "service"],
+        default="pod",
+        help="service: connect to each pod through a ClusterIP of a Service whose only "
+        "backend it is (kube-proxy translates; lab up --services per-pod makes them)",
     )
     pr.set_defaults(func=run_probe)
 
@@ -87,7 +101,15 @@ def run_up(args: argparse.Namespace) -> int:
     start = time.monotonic()
     try:
         state = lab.up(
-            args.paths, args.name, args.topology, args.nodes, args.ipv6, _progress, args.timeout
+            args.paths,
+            args.name,
+            args.topology,
+            args.nodes,
+            args.ipv6,
+            _progress,
+            args.timeout,
+            services=args.services,
+            dns=args.dns,
         )
     except lab.LabError as exc:
         return _fail(exc)
@@ -121,30 +143,62 @@ def run_delete(args: argparse.Namespace) -> int:
 
 
 def probe_documents(
-    state: Any, port: int | None, protocol: str | None, family: int, timeout: float
+    state: Any,
+    port: int | None,
+    protocol: str | None,
+    family: int,
+    timeout: float,
+    via: str = "pod",
 ) -> list[dict[str, Any]]:
     from enforcer.analysis.matrix import matrix_document
     from enforcer.lab import lab
-    from enforcer.lab.probe import probe_matrix
+    from enforcer.lab.probe import ProbeEndpoint, probe_matrix
 
     endpoints = lab.probe_endpoints(state, family)
     ports = [(port, protocol or "TCP")] if port else lab.declared_ports(state, protocol)
-    return [
-        matrix_document(p, proto, probe_matrix(endpoints, p, proto, timeout)) for p, proto in ports
-    ]
+    docs = []
+    for p, proto in ports:
+        if via != "service":
+            docs.append(matrix_document(p, proto, probe_matrix(endpoints, p, proto, timeout)))
+            continue
+        targets = lab.service_targets(state, p, proto, family)
+        dsts = [
+            ProbeEndpoint(e.key, e.netns, targets[e.key][1], via=targets[e.key][0])
+            for e in endpoints
+            if e.key in targets
+        ]
+        matrix = probe_matrix(endpoints, p, proto, timeout, destinations=dsts)
+        doc = matrix_document(p, proto, matrix)
+        doc["via"] = "service"
+        doc["services"] = {d.key: d.via for d in dsts}
+        docs.append(doc)
+    return docs
 
 
 def check_documents(state: Any, docs: list[dict[str, Any]], family: int) -> list[str]:
     """Every pair where the kernel and the model disagree, as readable lines."""
     from enforcer.analysis.matrix import diff, reachability
+    from enforcer.analysis.service_matrix import service_reachability, service_routes
     from enforcer.lab import lab
 
     cluster = lab.model_state(state)
     problems = []
     for doc in docs:
-        expected = reachability(
-            cluster, doc["port"], doc["protocol"], family, pods=list(doc["matrix"])
-        )
+        rows = list(doc["matrix"])
+        if doc.get("via") == "service":
+            # The model's matrix through Services, for the very Service each column used.
+            routes = {
+                dst: [r for r in via if r[0] == doc["services"][dst]]
+                for dst, via in service_routes(
+                    cluster, doc["port"], doc["protocol"], family
+                ).items()
+                if dst in doc["services"]
+            }
+            expected = service_reachability(
+                cluster, doc["port"], doc["protocol"], family, sources=rows, routes=routes
+            )
+        else:
+            expected = reachability(cluster, doc["port"], doc["protocol"], family, pods=rows)
         for src, dst, want, got in diff(expected, doc["matrix"]):
             problems.append(
                 f"{doc['port']}/{doc['protocol']} {src} -> {dst}: model says "
@@ -159,13 +213,14 @@ def run_probe(args: argparse.Namespace) -> int:
 
     try:
         state = lab.LabState.load(args.name)
-        docs = probe_documents(state, args.port, args.protocol, args.family, args.timeout)
+        docs = probe_documents(state, args.port, args.protocol, args.family, args.timeout, args.via)
     except lab.LabError as exc:
         return _fail(exc)
     if args.output == "json":
         print(json.dumps(docs[0] if args.port else docs, indent=2))
     else:
-        print("\n\n".join(render_table(d["port"], d["protocol"], d["matrix"]) for d in docs))
+        via = args.via == "service"
+        print("\n\n".join(render_table(d["port"], d["protocol"], d["matrix"], via) for d in docs))
     if args.check:
         problems = check_documents(state, docs, args.family)
         for line in problems:

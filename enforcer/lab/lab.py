@@ -21,7 +21,9 @@ from typing import Any
 
 from enforcer.agentclient import get_json
 from enforcer.digest import set_digest
+from enforcer.lab import kubeproxy
 from enforcer.lab import manifests as mf
+from enforcer.lab import services as svcs
 from enforcer.lab import topology as topo
 from enforcer.lab.probe import ProbeEndpoint
 
@@ -52,6 +54,11 @@ class LabState:
     agent_pids: dict[str, int] = field(default_factory=dict)
     server_pid: int | None = None
     next_pod_index: int = 1
+    services: str = "none"  # "per-pod": a Service for every pod (see services.py)
+    dns: bool = False  # a DNS pod and its kube-dns Service
+    # What the "API server" allocated, so a re-applied manifest keeps its addresses.
+    cluster_ips: dict[str, list[str]] = field(default_factory=dict)  # service key -> IPs
+    node_ports: dict[str, int] = field(default_factory=dict)  # "ns/svc/port name" -> port
 
     @property
     def dir(self) -> Path:
@@ -120,20 +127,26 @@ def up(
     ipv6: bool = False,
     progress: Progress = _quiet,
     timeout: float = 60.0,
+    services: str = "none",
+    dns: bool = False,
 ) -> LabState:
     _valid_name(name)
+    if services not in ("none", "per-pod"):
+        raise LabError(f"--services {services!r}: use none or per-pod")
     if (LAB_ROOT / name / "state.json").exists():
         raise LabError(f"lab {name!r} exists already: `enforcer lab down --name {name}` first")
     objects, errors = mf.read_raw(paths)
     if errors:
         raise LabError("invalid input:\n  " + "\n  ".join(errors))
+    if dns:
+        objects += svcs.dns_objects()
     objects = mf.implied_namespaces(objects) + objects
     node_names = [f"node{i}" for i in range(1, max(nodes, 1) + 1)]
     for obj in objects:
         wanted = (obj.get("spec") or {}).get("nodeName") if obj["kind"] == "Pod" else None
         if wanted and wanted not in node_names:
             node_names.append(wanted)
-    state = LabState(name=name, topology=topology, ipv6=ipv6)
+    state = LabState(name=name, topology=topology, ipv6=ipv6, services=services, dns=dns)
     state.nodes = [
         asdict(topo.NodeNet(n, i, f"{NETNS_PREFIX}{name}-n{i}"))
         for i, n in enumerate(node_names, start=1)
@@ -151,6 +164,7 @@ def up(
         pods = [o for o in objects if o["kind"] == "Pod"]
         progress(f"creating {len(pods)} pod namespace(s)")
         _add_pods(state, pods)
+        sync_services(state)
         progress(f"starting {len(node_names)} agent(s)")
         for node in state.node_nets():
             state.agent_pids[node.name] = _start_agent(state, node)
@@ -172,9 +186,7 @@ def _add_pods(state: LabState, pods: list[dict[str, Any]]) -> None:
     first = len(state.pods)  # round-robin continues where the last batch stopped
     for i, pod in enumerate(pods):
         key = "/".join(mf.object_id(pod)[1:])
-        node_name = (pod.get("spec") or {}).get("nodeName") or order[
-            (first + i) % len(order)
-        ]
+        node_name = (pod.get("spec") or {}).get("nodeName") or order[(first + i) % len(order)]
         given = mf.pod_ips(pod)
         ips = (
             topo.parse_ips(given)
@@ -234,7 +246,17 @@ def _restart_server(state: LabState) -> None:
     """Every pod listens on every port any pod declares, so a probe measures policy only."""
     _kill(state.server_pid)
     ports = _all_ports(state)
-    spec = [{"netns": p["netns"], "ports": ports} for p in state.pods.values()]
+    dns_pod = f"{svcs.DNS_NAMESPACE}/{svcs.DNS_POD}"
+    records = str(svcs.records_path(state.dir))
+    spec = [
+        {
+            "key": key,
+            "netns": p["netns"],
+            "ports": ports,
+            "dns": records if key == dns_pod else None,
+        }
+        for key, p in state.pods.items()
+    ]
     spec_path = state.dir / "serve.json"
     spec_path.write_text(json.dumps(spec))
     log_path = state.dir / "serve.log"
@@ -287,7 +309,12 @@ def _kill(pid: int | None, sig: int = signal.SIGTERM, wait: float = 5.0) -> None
 
 
 def expected_digest(state: LabState) -> str:
-    return f"{set_digest(mf.read_folder(state.manifest_dir)):016x}"
+    """The digest of what the agents enforce: the objects their parser models (Services
+    and EndpointSlices are kube-proxy's business until the agent reads them)."""
+    from enforcer.model.loader import parse_object
+
+    tracked = [o for o in mf.read_folder(state.manifest_dir) if parse_object(o) is not None]
+    return f"{set_digest(tracked):016x}"
 
 
 def node_status(state: LabState, node: topo.NodeNet) -> dict[str, Any]:
@@ -386,6 +413,7 @@ def apply(state: LabState, paths: Sequence[str | Path], timeout: float = 60.0) -
         mf.write_object(state.manifest_dir, mf.complete_pod(pod, net["node"], net["ips"]))
     if new_pods:
         _add_pods(state, new_pods)
+    sync_services(state)
     _restart_server(state)
     return wait_enforced(state, timeout)
 
@@ -401,6 +429,7 @@ def delete(state: LabState, paths: Sequence[str | Path], timeout: float = 60.0) 
         else:
             mf.remove_object(state.manifest_dir, obj)
     _delete_pods(state, [p for p in pods if p in state.pods])
+    sync_services(state)
     _restart_server(state)
     return wait_enforced(state, timeout)
 
@@ -434,15 +463,134 @@ def probe_endpoints(state: LabState, family: int = 4) -> list[ProbeEndpoint]:
 
 def model_state(state: LabState) -> Any:
     """The model's view of the lab's current objects, for `probe --check`."""
+    return _cluster_of(mf.read_folder(state.manifest_dir), str(state.manifest_dir))
+
+
+def _cluster_of(objects: Iterable[dict[str, Any]], origin: str) -> Any:
     from enforcer.model.cluster import ClusterState
     from enforcer.model.loader import parse_object
+    from enforcer.model.parse_services import parse_service_object
 
     cluster = ClusterState()
-    for raw in mf.read_folder(state.manifest_dir):
-        obj = parse_object(raw, str(state.manifest_dir))
+    for raw in objects:
+        obj = parse_object(raw, origin) or parse_service_object(raw, origin)
         if obj is not None:
             cluster.upsert(obj)
     return cluster
+
+
+# -- Services: the API server's, the EndpointSlice controller's, kube-proxy's and DNS's part -----
+
+
+def sync_services(state: LabState) -> None:
+    """Bring Services, lab-made EndpointSlices, every node's kube-proxy rules and the DNS
+    records in line with the lab's pods and manifests."""
+    folder = state.manifest_dir
+    objects = list(mf.read_folder(folder))
+    services = [o for o in objects if o.get("kind") == "Service"]
+    per_pod: dict[str, str] = {}
+    if state.services == "per-pod":
+        taken = {"/".join(mf.object_id(o)[1:]) for o in services}
+        ports = _all_ports(state)
+        wanted = []
+        for key in sorted(state.pods):
+            ns, name = key.split("/", 1)
+            svc_key = f"{ns}/{svcs.per_pod_name(name)}"
+            per_pod[svc_key] = name
+            if svc_key not in taken or _is_per_pod(services, svc_key):
+                wanted.append(svcs.per_pod_service(ns, name, ports))
+        services = [o for o in services if not _per_pod_of(o)] + wanted
+        for old in objects:
+            if old.get("kind") == "Service" and _per_pod_of(old):
+                if "/".join(mf.object_id(old)[1:]) not in per_pod:
+                    mf.remove_object(folder, old)
+    for svc in svcs.allocate([_remembered(state, o) for o in services], state.ipv6):
+        _remember(state, svc)
+        mf.write_object(folder, svc)
+    state.save()
+    objects = [o for o in mf.read_folder(folder) if not svcs.is_lab_slice(o)]
+    cluster = _cluster_of(objects, str(folder))
+    nodes = {k: p["node"] for k, p in state.pods.items()}
+    slices = svcs.endpoint_slices(cluster, per_pod, nodes)
+    keep = {mf.file_name(o) for o in slices}
+    for old in mf.read_folder(folder):
+        if svcs.is_lab_slice(old) and mf.file_name(old) not in keep:
+            mf.remove_object(folder, old)
+    for es in slices:
+        mf.write_object(folder, es)
+        cluster.upsert(_parse_service(es))
+    for node in state.node_nets():
+        for family in (4, 6) if state.ipv6 else (4,):
+            cidr = topo.POD_V4 if family == 4 else topo.POD_V6
+            table = kubeproxy.nat_table(cluster, family, cidr, node.name, nodes)
+            kubeproxy.restore(node.netns, family, table)
+    if state.dns:
+        from enforcer.lab import dns
+
+        dns.write_records(svcs.records_path(state.dir), svcs.dns_records(cluster))
+
+
+def _remembered(state: LabState, svc: dict[str, Any]) -> dict[str, Any]:
+    """The Service with the addresses and node ports it was given before, unless it names
+    its own."""
+    svc = json.loads(json.dumps(svc))
+    key = "/".join(mf.object_id(svc)[1:])
+    spec = svc.setdefault("spec", {})
+    if not spec.get("clusterIP") and not spec.get("clusterIPs") and key in state.cluster_ips:
+        spec["clusterIP"] = state.cluster_ips[key][0]
+        spec["clusterIPs"] = state.cluster_ips[key]
+    for port in spec.get("ports") or []:
+        remembered = state.node_ports.get(f"{key}/{port.get('name') or ''}")
+        if remembered and spec.get("type") in ("NodePort", "LoadBalancer"):
+            port.setdefault("nodePort", remembered)
+    return svc
+
+
+def _remember(state: LabState, svc: dict[str, Any]) -> None:
+    key = "/".join(mf.object_id(svc)[1:])
+    spec = svc.get("spec") or {}
+    if spec.get("clusterIPs"):
+        state.cluster_ips[key] = list(spec["clusterIPs"])
+    for port in spec.get("ports") or []:
+        if port.get("nodePort"):
+            state.node_ports[f"{key}/{port.get('name') or ''}"] = int(port["nodePort"])
+
+
+def _per_pod_of(svc: dict[str, Any]) -> str | None:
+    annotations = (svc.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(svcs.PER_POD_ANNOTATION)
+    return str(value) if value else None
+
+
+def _is_per_pod(services: list[dict[str, Any]], key: str) -> bool:
+    return any("/".join(mf.object_id(o)[1:]) == key and _per_pod_of(o) for o in services)
+
+
+def _parse_service(raw: dict[str, Any]) -> Any:
+    from enforcer.model.parse_services import parse_service_object
+
+    return parse_service_object(raw, "lab")
+
+
+def service_targets(
+    state: LabState, port: int, protocol: str, family: int = 4
+) -> dict[str, tuple[str, Any]]:
+    """Destination pod -> (Service key, frontend IP) of a Service whose only backend on
+    port/protocol is that pod (the per-pod Services of `--services per-pod` are such)."""
+    cluster = model_state(state)
+    found: dict[str, tuple[str, Any]] = {}
+    for key, svc in sorted(cluster.services.services.items()):
+        ips = [ip for ip in svc.cluster_ips if ip.version == family]
+        if not ips or not svc.proxied:
+            continue
+        for sp in svc.ports:
+            if sp.port != port or sp.protocol != protocol:
+                continue
+            pods = {b.pod for b in cluster.services.backends(cluster, key, sp)}
+            if len(pods) == 1 and None not in pods:
+                (pod,) = pods
+                found.setdefault(str(pod), (key, ips[0]))
+    return found
 
 
 def declared_ports(state: LabState, protocol: str | None) -> list[tuple[int, str]]:

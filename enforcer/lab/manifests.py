@@ -18,8 +18,9 @@ import yaml
 from enforcer.model.loader import MANIFEST_SUFFIXES, ValidationError, parse_object
 from enforcer.model.loader import _documents as documents
 from enforcer.model.loader import _flatten as flatten
+from enforcer.model.parse_services import parse_service_object
 
-LAB_KINDS = ("Namespace", "Pod", "NetworkPolicy")
+LAB_KINDS = ("Namespace", "Pod", "NetworkPolicy", "Service", "EndpointSlice")
 RawObject = dict[str, Any]
 
 
@@ -55,6 +56,7 @@ def read_raw(paths: Sequence[str | Path]) -> tuple[list[RawObject], list[str]]:
                         continue
                     try:
                         parse_object(item, str(file))
+                        parse_service_object(item, str(file))
                     except ValidationError as exc:
                         errors.append(str(exc))
                         continue

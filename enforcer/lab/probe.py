@@ -21,8 +21,9 @@ PROTO_SCTP = 132
 class ProbeEndpoint:
     key: str  # namespace/name
     netns: str
-    ip: IPAddress
+    ip: IPAddress  # where probes connect: the pod's address, or a frontend of its Service
     ifname: str = "eth0"
+    via: str | None = None  # the Service (namespace/name) whose frontend `ip` is
 
 
 def _tcp(dst: IPAddress, port: int, timeout: float) -> bool:
@@ -34,6 +35,24 @@ def _tcp(dst: IPAddress, port: int, timeout: float) -> bool:
             return s.recv(16).startswith(b"ok")
         except OSError:
             return False
+
+
+def answered_by(netns: str, dst: IPAddress, port: int, timeout: float = 1.0) -> str | None:
+    """Open a TCP connection from `netns`; the lab pod that answered (namespace/name), or
+    None when the connection failed."""
+
+    def connect() -> str | None:
+        family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            try:
+                s.connect((str(dst), port))
+                reply = s.recv(256)
+            except OSError:
+                return None
+        return reply[3:].decode().strip() if reply.startswith(b"ok ") else None
+
+    return run_in_netns(netns, connect)
 
 
 def _udp(dst: IPAddress, port: int, timeout: float) -> bool:
@@ -72,7 +91,7 @@ def _capture_socket(ifname: str) -> socket.socket:
     return s
 
 
-def _sctp_seen(cap: socket.socket, src: IPAddress, dst_port: int, timeout: float) -> bool:
+def _sctp_seen(cap: socket.socket, src: IPAddress | None, dst_port: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -83,21 +102,25 @@ def _sctp_seen(cap: socket.socket, src: IPAddress, dst_port: int, timeout: float
         ethertype = struct.unpack("!H", frame[12:14])[0]
         if ethertype == 0x0800 and frame[14 + 9] == PROTO_SCTP:
             ihl = (frame[14] & 0x0F) * 4
-            if IPv4Address(frame[26:30]) == src:
+            if src is None or IPv4Address(frame[26:30]) == src:
                 l4 = 14 + ihl
                 if struct.unpack("!H", frame[l4 + 2 : l4 + 4])[0] == dst_port:
                     return True
         elif ethertype == 0x86DD and frame[14 + 6] == PROTO_SCTP:
-            if IPv6Address(frame[22:38]) == src:
+            if src is None or IPv6Address(frame[22:38]) == src:
                 if struct.unpack("!H", frame[56:58])[0] == dst_port:
                     return True
     return False
 
 
 def probe_sctp(src: ProbeEndpoint, dst: ProbeEndpoint, port: int, timeout: float) -> bool:
-    """This kernel has no SCTP: inject an INIT from src, see whether it arrives at dst."""
+    """This kernel has no SCTP: inject an INIT from src, see whether it arrives at dst.
+
+    Through a Service (dst.via set) the INIT comes back in on eth0 even from the pod itself,
+    and possibly masqueraded (hairpin), so any source counts there."""
     # Traffic to itself never leaves the pod: it is seen on loopback.
-    ifname = "lo" if src.netns == dst.netns else dst.ifname
+    ifname = "lo" if src.netns == dst.netns and dst.via is None else dst.ifname
+    expect_src = None if dst.via is not None and src.netns == dst.netns else src.ip
     cap = run_in_netns(dst.netns, lambda: _capture_socket(ifname))
     try:
         family = socket.AF_INET if dst.ip.version == 4 else socket.AF_INET6
@@ -107,7 +130,7 @@ def probe_sctp(src: ProbeEndpoint, dst: ProbeEndpoint, port: int, timeout: float
                 s.sendto(_sctp_init(40000 + port % 1000, port), (str(dst.ip), 0))
 
         run_in_netns(src.netns, send)
-        return _sctp_seen(cap, src.ip, port, timeout)
+        return _sctp_seen(cap, expect_src, port, timeout)
     finally:
         cap.close()
 
@@ -127,9 +150,12 @@ def probe_matrix(
     protocol: str,
     timeout: float = 1.0,
     workers: int = 128,
+    destinations: Sequence[ProbeEndpoint] | None = None,
 ) -> dict[str, dict[str, bool]]:
-    """A new connection from every pod to every pod; rows are sources, columns destinations."""
-    pairs = [(s, d) for s in pods for d in pods]
+    """A new connection from every pod to every destination (default: every pod); rows are
+    sources, columns destinations."""
+    dsts = pods if destinations is None else destinations
+    pairs = [(s, d) for s in pods for d in dsts]
     with ThreadPoolExecutor(max_workers=min(workers, len(pairs) or 1)) as pool:
         results = list(pool.map(lambda p: probe_pair(p[0], p[1], port, protocol, timeout), pairs))
     matrix: dict[str, dict[str, bool]] = {s.key: {} for s in pods}

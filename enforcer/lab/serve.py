@@ -2,10 +2,14 @@
 
 Sockets are created inside each pod's network namespace (a thread enters it for the call) and
 stay bound to that namespace, so a single selector loop serves all pods: cheaper than a
-process per pod. TCP accepts and answers "ok"; UDP echoes. SCTP cannot be served by this
+process per pod. TCP accepts and answers "ok POD"; UDP echoes. SCTP cannot be served by this
 kernel; probes capture it at the destination instead (see probe.py).
 
-Run as: python -m enforcer.lab.serve SPEC.json  (SPEC: [{"netns": ..., "ports": [[80, "TCP"]]}])
+The lab's DNS pod is one of them: its UDP port 53 answers DNS queries from a record file
+(see dns.py) and echoes anything else, like every other pod.
+
+Run as: python -m enforcer.lab.serve SPEC.json
+  (SPEC: [{"netns": ..., "ports": [[80, "TCP"]], "dns": "/path/records.json" (optional)}])
 """
 
 from __future__ import annotations
@@ -18,7 +22,12 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from enforcer.lab.dns import RecordFile, answer
 from enforcer.netnsutil import run_in_netns
+
+# socket, protocol, DNS records (the DNS pod's UDP 53), TCP greeting ("ok POD\n": a probe
+# through a Service sees which backend answered)
+Listener = tuple[socket.socket, str, RecordFile | None, bytes]
 
 
 def _listener(port: int, protocol: str) -> socket.socket:
@@ -33,29 +42,48 @@ def _listener(port: int, protocol: str) -> socket.socket:
     return sock
 
 
-def open_listeners(netns: str, ports: Iterable[tuple[int, str]]) -> list[tuple[socket.socket, str]]:
+def open_listeners(
+    netns: str,
+    ports: Iterable[tuple[int, str]],
+    dns: RecordFile | None = None,
+    name: str = "",
+) -> list[Listener]:
     wanted = [(p, proto) for p, proto in ports if proto in ("TCP", "UDP")]
-    return run_in_netns(netns, lambda: [(_listener(p, proto), proto) for p, proto in wanted])
+    if dns is not None and (53, "UDP") not in wanted:
+        wanted.append((53, "UDP"))
+
+    def records_for(port: int, proto: str) -> RecordFile | None:
+        return dns if port == 53 and proto == "UDP" else None
+
+    return run_in_netns(
+        netns,
+        lambda: [
+            (_listener(p, proto), proto, records_for(p, proto), f"ok {name}\n".encode())
+            for p, proto in wanted
+        ],
+    )
 
 
-def serve_forever(listeners: list[tuple[socket.socket, str]]) -> None:
+def serve_forever(listeners: list[Listener]) -> None:
     sel = selectors.DefaultSelector()
-    for sock, proto in listeners:
-        sel.register(sock, selectors.EVENT_READ, proto)
+    for sock, proto, dns, greeting in listeners:
+        sel.register(sock, selectors.EVENT_READ, (proto, dns, greeting))
     while True:
         for key, _ in sel.select():
             sock = key.fileobj
             assert isinstance(sock, socket.socket)
+            proto, dns, greeting = key.data
             try:
-                if key.data == "TCP":
+                if proto == "TCP":
                     conn, _ = sock.accept()
                     conn.setblocking(True)
                     conn.settimeout(1.0)
-                    conn.sendall(b"ok\n")
+                    conn.sendall(greeting)
                     conn.close()
                 else:
                     data, peer = sock.recvfrom(2048)
-                    sock.sendto(data, peer)
+                    reply = answer(data, dns.current()) if dns is not None else None
+                    sock.sendto(reply if reply is not None else data, peer)
             except OSError:
                 continue  # a probe that went away; keep serving the others
 
@@ -64,8 +92,12 @@ def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     listeners = []
     for pod in spec:
+        dns = RecordFile(Path(pod["dns"])) if pod.get("dns") else None
         listeners += open_listeners(
-            pod["netns"], [(int(p), str(proto)) for p, proto in pod["ports"]]
+            pod["netns"],
+            [(int(p), str(proto)) for p, proto in pod["ports"]],
+            dns,
+            str(pod.get("key", "")),
         )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"serving {len(listeners)} sockets", flush=True)

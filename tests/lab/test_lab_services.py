@@ -1,0 +1,160 @@
+"""The lab's kube-proxy emulation and DNS, with real packets: ClusterIP DNAT with random
+backend selection, per-pod Services matching pod probes, DNS answers through the DNS Service,
+and NodePort traffic from outside the cluster (SNATed or not) judged by ingress policy."""
+
+from __future__ import annotations
+
+from collections import Counter
+from ipaddress import ip_address
+from typing import Any
+
+import pytest
+
+from enforcer.commands.lab import check_documents, probe_documents
+from enforcer.lab import dns, lab
+from enforcer.lab import services as svcs
+from enforcer.lab.probe import answered_by
+from enforcer.netnsutil import run_in_netns
+from tests.lab import upstream
+from tests.lab.outside import outside_host
+
+pytestmark = pytest.mark.kernel
+
+
+def service(ns: str, name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"namespace": ns, "name": name},
+        "spec": spec,
+    }
+
+
+def cluster_ip(state: lab.LabState, key: str) -> Any:
+    return ip_address(state.cluster_ips[key][0])
+
+
+def web_cluster() -> list[dict[str, Any]]:
+    """x/client on node1, web backends x/b on node1 and x/c on node2."""
+
+    def pod(name: str, node: str, labels: dict[str, str]) -> dict[str, Any]:
+        p = upstream.pod("x", name, labels)
+        p["spec"]["nodeName"] = node
+        return p
+
+    return [
+        upstream.namespace("x"),
+        pod("client", "node1", {"app": "client"}),
+        pod("b", "node1", {"app": "web", "backend": "b"}),
+        pod("c", "node2", {"app": "web", "backend": "c"}),
+        service("x", "web", selector={"app": "web"}, ports=[{"port": 8080, "targetPort": 80}]),
+    ]
+
+
+def test_per_pod_services_probe_like_pods_and_dns_answers(lab_factory, write_manifests) -> None:
+    state = lab_factory(
+        [write_manifests(upstream.cluster())], nodes=2, services="per-pod", dns=True
+    )
+    for port, proto in upstream.PROBED:
+        direct = probe_documents(state, port, proto, 4, 0.5)
+        through = probe_documents(state, port, proto, 4, 0.5, via="service")
+        assert check_documents(state, through, 4) == []
+        # Every pod has its Service, and with no policy everything (hairpin too) connects.
+        assert through[0]["matrix"] == direct[0]["matrix"]
+        assert all(all(row.values()) for row in through[0]["matrix"].values())
+    netns = state.pods["x/a"]["netns"]
+    assert dns.resolve(netns, svcs.DNS_V4, "s-b.y.svc.cluster.local") == [
+        cluster_ip(state, "y/s-b")
+    ]
+    assert dns.resolve(netns, svcs.DNS_V4, "kube-dns.kube-system.svc.cluster.local") == [
+        svcs.DNS_V4
+    ]
+    assert dns.resolve(netns, svcs.DNS_V4, "missing.y.svc.cluster.local") is None
+
+
+def test_cluster_ip_spreads_connections_over_backends_on_both_nodes(
+    lab_factory, write_manifests
+) -> None:
+    state = lab_factory([write_manifests(web_cluster())], nodes=2)
+    vip = cluster_ip(state, "x/web")
+    netns = state.pods["x/client"]["netns"]
+    seen = Counter(answered_by(netns, vip, 8080) for _ in range(40))
+    # 1/2 each: missing one of them in 40 tries happens with probability 2^-39.
+    assert set(seen) == {"x/b", "x/c"}
+    # The Service port is translated to the target port: nothing listens on 8080.
+    assert answered_by(netns, ip_address(state.pods["x/b"]["ips"][0]), 8080) is None
+
+
+def _ingress_from(cidr: str) -> dict[str, Any]:
+    return upstream.policy(
+        "from-block",
+        "x",
+        {
+            "podSelector": upstream.sel(app="web"),
+            "ingress": [{"from": [{"ipBlock": {"cidr": cidr}}]}],
+        },
+    )
+
+
+def test_node_port_snat_from_outside_is_judged_as_the_node_ip_not_as_node_traffic(
+    lab_factory, write_manifests
+) -> None:
+    objects = [
+        *web_cluster()[:-1],
+        service(
+            "x",
+            "web",
+            type="NodePort",
+            selector={"backend": "c"},  # x/c, on node2
+            ports=[{"port": 8080, "targetPort": 80, "nodePort": 30080}],
+        ),
+        service(
+            "x",
+            "web-local",
+            type="NodePort",
+            externalTrafficPolicy="Local",
+            selector={"backend": "c"},
+            ports=[{"port": 8081, "targetPort": 80, "nodePort": 30081}],
+        ),
+    ]
+    state = lab_factory([write_manifests(objects)], nodes=2)
+    node1, node2 = state.node_nets()
+    with outside_host(state, 9999) as out:
+
+        def connect(node_ip: Any, port: int) -> str | None:
+            return answered_by(out.netns, node_ip, port)
+
+        assert connect(node1.fabric_v4, 30080) == "x/c"  # no policy yet
+        # Only the outside client is allowed: the SNATed connection (from node1's address,
+        # forwarded, so no socket of the node's own) is denied; the Local one keeps its source.
+        lab.apply(state, [write_manifests([_ingress_from(f"{out.ip}/32")])])
+        assert connect(node1.fabric_v4, 30080) is None
+        assert connect(node2.fabric_v4, 30081) == "x/c"
+        # Allowing node1's address admits what node1 masquerades.
+        lab.apply(state, [write_manifests([_ingress_from(f"{node1.fabric_v4}/32")])])
+        assert connect(node1.fabric_v4, 30080) == "x/c"
+        assert connect(node2.fabric_v4, 30081) is None
+
+
+def test_a_service_with_an_endpoint_outside_the_cluster(lab_factory, write_manifests) -> None:
+    state = lab_factory([write_manifests(web_cluster())], nodes=2)
+    with outside_host(state, 9999) as out:
+        external = [
+            service("x", "ext", ports=[{"name": "api", "port": 443, "targetPort": 9999}]),
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "namespace": "x",
+                    "name": "ext-1",
+                    "labels": {"kubernetes.io/service-name": "ext"},
+                },
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [str(out.ip)]}],
+                "ports": [{"name": "api", "port": 9999}],
+            },
+        ]
+        lab.apply(state, [write_manifests(external)])
+        netns = state.pods["x/client"]["netns"]
+        assert answered_by(netns, cluster_ip(state, "x/ext"), 443) == "outside"
+        assert run_in_netns(netns, lambda: True)
