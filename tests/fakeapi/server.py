@@ -63,6 +63,7 @@ _PATH = re.compile(
 )
 
 ObjKey = tuple[str | None, str]
+_TYPE_KEYS = ("kind", "apiVersion")
 
 
 @dataclass(frozen=True)
@@ -338,8 +339,9 @@ class FakeKubeAPI:
             return copy.deepcopy(new)
 
     def _record(self, event: WatchEvent) -> None:
-        # Called with the lock held. Events keep their own copy: later writes do not alter them.
-        self._history.append(WatchEvent(event.rv, event.kind, event.type, copy.deepcopy(event.obj)))
+        # Called with the lock held. Stored objects are never mutated (a write stores a new
+        # dict), so events, snapshots and the store can share them.
+        self._history.append(event)
         self._history_rvs.append(event.rv)
         while len(self._history) > self.history_limit:
             dropped = self._history.pop(0)
@@ -369,11 +371,8 @@ class FakeKubeAPI:
                 for obj in sorted(self._objects[res.kind].values(), key=_sort_key):
                     if namespace is not None and obj["metadata"].get("namespace") != namespace:
                         continue
-                    item = copy.deepcopy(obj)
                     # Like the real API: items of a list carry no kind/apiVersion.
-                    item.pop("kind", None)
-                    item.pop("apiVersion", None)
-                    items.append(item)
+                    items.append({k: v for k, v in obj.items() if k not in _TYPE_KEYS})
                 snap = _Snapshot(self._rv, items)
             page, rest = (snap.items[:limit], snap.items[limit:]) if limit else (snap.items, [])
             meta: dict[str, Any] = {"resourceVersion": str(snap.rv)}
@@ -411,7 +410,7 @@ class FakeKubeAPI:
                 pos = self._rv
                 for obj in sorted(self._objects[res.kind].values(), key=_sort_key):
                     if namespace is None or obj["metadata"].get("namespace") == namespace:
-                        initial.append({"type": "ADDED", "object": copy.deepcopy(obj)})
+                        initial.append({"type": "ADDED", "object": obj})
             else:
                 pos = int(rv_param)
                 if pos < self._compacted:
