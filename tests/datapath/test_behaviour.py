@@ -18,6 +18,7 @@ from enforcer.datapath.types import (
     PROTO_TCP,
     PROTO_UDP,
     Direction,
+    DropEvent,
     DropReason,
     EndpointPolicy,
     PolicyEntry,
@@ -199,12 +200,18 @@ def test_revocation_cuts_an_established_flow_at_its_next_packet(env: Env, family
         server.close()
 
 
+def _all_drops(env: Env, *pods: Pod) -> int:
+    return sum(env.count(p, d, r) for p in pods for d in Direction for r in DropReason)
+
+
 def test_policy_swaps_between_allowing_generations_drop_nothing(env: Env) -> None:
     a, b = env.pod("a"), env.pod("b")
     env.policy(a, EndpointPolicy.allow_all())
     base = {allow(IN, env.ident(a), PROTO_UDP, 53, 53), allow(IN, env.ident(a), PROTO_TCP, 80, 80)}
-    gens = [EndpointPolicy(True, True, frozenset(base)),
-            EndpointPolicy(True, True, frozenset(base | {allow(IN, 7, PROTO_TCP, 1000, 2000)}))]
+    # Egress stays open so that b's own chatter (MLD and the like) is not dropped: any
+    # drop counted below is a probe packet or one of its replies.
+    gens = [EndpointPolicy(True, False, frozenset(base)),
+            EndpointPolicy(True, False, frozenset(base | {allow(IN, 7, PROTO_TCP, 1000, 2000)}))]
     env.policy(b, gens[0])
     udp, tcp = UdpServer(b, 4, 53), TcpServer(b, 4, 80)
     stop = threading.Event()
@@ -216,14 +223,17 @@ def test_policy_swaps_between_allowing_generations_drop_nothing(env: Env) -> Non
             env.policy(b, gens[swaps % 2])
             swaps += 1
 
+    env.dp.poll_events(0, lambda _e: None)  # drain
+    drops_before = _all_drops(env, a, b)
     t = threading.Thread(target=swapper)
     t.start()
     failures, probes = 0, 0
     try:
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
-            failures += not udp_roundtrip(a, b, 4, 53, timeout=0.5)
-            failures += not tcp_connect(a, b, 4, 80, timeout=0.5)
+            failures += not udp_roundtrip(a, b, 4, 53, timeout=2.0)
+            # Below the SYN retransmission time: a dropped SYN cannot hide behind a retry.
+            failures += not tcp_connect(a, b, 4, 80, timeout=0.9)
             probes += 2
     finally:
         stop.set()
@@ -232,6 +242,16 @@ def test_policy_swaps_between_allowing_generations_drop_nothing(env: Env) -> Non
         tcp.close()
     assert swaps > 100 and probes > 100
     assert failures == 0
+    # Not one probe packet (or retransmission, or reply) was dropped. Other traffic may be:
+    # on a bridge, other ports' multicast (MLD) floods to b and is denied there.
+    events: list[DropEvent] = []
+    env.dp.poll_events(100, events.append)
+    probe_drops = [e for e in events if e.reason is not None and
+                   {e.src, e.dst} == {a.ipv4, b.ipv4}]
+    assert not probe_drops
+    assert _all_drops(env, a, b) - drops_before == len(
+        [e for e in events if e.reason is not None and e.ifindex in (a.host_ifindex,
+                                                                      b.host_ifindex)])
 
 
 CNI_STANDIN = b"""
