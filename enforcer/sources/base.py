@@ -79,7 +79,7 @@ def object_key(kind: str, obj: Mapping[str, Any]) -> tuple[str, str | None, str]
 
 def source_from_spec(spec: str, *, kubeconfig: str | None, node_name: str | None) -> Source:
     """`k8s` (in-cluster config, else the kubeconfig) or `dir:PATH` (a folder of manifests)."""
-    if spec == "k8s" or spec.startswith("k8s:"):
+    if spec == "k8s":
         from enforcer.sources.kubernetes import KubernetesSource
 
         return KubernetesSource.from_config(kubeconfig=kubeconfig, node_name=node_name)

@@ -119,13 +119,14 @@ class DirectorySource:
     `revision` (bumps on every scan that changed something), `last_sync_time`, `file_errors`."""
 
     def __init__(self, path: str | os.PathLike[str], *, interval: float = 0.1) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         self.interval = interval
         self.log = log.get("sources.directory")
         self.revision = 0
         self.last_sync_time: float | None = None
         self.file_errors: dict[str, str] = {}  # relative path -> parse error, while it lasts
         self.watch_restarts: dict[str, int] = {}  # the Kubernetes source's counters, never used
+        self.resource_versions: dict[str, str] = {}  # kind -> revision of its last change
         self._healthy = False
         self._files: dict[Path, _File] = {}
         self._holders: dict[Key, set[Path]] = {}  # which files hold each key
@@ -274,9 +275,11 @@ class DirectorySource:
         # objects (namespaces, nodes) before the ones that refer to them, policies last.
         for key, obj in sorted(deleted, key=lambda item: _order(item[0])):
             del self._view[key]
+            self.resource_versions[key[0]] = rv
             emit(SourceEvent(EventType.DELETED, key[0], obj, rv))
         for etype, key, obj in sorted(upserts, key=lambda item: _order(item[1])):
             self._view[key] = obj
+            self.resource_versions[key[0]] = rv
             emit(SourceEvent(etype, key[0], obj, rv))
         return True
 

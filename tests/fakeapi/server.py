@@ -114,11 +114,16 @@ class FakeKubeAPI:
         port: int = 0,
         history_limit: int = 1000,
         bookmark_interval: float | None = None,
+        gone_as_http_status: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self.history_limit = history_limit
         self.bookmark_interval = bookmark_interval
+        # How a watch from a compacted resourceVersion fails: kube-apiserver's watch cache sends
+        # HTTP 200 then an ERROR event with a 410 Status (the default); served from etcd, the
+        # request itself fails with HTTP 410. Clients must handle both.
+        self.gone_as_http_status = gone_as_http_status
         self.requests: list[RequestRecord] = []
         self._cond = threading.Condition()
         self._rv = 1000
@@ -526,6 +531,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         namespace = m["ns"] if m else None
         if query.get("watch") in ("true", "1"):
+            rv = query.get("resourceVersion", "")
+            with api._cond:
+                gone = rv not in ("", "0") and int(rv) < api._compacted
+            if gone and api.gone_as_http_status:
+                self._send_json(410, _expired(int(rv), api._compacted)["object"])
+                return
             self._stream(api._watch(res, namespace, query))
         else:
             code, body = api._list(res, namespace, query)

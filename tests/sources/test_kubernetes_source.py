@@ -6,8 +6,10 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from enforcer.sources.base import EventType, source_from_spec
-from enforcer.sources.kubernetes import KubernetesSource
+from enforcer.sources.kubernetes import DEFAULT_KINDS, KubernetesSource
 from tests.fakeapi import FakeKubeAPI
 from tests.sources.builders import k8s_source, namespace, node, pod, policy
 from tests.sources.conftest import RunSource
@@ -181,9 +183,11 @@ def test_bookmarks_advance_the_resource_version(api: FakeKubeAPI, run_source: Ru
     assert source.relists["Pod"] == 0
 
 
+@pytest.mark.parametrize("gone_as_http_status", [False, True], ids=["error-event", "http-410"])
 def test_expired_history_relists_and_detects_deletions(
-    api: FakeKubeAPI, run_source: RunSource
+    api: FakeKubeAPI, run_source: RunSource, gone_as_http_status: bool
 ) -> None:
+    api.gone_as_http_status = gone_as_http_status
     seed(api)
     source = k8s_source(api)
     rec = run_source(source)
@@ -393,3 +397,45 @@ current-context: ctx
     rec = run_source(source)
     rec.wait(synced)
     assert_converged(rec, api)
+
+
+def test_services_and_endpoint_slices_on_request(api: FakeKubeAPI, run_source: RunSource) -> None:
+    seed(api)
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": "prod", "annotations": {"a": "b"}},
+            "spec": {
+                "selector": {"app": "web"},
+                "clusterIP": "10.96.0.10",
+                "ports": [{"port": 80, "targetPort": "http", "protocol": "TCP"}],
+            },
+        }
+    )
+    api.create(
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "web-abc",
+                "namespace": "prod",
+                "labels": {"kubernetes.io/service-name": "web"},
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.10"], "conditions": {"ready": True}}],
+            "ports": [{"name": "", "port": 8080, "protocol": "TCP"}],
+        }
+    )
+    source = k8s_source(api, kinds=(*DEFAULT_KINDS, "Service", "EndpointSlice"))
+    rec = run_source(source)
+    rec.wait(synced)
+    svc = rec.state[("Service", "prod", "web")]
+    assert svc["apiVersion"] == "v1" and svc["spec"]["clusterIP"] == "10.96.0.10"
+    assert "annotations" not in svc["metadata"]
+    eps = rec.state[("EndpointSlice", "prod", "web-abc")]
+    assert eps["apiVersion"] == "discovery.k8s.io/v1"
+    assert eps["endpoints"][0]["addresses"] == ["10.0.0.10"]
+    assert eps["metadata"]["labels"] == {"kubernetes.io/service-name": "web"}
+    api.delete("EndpointSlice", "web-abc", "prod")
+    rec.wait(lambda r: ("EndpointSlice", "prod", "web-abc") not in r.state)
