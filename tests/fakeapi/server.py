@@ -124,6 +124,7 @@ class FakeKubeAPI:
         # HTTP 200 then an ERROR event with a 410 Status (the default); served from etcd, the
         # request itself fails with HTTP 410. Clients must handle both.
         self.gone_as_http_status = gone_as_http_status
+        self.list_delay: dict[str, float] = {}  # kind -> seconds to wait before answering a list
         self.requests: list[RequestRecord] = []
         self._cond = threading.Condition()
         self._rv = 1000
@@ -539,6 +540,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._stream(api._watch(res, namespace, query))
         else:
+            delay = api.list_delay.get(res.kind)
+            if delay:
+                time.sleep(delay)
             code, body = api._list(res, namespace, query)
             self._send_json(code, body)
 

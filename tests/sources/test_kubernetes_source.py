@@ -237,6 +237,28 @@ def test_watch_expired_while_connected_relists(api: FakeKubeAPI, run_source: Run
     assert_converged(rec, api)
 
 
+def test_relist_before_the_first_sync_still_converges(
+    api: FakeKubeAPI, run_source: RunSource
+) -> None:
+    """Pods are listed and watched while the Node list is still slow; the pod watch expires
+    and pods are relisted (RESET) before the first SYNCED, which then covers both."""
+    seed(api)
+    api.list_delay["Node"] = 0.8
+    source = k8s_source(api)
+    rec = run_source(source)
+    api.wait_for_watches(1, kind="Pod")
+    api.delete("Pod", "db-0", "prod")
+    api.expire_history()  # the pod watch gets 410: relist while Node is still listing
+    rec.wait(lambda r: len(r.of("Pod", EventType.RESET)) == 1, what="pod RESET")
+    assert rec.synced == 0
+    rec.wait(synced, timeout=5, what="first SYNCED")
+    api.list_delay.clear()
+    rec.wait(lambda r: source.healthy and api.open_watches() == 4, what="all watching")
+    assert ("Pod", "prod", "db-0") not in rec.state
+    assert source.relists["Pod"] >= 1
+    assert_converged(rec, api)
+
+
 def test_dropped_connections_resume_without_duplicates_or_losses(
     api: FakeKubeAPI, run_source: RunSource
 ) -> None:
