@@ -250,10 +250,11 @@ class KubernetesSource:
     def _run_kind(self, kind: str, emit: Emit, stop: threading.Event) -> None:
         backoff = _Backoff(self.backoff_base, self.backoff_max)
         rv: str | None = None
+        list_from: str | None = "0"  # first list from the watch cache; after a 410, fresh
         while not stop.is_set():
             if rv is None:
                 try:
-                    items, rv = self._list(kind)
+                    items, rv = self._list(kind, list_from)
                 except Exception as exc:  # any failure: log, back off, retry
                     if stop.is_set():
                         return
@@ -277,6 +278,7 @@ class KubernetesSource:
                 self.relists[kind] += 1
                 self.log.info("watch expired, relisting", kind=kind, resource_version=rv)
                 rv = None
+                list_from = None
             elif outcome == "ok":
                 backoff.reset()
             else:
@@ -287,8 +289,13 @@ class KubernetesSource:
         self.errors[kind] += 1
         self.log.warning(f"{what} failed", kind=kind, error=f"{type(exc).__name__}: {exc}"[:300])
 
-    def _list(self, kind: str) -> tuple[list[dict[str, Any]], str]:
-        """A consistent, paged list: all pages come from one snapshot, else start over."""
+    def _list(self, kind: str, resource_version: str | None) -> tuple[list[dict[str, Any]], str]:
+        """A paged list whose pages all come from one snapshot (else start over).
+
+        `resource_version="0"` lets the API server answer from its watch cache, as client-go's
+        first list does: cheap for the server when every node's agent lists all pods, and the
+        watch that follows catches up. After a 410 the list must be fresh: None (a consistent
+        read), or the cache could hand back the state the watch just expired from."""
         wk = WATCHED_KINDS[kind]
         for _ in range(5):
             items: list[dict[str, Any]] = []
@@ -298,6 +305,8 @@ class KubernetesSource:
                     resp = self._list_fns[kind](
                         limit=self.page_size,
                         _continue=token,
+                        # The API refuses a resourceVersion together with a continue token.
+                        resource_version=None if token else resource_version,
                         _preload_content=False,
                         _request_timeout=(self.connect_timeout, 60.0),
                     )

@@ -364,6 +364,10 @@ class FakeKubeAPI:
     ) -> tuple[int, dict[str, Any]]:
         limit = int(query.get("limit") or 0)
         token = query.get("continue")
+        if token and query.get("resourceVersion"):
+            return 400, _status(
+                400, "BadRequest", "specifying resource version is not allowed when using continue"
+            )
         with self._cond:
             if token:
                 snap = self._snapshots.get(token)

@@ -69,6 +69,8 @@ def test_initial_sync_lists_every_kind_then_synced_once(
     assert source.healthy and source.last_sync_time is not None
     pod_lists = api.list_requests("Pod")
     assert len(pod_lists) == 2 and pod_lists[1].query.get("continue")
+    assert pod_lists[0].query.get("resourceVersion") == "0"  # from the watch cache
+    assert "resourceVersion" not in pod_lists[1].query  # the API refuses it with continue
 
     # Objects are camelCase dicts with kind/apiVersion filled in (list items lack them) and
     # stripped to what policy needs.
@@ -217,6 +219,8 @@ def test_expired_history_relists_and_detects_deletions(
             j += 1
         assert events[j].type is EventType.SYNCED
     assert all(source.relists[k] == 1 for k in KINDS)
+    # The relist is a consistent read (no resourceVersion), not the possibly stale cache.
+    assert "resourceVersion" not in api.list_requests("Pod")[-1].query
     assert ("Pod", "prod", "db-0") not in rec.state
     assert ("NetworkPolicy", "prod", "deny-all") not in rec.state
     assert ("Pod", "prod", "cache-0") in rec.state
