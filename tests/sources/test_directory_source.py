@@ -229,3 +229,18 @@ def test_source_from_spec_dir(folder: Path) -> None:
     assert source.describe() == f"dir:{folder}"
     with pytest.raises(ValueError):
         source_from_spec("nonsense", kubeconfig=None, node_name=None)
+
+
+def test_events_parse_to_what_the_model_loader_reads() -> None:
+    """The agent parses source events with parse_object; over the example cluster that must
+    give exactly the objects `enforcer analyze` loads from the same files."""
+    from enforcer.model.loader import load_paths, parse_object
+
+    folder = Path(__file__).resolve().parents[2] / "examples" / "three-tier"
+    rec = Recorder()
+    DirectorySource(folder).scan(rec)
+    parsed = {parse_object(e.obj) for e in rec.events if e.obj is not None}
+    parsed.discard(None)
+    loaded = load_paths([folder])
+    assert not loaded.errors
+    assert parsed == set(loaded.objects) and len(parsed) > 5

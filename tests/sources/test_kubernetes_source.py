@@ -327,7 +327,8 @@ def test_api_outage_then_recovery(api: FakeKubeAPI, run_source: RunSource) -> No
     api.update(namespace("dev", {"team": "b"}))
     time.sleep(0.5)  # several failed reconnects, backing off
     assert not source.healthy
-    assert sum(source.errors.values()) >= 4
+    # Retried, with backoff: a few attempts per kind, not a hot loop.
+    assert 4 <= sum(source.errors.values()) <= 4 * 25
     api.start()  # same port; the history still covers the outage: resume, no relist
     wait_until(lambda: source.healthy, timeout=10, what="healthy again")
     rec.wait(lambda r: ("Pod", "prod", "new") in r.state, what="pod from the outage")
@@ -465,3 +466,17 @@ def test_services_and_endpoint_slices_on_request(api: FakeKubeAPI, run_source: R
     assert eps["metadata"]["labels"] == {"kubernetes.io/service-name": "web"}
     api.delete("EndpointSlice", "web-abc", "prod")
     rec.wait(lambda r: ("EndpointSlice", "prod", "web-abc") not in r.state)
+
+
+def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
+    from enforcer.sources.kubernetes import _Backoff
+
+    b = _Backoff(0.1, 2.0)
+    for attempt in range(12):
+        bound = min(2.0, 0.1 * 2**attempt)
+        delay = b.next()
+        assert 0 <= delay <= bound
+    spread = [b.next() for _ in range(500)]
+    assert max(spread) <= 2.0 and max(spread) > 1.5 and min(spread) < 0.5  # jittered over [0, cap]
+    b.reset()
+    assert b.next() <= 0.1
