@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
 from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
 from pathlib import Path
@@ -157,16 +158,19 @@ def _check_inner_maps(outer_fd: int, path: Path, cfg: DatapathConfig) -> None:
 
 def ensure_bpffs(pin_root: Path) -> None:
     """Mount bpffs on /sys/fs/bpf when absent (Cilium #13254: unpinned state dies)."""
-    mounts = Path("/proc/self/mounts").read_text().splitlines()
-    bpf_mounts = [line.split()[1] for line in mounts if line.split()[2] == "bpf"]
-    if not any(str(pin_root).startswith(m.rstrip("/") + "/") for m in bpf_mounts):
-        if "/sys/fs/bpf" in bpf_mounts:
-            raise RuntimeError(f"{pin_root} is not below a bpffs mount")
-        import subprocess
+    def bpf_mounts() -> list[str]:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+        return [line.split()[1] for line in mounts if line.split()[2] == "bpf"]
 
+    def below_bpffs() -> bool:
+        return any(str(pin_root).startswith(m.rstrip("/") + "/") for m in bpf_mounts())
+
+    if below_bpffs():
+        return
+    if str(pin_root).startswith("/sys/fs/bpf/") and "/sys/fs/bpf" not in bpf_mounts():
         subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True)
-        if not str(pin_root).startswith("/sys/fs/bpf/"):
-            raise RuntimeError(f"{pin_root} is not below a bpffs mount")
+    if not below_bpffs():
+        raise RuntimeError(f"{pin_root} is not below a bpffs mount")
 
 
 def addr_bytes(ip: IPAddress) -> bytes:

@@ -180,6 +180,10 @@ class Datapath:
             self._put("pol_outer", U32.pack(endpoint_id), U32.pack(inner_fd))
         finally:
             os.close(inner_fd)  # the outer map holds the reference now
+        # Monotonic per interface even if another process (an older agent) wrote meanwhile:
+        # a reused number would make stale conntrack entries look current.
+        current = self._maps["ep_config"].lookup(U32.pack(ifindex))
+        self._generation = max(self._generation, EP_CONFIG.unpack(current)[1] if current else 0)
         self._generation += 1
         generation = self._generation
         self._put("ep_config", U32.pack(ifindex), EP_CONFIG.pack(endpoint_id, generation, 0, 0))

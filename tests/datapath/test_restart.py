@@ -8,6 +8,7 @@ import dataclasses
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -111,6 +112,35 @@ def test_reopen_and_replace_under_load_loses_nothing(routed_env: Env, pin_root: 
     # one) was lost during the restart.
     assert drops(DropReason.POLICY_DENIED) - denied_before == results["denied"]
     assert drops() - drops_before == results["denied"]
+
+
+CHILD = """
+import sys
+from pathlib import Path
+from enforcer.datapath import Datapath
+from enforcer.datapath.types import Direction, EndpointPolicy, PolicyEntry
+from tests.conftest import KERNEL_TEST_CONFIG
+dp = Datapath.open(Path(sys.argv[1]), KERNEL_TEST_CONFIG)
+policy = EndpointPolicy(True, False, frozenset({PolicyEntry(Direction.INGRESS, 77, 6, 443, 443)}))
+print(dp.set_endpoint(int(sys.argv[2]), 4242, policy))
+"""
+
+
+def test_state_written_by_an_exited_process_stays_reachable(datapath: Datapath,
+                                                            pin_root: Path) -> None:
+    """Inner policy maps are not pinned: the outer map keeps them alive and reachable."""
+    ifindex = 999_999  # no such interface: only the maps are exercised
+    out = subprocess.run([sys.executable, "-c", CHILD, str(pin_root), str(ifindex)],
+                         capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    generation = int(out.stdout.strip().splitlines()[-1])
+    try:
+        state = datapath.endpoints()[ifindex]
+        assert state.endpoint_id == 4242 and state.generation == generation
+        assert state.policy == EndpointPolicy(True, False, frozenset({
+            PolicyEntry(Direction.INGRESS, 77, PROTO_TCP, 443, 443)}))
+    finally:
+        datapath.remove_endpoint(ifindex)
 
 
 def test_pins_with_another_layout_are_refused(datapath: Datapath, pin_root: Path) -> None:
