@@ -480,3 +480,28 @@ def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
     assert max(spread) <= 2.0 and max(spread) > 1.5 and min(spread) < 0.5  # jittered over [0, cap]
     b.reset()
     assert b.next() <= 0.1
+
+
+def test_in_cluster_config_is_used_in_a_pod(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a pod (KUBERNETES_SERVICE_HOST set, no --kubeconfig): the service account's token and
+    CA, over HTTPS to the service address."""
+    from kubernetes.config import incluster_config
+
+    token = tmp_path / "token"
+    token.write_text("sa-token")
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(ca))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    source = source_from_spec("k8s", kubeconfig=None, node_name="node-a")
+    assert isinstance(source, KubernetesSource)
+    cfg = source.api_client.configuration
+    assert cfg.host == "https://10.96.0.1:443"
+    assert cfg.ssl_ca_cert == str(ca)
+    assert cfg.api_key["BearerToken"] == "bearer sa-token"
+    assert cfg.refresh_api_key_hook is not None  # rotated service account tokens are re-read
+    assert "in-cluster" in source.describe()
