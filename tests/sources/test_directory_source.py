@@ -220,7 +220,8 @@ def test_change_is_seen_within_a_few_polls(folder: Path, run_source: RunSource) 
         write(folder / f"p{i}.yaml", pod(f"p{i}", "prod"))
         rec.wait(lambda r, i=i: ("Pod", "prod", f"p{i}") in r.state)
         delays.append(time.monotonic() - began)
-    assert max(delays) < 0.35, delays
+    delays.sort()
+    assert delays[2] < 0.25 and delays[-1] < 0.5, delays  # median about one poll
 
 
 def test_source_from_spec_dir(folder: Path) -> None:
