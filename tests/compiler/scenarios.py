@@ -201,9 +201,13 @@ def _first_ip(pod: Pod, family: int) -> IPAddress | None:
     return ips[0] if ips else None
 
 
-def model_verdicts(state: ClusterState) -> dict[tuple, bool]:
-    """Every probe the model can judge unambiguously: probe tuple -> allowed."""
-    out: dict[tuple, bool] = {}
+def probes(state: ClusterState) -> list[tuple[tuple, tuple]]:
+    """Every connection the model can judge unambiguously, as (probe, model question).
+
+    A probe is (src key | None, src IP, dst key | None, dst IP, protocol, port), None being an
+    address that is not an endpoint pod.
+    """
+    out: list[tuple[tuple, tuple]] = []
     endpoints = [p for p in state.pods.values() if state.is_endpoint(p)]
     for src in endpoints:
         for dst in endpoints:
@@ -214,17 +218,34 @@ def model_verdicts(state: ClusterState) -> dict[tuple, bool]:
                 if state.pods_by_ip(src_ip) != src.key or state.pods_by_ip(dst_ip) != dst.key:
                     continue  # an IP two live pods claim: only its newest owner is addressable
                 for protocol, port in PROBE_PORTS:
-                    verdict = evaluate(state, src.key, dst.key, port, protocol, family)
-                    out[(src.key, src_ip, dst.key, dst_ip, protocol, port)] = verdict.allowed
+                    probe = (src.key, src_ip, dst.key, dst_ip, protocol, port)
+                    out.append((probe, ("pods", src.key, dst.key, port, protocol, family)))
     outside = [ip for ip in (*EXTERNAL_IPS, *V4_POOL, *V6_POOL) if state.pods_by_ip(ip) is None]
     for pod in endpoints:
         for ip in outside:
             own = _first_ip(pod, ip.version) or ip
             for protocol, port in PROBE_PORTS:
-                out[(pod.key, own, None, ip, protocol, port)] = evaluate_ip(
-                    state, pod.key, ip, port, protocol, EGRESS
-                ).allowed
-                out[(None, ip, pod.key, own, protocol, port)] = evaluate_ip(
-                    state, pod.key, ip, port, protocol, INGRESS
-                ).allowed
+                out.append(
+                    (
+                        (pod.key, own, None, ip, protocol, port),
+                        ("ip", pod.key, ip, port, protocol, EGRESS),
+                    )
+                )
+                out.append(
+                    (
+                        (None, ip, pod.key, own, protocol, port),
+                        ("ip", pod.key, ip, port, protocol, INGRESS),
+                    )
+                )
+    return out
+
+
+def model_verdicts(state: ClusterState) -> dict[tuple, bool]:
+    """probe -> the model's verdict, for every probe of `probes`."""
+    out = {}
+    for probe, question in probes(state):
+        if question[0] == "pods":
+            out[probe] = evaluate(state, *question[1:]).allowed
+        else:
+            out[probe] = evaluate_ip(state, *question[1:]).allowed
     return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import ip_network
 
 from enforcer.compiler import (
     CompileDelta,
@@ -31,15 +30,19 @@ from enforcer.model.objects import IPAddress
 class Datapath:
     identities: dict[IPNetwork, int] = field(default_factory=dict)
     policies: dict[str, EndpointPolicy] = field(default_factory=dict)
+    # Lookup caches (not state): the LPM index is dropped on every identity write.
+    _lpm: dict | None = field(default=None, compare=False, repr=False)
+    _indexed: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, identities: Mapping[IPNetwork, int], policies: Mapping[str, EndpointPolicy]):
         return cls(dict(identities), dict(policies))
 
     def copy(self) -> Datapath:
-        return Datapath(dict(self.identities), dict(self.policies))
+        return Datapath(dict(self.identities), dict(self.policies), _indexed=self._indexed)
 
     def apply(self, delta: CompileDelta) -> None:
+        self._lpm = None
         for prefix, ident in delta.identity_changes.items():
             if ident is None:
                 del self.identities[prefix]
@@ -53,6 +56,7 @@ class Datapath:
         if isinstance(step, WritePolicy):
             self.policies[step.pod_key] = step.policy
         elif isinstance(step, WriteIdentity):
+            self._lpm = None
             if step.identity is None:
                 del self.identities[step.prefix]
             else:
@@ -63,11 +67,32 @@ class Datapath:
             assert isinstance(step, FlushConntrack)
 
     def lookup(self, ip: IPAddress) -> int:
-        for length in range(ip.max_prefixlen, -1, -1):
-            ident = self.identities.get(ip_network((ip, length), strict=False))
+        """Longest-prefix match, the way the kernel's LPM trie answers."""
+        if self._lpm is None:
+            self._lpm = {
+                (
+                    n.version,
+                    n.prefixlen,
+                    int(n.network_address) >> (n.max_prefixlen - n.prefixlen),
+                ): i
+                for n, i in self.identities.items()
+            }
+        value, top = int(ip), ip.max_prefixlen
+        for length in range(top, -1, -1):
+            ident = self._lpm.get((ip.version, length, value >> (top - length)))
             if ident is not None:
                 return ident
         return IDENTITY_WORLD
+
+    def _entries(self, policy: EndpointPolicy) -> dict[tuple[Direction, int], list]:
+        index = self._indexed.get(id(policy))
+        if index is None or index[0] is not policy:
+            grouped: dict[tuple[Direction, int], list] = {}
+            for e in policy.entries:
+                grouped.setdefault((e.direction, e.peer), []).append(e)
+            index = (policy, grouped)
+            self._indexed[id(policy)] = index
+        return index[1]
 
     def direction_allows(
         self, pod_key: str, direction: Direction, peer_ip: IPAddress, protocol: str, port: int
