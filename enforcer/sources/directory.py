@@ -35,6 +35,7 @@ import yaml
 
 from enforcer import log
 from enforcer.sources.base import KNOWN_KINDS, Emit, EventType, SourceEvent, object_key
+from enforcer.sources.gcpause import gc_paused
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 NAMESPACED_KINDS = frozenset({"Pod", "NetworkPolicy", "Service", "EndpointSlice"})
@@ -55,6 +56,7 @@ class ManifestError(Exception):
 
 @dataclass
 class _File:
+    rel: str  # path relative to the source's root: the sort key for "last file wins"
     stat: tuple[int, int]  # (mtime_ns, size)
     digest: bytes
     objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
@@ -64,7 +66,8 @@ class _File:
 def parse_manifests(text: str, origin: str) -> tuple[dict[Key, dict[str, Any]], list[str]]:
     """The kept objects of one file by key, and notes on what was skipped. Raises ManifestError."""
     try:
-        docs = _documents(text, origin)
+        with gc_paused():
+            docs = _documents(text, origin)
     except (yaml.YAMLError, ValueError) as exc:
         raise ManifestError(f"{origin}: cannot parse: {exc}") from exc
     objects: dict[Key, dict[str, Any]] = {}
@@ -177,7 +180,7 @@ class DirectorySource:
         return found
 
     def _rel(self, path: Path) -> str:
-        return path.name if self.path.is_file() else str(path.relative_to(self.path))
+        return path.name if path == self.path else str(path.relative_to(self.path))
 
     def scan(self, emit: Emit) -> bool:
         """Read what changed since the last scan and emit the differences. True if any."""
@@ -185,7 +188,7 @@ class DirectorySource:
         touched: set[Key] = set()
         for gone in [p for p in self._files if p not in paths]:
             old = self._files.pop(gone)
-            self.file_errors.pop(self._rel(gone), None)
+            self.file_errors.pop(old.rel, None)
             self._set_holder(gone, old.objects, {}, touched)
         for path in paths:
             self._read(path, touched)
@@ -210,11 +213,12 @@ class DirectorySource:
             return
         rel = self._rel(path)
         try:
-            objects, notes = parse_manifests(data.decode("utf-8"), rel)
+            with gc_paused():  # nested with the one inside: counted
+                objects, notes = parse_manifests(data.decode("utf-8"), rel)
         except (ManifestError, UnicodeDecodeError) as exc:
             # Keep the previous objects; do not retry this exact content (stat/digest stored).
             kept = prev.objects if prev is not None else {}
-            self._files[path] = _File(stat, digest, kept, str(exc))
+            self._files[path] = _File(rel, stat, digest, kept, str(exc))
             self.file_errors[rel] = str(exc)
             self.log.warning(
                 "manifest file unreadable, keeping its previous objects",
@@ -228,7 +232,7 @@ class DirectorySource:
         if prev is not None and prev.error:
             self.log.info("manifest file readable again", file=rel)
         self.file_errors.pop(rel, None)
-        self._files[path] = _File(stat, digest, objects)
+        self._files[path] = _File(rel, stat, digest, objects)
         self._set_holder(path, prev.objects if prev else {}, objects, touched)
 
     def _set_holder(
@@ -252,7 +256,10 @@ class DirectorySource:
         holders = self._holders.get(key)
         if not holders:
             return None
-        last = max(holders, key=self._rel)  # the last file in sorted order wins
+        if len(holders) == 1:
+            (only,) = holders
+            return self._files[only].objects[key]
+        last = max(holders, key=lambda p: self._files[p].rel)  # the last file in order wins
         return self._files[last].objects[key]
 
     def _emit_changes(self, touched: set[Key], emit: Emit) -> bool:
