@@ -153,6 +153,10 @@ class DirectorySource:
                 self._healthy = False
                 stop.wait(self.interval)
                 continue
+            except Exception:  # a bug (or the consumer failing): keep polling, say so
+                self.log.exception("scan failed", path=str(self.path))
+                stop.wait(self.interval)
+                continue
             if not self._healthy:
                 self._healthy = True
                 self.log.info("reading manifests", path=str(self.path), files=len(self._files))

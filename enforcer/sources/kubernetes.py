@@ -234,7 +234,14 @@ class KubernetesSource:
                     stop.wait(backoff.next())
                     continue
                 self._ok[kind] = True
-                self._deliver_list(kind, items, emit)
+                try:
+                    self._deliver_list(kind, items, emit)
+                except Exception:  # the consumer failed: keep the thread, relist later
+                    self.log.exception("delivering the list failed", kind=kind)
+                    self._listed.add(kind)  # so the relist starts with RESET
+                    rv = None
+                    stop.wait(backoff.next())
+                    continue
                 backoff.reset()
             try:
                 rv, outcome = self._watch(kind, rv, emit, stop)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from enforcer.sources.base import EventType, source_from_spec
+from enforcer.sources.base import EventType, SourceEvent, source_from_spec
 from enforcer.sources.kubernetes import DEFAULT_KINDS, KubernetesSource
 from tests.fakeapi import FakeKubeAPI
 from tests.sources.builders import k8s_source, namespace, node, pod, policy
@@ -505,3 +505,28 @@ def test_in_cluster_config_is_used_in_a_pod(
     assert cfg.api_key["BearerToken"] == "bearer sa-token"
     assert cfg.refresh_api_key_hook is not None  # rotated service account tokens are re-read
     assert "in-cluster" in source.describe()
+
+
+def test_a_failing_consumer_does_not_kill_the_watch(api: FakeKubeAPI) -> None:
+    seed(api)
+    rec = Recorder()
+    failures = [1]
+
+    def flaky(event: SourceEvent) -> None:
+        if failures and event.kind == "Pod":
+            failures.pop()
+            raise RuntimeError("consumer bug")
+        rec(event)
+
+    source = k8s_source(api)
+    stop = threading.Event()
+    t = threading.Thread(target=source.run, args=(flaky, stop))
+    t.start()
+    try:
+        rec.wait(synced, what="SYNCED despite the failure")
+        api.create(pod("after", "prod", {}, "10.0.0.60"))
+        rec.wait(lambda r: ("Pod", "prod", "after") in r.state, what="still watching")
+        assert_converged(rec, api)
+    finally:
+        stop.set()
+        t.join(5)
