@@ -8,7 +8,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
@@ -139,10 +139,10 @@ def udp_roundtrip(src: Pod, dst: Pod, family: int, port: int, timeout: float = 0
         s.close()
 
 
-def wait_until(pred: object, timeout: float = 3.0, interval: float = 0.05) -> bool:
+def wait_until(pred: Callable[[], bool], timeout: float = 3.0, interval: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if pred():  # type: ignore[operator]
+        if pred():
             return True
         time.sleep(interval)
     return False

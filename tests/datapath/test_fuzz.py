@@ -27,7 +27,9 @@ from scapy.all import (
     raw,
 )
 
+from enforcer.datapath import Datapath
 from enforcer.datapath.types import PROTO_TCP, Direction, EndpointPolicy, PolicyEntry
+from enforcer.topology import Pod, Topology
 from tests.datapath.conftest import Env
 from tests.datapath.net import Capture, Injector, TcpServer, next_hop_mac, tcp_connect
 
@@ -126,8 +128,8 @@ class Oracle:
         return bool(l4len)
 
 
-def templates(src: object, dst: object) -> list[bytes]:
-    s4, d4, s6, d6 = str(src.ipv4), str(dst.ipv4), str(src.ipv6), str(dst.ipv6)  # type: ignore[attr-defined]
+def templates(src: Pod, dst: Pod) -> list[bytes]:
+    s4, d4, s6, d6 = str(src.ipv4), str(dst.ipv4), str(src.ipv6), str(dst.ipv6)
     pkts = [
         IP(src=s4, dst=d4) / TCP(sport=1234, dport=80, flags="S"),
         IP(src=s4, dst=d4) / TCP(sport=1234, dport=81, flags="S"),
@@ -164,12 +166,9 @@ def mutate(rng: random.Random, body: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_fuzzed_frames_never_pass_what_the_tables_deny(datapath: object, seed: int) -> None:
-    from enforcer.topology import Topology
-    from tests.datapath.conftest import Env as EnvType
-
+def test_fuzzed_frames_never_pass_what_the_tables_deny(datapath: Datapath, seed: int) -> None:
     with Topology("bridged") as topo:
-        env: Env = EnvType(topo, datapath)  # type: ignore[arg-type]
+        env = Env(topo, datapath)
         try:
             _fuzz(env, seed)
         finally:

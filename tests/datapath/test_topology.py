@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from enforcer.topology import Topology
+from enforcer.topology import Mode, Topology
 from tests.datapath.net import TcpServer, tcp_connect, wait_until
 
 pytestmark = pytest.mark.kernel
 
 
 @pytest.mark.parametrize("mode", ["routed", "bridged"])
-def test_pods_reach_each_other_across_nodes(mode: str) -> None:
-    with Topology(mode, nodes=2) as topo:  # type: ignore[arg-type]
+def test_pods_reach_each_other_across_nodes(mode: Mode) -> None:
+    with Topology(mode, nodes=2) as topo:
         a, b, c = topo.add_pod(0), topo.add_pod(0), topo.add_pod(1)
         names = set(topo.namespaces)
         assert all(Path("/run/netns", n).exists() for n in names)
