@@ -350,6 +350,7 @@ class KubernetesSource:
             return rv, "ok"
         self._ok[kind] = True
         started = time.monotonic()
+        quick = min(1.0, timeout / 2)  # a stream that ends sooner than this ended "right away"
         received = 0
         complete = False  # the server ended the stream: the connection can be reused
         try:
@@ -395,7 +396,7 @@ class KubernetesSource:
             )
             # A stream that was up a while (or delivered events) resumes at once; one that
             # breaks right away backs off, so a flapping server is not hammered.
-            return rv, "ok" if received or time.monotonic() - started > 1.0 else "error"
+            return rv, "ok" if received or time.monotonic() - started > quick else "error"
         finally:
             with self._responses_lock:
                 self._responses.pop(kind, None)
@@ -403,7 +404,9 @@ class KubernetesSource:
                 resp.release_conn()
             else:  # unread data may follow: never hand this connection back to the pool
                 _abort(resp)
-        return rv, "ok"
+        # A clean end, normally the server-side timeout; one right away (a proxy closing
+        # streams) backs off like a drop would.
+        return rv, "ok" if received or time.monotonic() - started > quick else "error"
 
 
 def _abort(resp: Any) -> None:

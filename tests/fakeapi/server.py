@@ -125,6 +125,7 @@ class FakeKubeAPI:
         # request itself fails with HTTP 410. Clients must handle both.
         self.gone_as_http_status = gone_as_http_status
         self.list_delay: dict[str, float] = {}  # kind -> seconds to wait before answering a list
+        self.max_watch_seconds: float | None = None  # cap on timeoutSeconds (0: end at once)
         self.requests: list[RequestRecord] = []
         self._cond = threading.Condition()
         self._rv = 1000
@@ -406,6 +407,8 @@ class FakeKubeAPI:
         rv_param = query.get("resourceVersion", "")
         bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
         timeout = float(query.get("timeoutSeconds") or 1800)
+        if self.max_watch_seconds is not None:
+            timeout = min(timeout, self.max_watch_seconds)
         deadline = time.monotonic() + timeout
 
         def visible(ev: WatchEvent) -> bool:
@@ -503,6 +506,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # As Go's net/http does: no Nagle delay on small writes (watch events, final chunks).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.server.api._cond:
             self.server.api._connections.add(self.connection)
 

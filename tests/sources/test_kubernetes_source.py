@@ -387,6 +387,24 @@ def test_watch_timeout_resumes_cleanly(api: FakeKubeAPI, run_source: RunSource) 
     assert source.healthy
 
 
+def test_streams_that_end_at_once_are_retried_with_backoff(
+    api: FakeKubeAPI, run_source: RunSource
+) -> None:
+    seed(api)
+    api.max_watch_seconds = 0  # e.g. a proxy closing every stream: clean, but immediate
+    source = k8s_source(api)
+    rec = run_source(source)
+    rec.wait(synced)
+    time.sleep(1.0)
+    n = len(api.watch_requests("Pod"))
+    # Backing off (0.05 s doubling to 0.3 s, jittered): a few per second, not a hot loop.
+    assert 2 <= n <= 20, n
+    assert source.healthy  # a clean end is not an outage
+    api.max_watch_seconds = None
+    api.create(pod("after", "prod", {}, "10.0.0.70"))
+    rec.wait(lambda r: ("Pod", "prod", "after") in r.state, timeout=5)
+
+
 def test_stop_returns_promptly_with_open_watches(api: FakeKubeAPI) -> None:
     seed(api)
     source = k8s_source(api)
