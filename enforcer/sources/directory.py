@@ -15,8 +15,9 @@ Rules (written for users in the README too):
   that happens to fall on a document boundary still parses, so write files atomically: write to
   a temporary name (hidden, or without a manifest suffix, e.g. `.pods.yaml.tmp`) and rename it
   into place. Hidden files and directories (leading `.`) are ignored.
-- Changes are found by polling (default every 100 ms): a file whose mtime and size did not
-  change is not read again; one that did is re-read and ignored if its content hash is the same.
+- Changes are found by polling (default every 100 ms): a file whose mtime, size and inode did
+  not change is not read again; one that did is re-read and ignored if its content hash is the
+  same. A mounted ConfigMap works: its atomic `..data` symlink swap is seen as a change.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class ManifestError(Exception):
 @dataclass
 class _File:
     rel: str  # path relative to the source's root: the sort key for "last file wins"
-    stat: tuple[int, int]  # (mtime_ns, size)
+    stat: tuple[int, int, int]  # (mtime_ns, size, inode): a rename or symlink swap changes it
     digest: bytes
     objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
     error: str | None = None  # the current content's parse error (previous objects kept)
@@ -176,7 +177,15 @@ class DirectorySource:
         if self.path.is_file():
             return [self.path]
         found = []
+        seen: set[tuple[int, int]] = set()  # folders by (device, inode): symlink loops end
         for root, dirs, files in os.walk(self.path, followlinks=True):
+            st = os.stat(root)
+            if (st.st_dev, st.st_ino) in seen:
+                dirs[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            # Hidden folders are skipped, which also skips a mounted ConfigMap's `..data`
+            # and timestamped folders; its visible files are symlinks into them, followed.
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             for name in files:
                 if not name.startswith(".") and name.lower().endswith(MANIFEST_SUFFIXES):
@@ -201,7 +210,7 @@ class DirectorySource:
     def _read(self, path: Path, touched: set[Key]) -> None:
         try:
             st = path.stat()
-            stat = (st.st_mtime_ns, st.st_size)
+            stat = (st.st_mtime_ns, st.st_size, st.st_ino)
             prev = self._files.get(path)
             if prev is not None and prev.stat == stat:
                 return
@@ -209,7 +218,7 @@ class DirectorySource:
             after = path.stat()
         except FileNotFoundError:
             return  # removed between listing and reading: the next scan sees it gone
-        if (after.st_mtime_ns, after.st_size) != stat:
+        if (after.st_mtime_ns, after.st_size, after.st_ino) != stat:
             return  # being written right now: read it on a later poll
         digest = hashlib.sha256(data).digest()
         if prev is not None and prev.digest == digest:

@@ -245,3 +245,24 @@ def test_events_parse_to_what_the_model_loader_reads() -> None:
     loaded = load_paths([folder])
     assert not loaded.errors
     assert parsed == set(loaded.objects) and len(parsed) > 5
+
+
+def test_mounted_configmap_symlink_swap(folder: Path, run_source: RunSource) -> None:
+    """The kubelet's layout: files are symlinks through `..data` to a timestamped folder, and
+    an update swaps `..data` atomically to a new folder."""
+
+    def version(tag: str, labels: dict[str, str]) -> None:
+        d = folder / f"..2026_{tag}"
+        d.mkdir()
+        (d / "pods.yaml").write_text(yaml.safe_dump(pod("web", "prod", labels)))
+        (folder / "..data_tmp").symlink_to(d.name)
+        os.replace(folder / "..data_tmp", folder / "..data")
+
+    version("a", {"v": "1"})
+    (folder / "pods.yaml").symlink_to("..data/pods.yaml")
+    (folder / "loop").symlink_to(".", target_is_directory=True)  # a loop must not hang a scan
+    _, rec = start(run_source, folder)
+    assert rec.labels("Pod", "web", "prod") == {"v": "1"}
+    version("b", {"v": "2"})
+    rec.wait(lambda r: r.labels("Pod", "web", "prod") == {"v": "2"}, what="swap seen")
+    assert [e.type for e in rec.of("Pod")] == [EventType.ADDED, EventType.MODIFIED]
