@@ -95,10 +95,12 @@ def _sctp_seen(cap: socket.socket, src: IPAddress | None, dst_port: int, timeout
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            frame = cap.recv(65535)
+            frame, addr = cap.recvfrom(65535)
         except BlockingIOError:
             time.sleep(0.005)
             continue
+        if addr[2] == socket.PACKET_OUTGOING:
+            continue  # the capture also sees what the pod itself sends (hairpins)
         ethertype = struct.unpack("!H", frame[12:14])[0]
         if ethertype == 0x0800 and frame[14 + 9] == PROTO_SCTP:
             ihl = (frame[14] & 0x0F) * 4

@@ -152,7 +152,12 @@ def add_pods(
         node_cmds = [f"link add {p.host_ifname} type veth peer name eth0 netns {p.netns}"]
         pod_cmds = ["link set lo up", "link set eth0 up"]
         if topology == "bridged":
-            node_cmds += [f"link set {p.host_ifname} master {BRIDGE}"]
+            # Hairpin mode, as the bridge CNI sets it for kubelet: a pod reaching itself
+            # through its Service is bridged back out of the port it came in on.
+            node_cmds += [
+                f"link set {p.host_ifname} master {BRIDGE}",
+                f"link set {p.host_ifname} type bridge_slave hairpin on",
+            ]
         else:
             # The gateway lives on every host veth (as Calico's does), so the pod's ARP/ND for
             # it is answered by the node itself.
