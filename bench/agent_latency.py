@@ -173,6 +173,12 @@ class Node:
     def fresh_pods(self) -> None:
         """Pod namespaces with new veths that carry no program, and the port server in them."""
         self._stop(self.server)
+        # Delete the veths first: a namespace's devices go asynchronously after `netns del`,
+        # and a host-side name still taken would fail the re-creation.
+        present = topo.run(["ip", "-n", self.node.netns, "-o", "link", "show"])
+        for p in self.pods.values():
+            if f" {p.host_ifname}@" in present:
+                topo.run(["ip", "-n", self.node.netns, "link", "del", p.host_ifname])
         topo.delete_netns(p.netns for p in self.pods.values())
         topo.add_pods(list(self.pods.values()), {NODE: self.node}, [self.node], "routed")
         spec = self.workdir / "serve.json"

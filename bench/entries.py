@@ -405,7 +405,7 @@ BENCHMARKS: list[Benchmark] = [
             "latency_size": [1_000, 200],
             "scale_sizes": [[1_000, 200]],
             "changes": 3,
-            "cold_starts": 1,
+            "cold_starts": 2,  # the second one re-creates pods and pins: that path is tested
         },
         collect=_agent_collect,
         promises=_agent_promises,
