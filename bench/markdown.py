@@ -28,7 +28,7 @@ def _num(v: float) -> str:
     if abs(v) >= 100:
         return f"{v:,.0f}"
     if abs(v) >= 10:
-        return f"{v:.1f}"
+        return f"{v:.1f}".removesuffix(".0")
     return f"{v:.3g}"
 
 
@@ -65,6 +65,87 @@ def figure_row(f: Mapping[str, Any]) -> str:
     return f"| {name} | {_config(f['params'])} | {shown} | {_target(f)} |"
 
 
+# The headline table: (label, figure name, params it must have). Among several matches (other
+# cluster sizes) the one at 10,000 pods wins, else the largest.
+HEADLINE: list[tuple[str, str, dict[str, Any]]] = [
+    (
+        "TCP throughput, ours, 10,000 rules",
+        "datapath.tcp_throughput",
+        {"variant": "ours", "rules": 10000},
+    ),
+    (
+        "TCP throughput, iptables + ipset, 10,000 rules",
+        "datapath.tcp_throughput",
+        {"variant": "iptables", "rules": 10000},
+    ),
+    (
+        "UDP packet rate, ours, 10,000 rules",
+        "datapath.udp_packet_rate",
+        {"variant": "ours", "rules": 10000},
+    ),
+    (
+        "UDP packet rate, iptables + ipset, 10,000 rules",
+        "datapath.udp_packet_rate",
+        {"variant": "iptables", "rules": 10000},
+    ),
+    (
+        "new connections, ours, 10,000 rules",
+        "datapath.connection_rate",
+        {"variant": "ours", "rules": 10000},
+    ),
+    (
+        "new connections, iptables + ipset, 10,000 rules",
+        "datapath.connection_rate",
+        {"variant": "iptables", "rules": 10000},
+    ),
+    ("program run time per packet, 1 rule", "datapath.program_time_per_packet", {"rules": 1}),
+    (
+        "program run time per packet, 10,000 rules",
+        "datapath.program_time_per_packet",
+        {"rules": 10000},
+    ),
+    ("pod add to enforced", "agent.event_to_enforced", {"event": "pod_add"}),
+    ("label change to enforced", "agent.event_to_enforced", {"event": "label_change"}),
+    ("policy change to enforced", "agent.event_to_enforced", {"event": "policy_change"}),
+    ("agent compute per pod add", "agent.event_compute_time", {"event": "pod_add"}),
+    ("agent cold start to full enforcement", "agent.cold_start_time", {}),
+    ("agent memory (RSS) when enforcing", "agent.rss", {}),
+    ("model load + resolve", "model.load_resolve_time", {}),
+    ("model peak memory", "model.peak_rss", {}),
+    ("`lab up` of the upstream model", "lab.up_time", {}),
+    ("one `lab probe` (81 pairs), all allowed", "lab.probe_time", {"policy": "none"}),
+]
+
+
+def _pick(figures: list[Mapping[str, Any]], name: str, need: Mapping[str, Any]) -> Any:
+    found = [
+        f
+        for f in figures
+        if f["name"] == name and all(f["params"].get(k) == v for k, v in need.items())
+    ]
+    if not found:
+        return None
+    at_10k = [f for f in found if f["params"].get("pods") == 10_000]
+    return (at_10k or sorted(found, key=lambda f: f["params"].get("pods", 0)))[-1]
+
+
+def headline_rows(figures: list[Mapping[str, Any]]) -> list[str]:
+    rows = []
+    for label, name, need in HEADLINE:
+        f = _pick(figures, name, need)
+        if f is None:
+            continue
+        size = f", {f['params']['pods']:,} pods" if "pods" in f["params"] else ""
+        if f["ratio"] is not None:
+            result = f"**{f['ratio']:.2f} x** no program"
+        elif f["target"] and f["target"]["statistic"] == "p99":
+            result = f"median {_num(f['median'])} {f['unit']}, p99 {_num(f['p99'])} {f['unit']}"
+        else:
+            result = f"{_num(f['median'])} {f['unit']}"
+        rows.append(f"| {label}{size} | {result} | {_target(f)} | `{f['command']}` |")
+    return rows
+
+
 def performance_section(doc: Mapping[str, Any], plots_dir: str = "bench/results") -> str:
     m = doc["machine"]
     lines = [
@@ -79,9 +160,16 @@ def performance_section(doc: Mapping[str, Any], plots_dir: str = "bench/results"
         "the machine are in `bench/results/latest.json` (schema: `bench/README.md`).",
         "",
     ]
+    figures = doc["figures"]
+    lines += [
+        "| what | result | target | command |",
+        "| --- | --- | --- | --- |",
+        *headline_rows(figures),
+        "",
+    ]
     for p in doc["plots"]:
         lines += [f"![{PLOT_TITLES.get(p, p)}]({plots_dir}/{p})", ""]
-    figures = doc["figures"]
+    lines += ["<details><summary>Every figure of the run</summary>", ""]
     for b in doc["benchmarks"]:
         mine = [f for f in figures if f["benchmark"] == b["name"]]
         lines += [f"### {b['name'].replace('_', ' ')}", "", f"`{b['command']}`", ""]
@@ -96,6 +184,7 @@ def performance_section(doc: Mapping[str, Any], plots_dir: str = "bench/results"
             *(figure_row(f) for f in mine),
             "",
         ]
+    lines += ["</details>"]
     return "\n".join(lines)
 
 
