@@ -139,8 +139,12 @@ class Topology:
         i = len(self.nodes)
         ns = self._new_netns(f"{self.prefix}-n{i}")
         sysctl(ns, {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"})
-        node = Node(ns, i, IPv4Address(f"10.255.0.{i + 1}"), IPv6Address(f"fd00:255::{i + 1}"),
-                    IPv4Network(f"10.244.{i}.0/24"), IPv6Network(f"fd00:244:{i}::/64"))
+        # Benchmarking ranges (RFC 2544 198.18.0.0/15, RFC 5180 2001:2::/48): never routed,
+        # and apart from the lab's 198.18.1-199.x and 198.19.255.x.
+        node = Node(ns, i, IPv4Address(f"198.19.254.{i + 1}"),
+                    IPv6Address(f"2001:2:0:fe00::{i + 1}"),
+                    IPv4Network(f"198.18.{200 + i}.0/24"),
+                    IPv6Network(f"2001:2:0:f2{i:02x}::/64"))
         ip("addr", "add", f"{node.ipv4}/32", "dev", "lo", netns=ns)
         ip("addr", "add", f"{node.ipv6}/128", "dev", "lo", netns=ns)
         if self.mode == "bridged":
@@ -195,8 +199,8 @@ class Topology:
             ip("link", "add", "fab0", "type", "veth", "peer", "name", port, "netns", fabric,
                netns=node.netns)
             ip("link", "set", port, "master", FABRIC_BRIDGE, "up", netns=fabric)
-            node.fabric4 = IPv4Address(f"10.255.1.{node.index + 1}")
-            node.fabric6 = IPv6Address(f"fd00:255:1::{node.index + 1}")
+            node.fabric4 = IPv4Address(f"198.19.253.{node.index + 1}")
+            node.fabric6 = IPv6Address(f"2001:2:0:fd00::{node.index + 1}")
             ip("addr", "add", f"{node.fabric4}/24", "dev", "fab0", netns=node.netns)
             ip("addr", "add", f"{node.fabric6}/64", "dev", "fab0", "nodad", netns=node.netns)
             ip("link", "set", "fab0", "up", netns=node.netns)
