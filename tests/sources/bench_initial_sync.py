@@ -64,7 +64,7 @@ def main() -> None:
     log.configure("json", "warning")
     port_q: Any = mp.Queue()
     cmd_q: Any = mp.Queue()
-    proc = mp.Process(target=serve, args=(args.pods, args.policies, port_q, cmd_q))
+    proc = mp.Process(target=serve, args=(args.pods, args.policies, port_q, cmd_q), daemon=True)
     proc.start()
     port = port_q.get(timeout=600)
 
