@@ -94,9 +94,11 @@ def selector_st(draw) -> LabelSelector:
     )
 
 
+# Mostly selectors on the label namespace events flip, so relabels change what peers match.
 ns_selector_st = st.one_of(
-    st.builds(LabelSelector),
+    st.builds(lambda t: LabelSelector({"team": t}), st.sampled_from(("red", "red", "blue"))),
     st.builds(lambda t: LabelSelector({"team": t}), st.sampled_from(("red", "blue"))),
+    st.builds(LabelSelector),
     st.builds(
         lambda n: LabelSelector({"kubernetes.io/metadata.name": n}), st.sampled_from(NAMESPACES)
     ),
@@ -127,7 +129,9 @@ def port_st(draw) -> PolicyPort:
 
 @st.composite
 def rule_st(draw) -> PolicyRule:
-    peers = draw(st.one_of(st.none(), st.lists(peer_st(), max_size=2).map(tuple)))
+    peers = None
+    if draw(st.integers(0, 3)):
+        peers = tuple(draw(st.lists(peer_st(), min_size=1, max_size=2)))
     ports = draw(st.one_of(st.none(), st.lists(port_st(), max_size=2).map(tuple)))
     return PolicyRule(peers, ports)
 
@@ -186,13 +190,13 @@ def pod_st(draw, name: str, v4: IPAddress, v6: IPAddress, uid: str) -> Pod:
 @st.composite
 def cluster_st(draw) -> list:
     namespaces = [draw(namespace_st(n)) for n in NAMESPACES if draw(st.booleans())]
-    count = draw(st.integers(2, 6))
+    count = draw(st.integers(3, 7))
     slots = draw(st.permutations(range(len(V4_POOL))))
     pods = [
         draw(pod_st(f"p{i}", V4_POOL[slots[i]], V6_POOL[slots[i]], f"uid-p{i}"))
         for i in range(count)
     ]
-    policies = [draw(policy_st(f"np{i}")) for i in range(draw(st.integers(0, 4)))]
+    policies = [draw(policy_st(f"np{i}")) for i in range(draw(st.integers(1, 5)))]
     return [*namespaces, *pods, *policies]
 
 

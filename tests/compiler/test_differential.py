@@ -58,17 +58,21 @@ def test_tables_agree_with_model(objects: list) -> None:
 # --- incremental == full, deltas and write plans ---------------------------------------------
 
 
-def _events(data: st.DataObject, state: ClusterState, serial: int) -> list[tuple[str, object]]:
+def _events(
+    data: st.DataObject, state: ClusterState, serial: int, only: frozenset[str] | None = None
+) -> list[tuple[str, object]]:
     """One random change, as the watch would deliver it: [("upsert" | "remove", object)]."""
     pods = sorted(state.pods)
     policies = sorted(state.policies)
-    kinds = ["pod_add", "ns_upsert", "policy_upsert"]
+    kinds = ["pod_add", "pod_add", "ns_upsert", "ns_upsert", "policy_upsert"]
     if pods:
         kinds += ["pod_relabel", "pod_update", "pod_delete", "pod_replace"]
     if policies:
         kinds += ["policy_delete"]
     if state.namespaces:
         kinds += ["ns_remove"]
+    if only is not None:
+        kinds = [k for k in kinds if k in only]
     kind = data.draw(st.sampled_from(kinds), label="event")
     slot = data.draw(st.integers(0, len(V4_POOL) - 1), label="ip slot")
     if kind == "pod_add":
@@ -138,13 +142,13 @@ def _safe_during_writes(
     assert mid == after, "the plan does not end in the delta's state"
 
 
-@SETTINGS
-@given(cluster_st(), st.data())
-def test_incremental_matches_full(objects: list, data: st.DataObject) -> None:
+def _run_events(
+    objects: list, data: st.DataObject, events: int, only: frozenset[str] | None = None
+) -> None:
     state = state_from(objects)
     compiler, datapath = compiled(state)
-    for serial in range(data.draw(st.integers(1, 6), label="events")):
-        for action, obj in _events(data, state, serial):
+    for serial in range(data.draw(st.integers(1, events), label="events")):
+        for action, obj in _events(data, state, serial, only):
             probes_before = {p for p, _ in probes(state)}
             blocks_before = _blocks_in_use(state)
             delta = _apply(state, compiler, action, obj)
@@ -153,7 +157,21 @@ def test_incremental_matches_full(objects: list, data: st.DataObject) -> None:
             datapath.apply(delta)
             assert datapath.identities == dict(compiler.identities())
             assert datapath.policies == dict(compiler.policies())
+            assert_agrees_with_model(state, datapath)
     _, fresh = compiled(state)
-    assert_agrees_with_model(state, datapath)
     expected = verdicts(fresh, model_verdicts(state))
     assert verdicts(datapath, expected) == expected
+
+
+@SETTINGS
+@given(cluster_st(), st.data())
+def test_incremental_matches_full(objects: list, data: st.DataObject) -> None:
+    """Any mix of pod, namespace and policy events."""
+    _run_events(objects, data, events=6)
+
+
+@SETTINGS
+@given(cluster_st(), st.data())
+def test_incremental_relabel_churn(objects: list, data: st.DataObject) -> None:
+    """Long runs of namespace and pod relabels, where selector caches must follow labels."""
+    _run_events(objects, data, events=10, only=frozenset({"ns_upsert", "ns_remove", "pod_relabel"}))
