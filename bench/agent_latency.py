@@ -277,9 +277,21 @@ class Node:
         """(latency s, agent compute s per change or nan) for one change."""
         s0, c0 = self.compute_seconds()
         latency = probe.measure(want, action)
-        time.sleep(0.15)  # let the agent finish the change before reading its histogram
-        s1, c1 = self.compute_seconds()
+        s1, c1 = self._quiet_histogram()
         return latency, (s1 - s0) / (c1 - c0) if c1 > c0 else float("nan")
+
+    def _quiet_histogram(self, limit: float = 5.0) -> tuple[float, float]:
+        """The histogram once the agent has finished the change (the verdict can flip before
+        the last map write), so no change's work is counted with the next one's."""
+        deadline = time.monotonic() + limit
+        last = self.compute_seconds()
+        while time.monotonic() < deadline:
+            time.sleep(0.15)
+            now = self.compute_seconds()
+            if now == last:
+                return now
+            last = now
+        return last
 
 
 def _latencies(node: Node, changes: int, progress: Progress) -> dict[str, Any]:
