@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # no display on servers and in CI
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bench.report import Figure
 
@@ -168,6 +168,7 @@ def cluster_scale(figures: Sequence[Figure], out: Path) -> Path | None:
         ax.set_yscale("log")
         sizes = sorted({int(f.params["pods"]) for f in (*load, *cold, *rss)})
         ax.set_xticks(sizes, [f"{s:,}" for s in sizes])
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(PLAIN)
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.yaxis.set_minor_formatter(NullFormatter())
