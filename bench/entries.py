@@ -106,6 +106,96 @@ def _model_promises(cfg: Config) -> list[str]:
 MODEL_BASE = {"pods_per_namespace": 20, "policies_per_pod": 0.2}
 
 
+# -- compiler (bench/compile_latency.py) --------------------------------------------------------
+
+COMPILE_EVENTS = (
+    "pod_add",
+    "pod_add_new_class",
+    "pod_delete",
+    "label_change",
+    "local_label_change",
+    "policy_change",
+    "namespace_relabel",
+)
+
+
+def _compile_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
+    figures = []
+    for pods in cfg["sizes"]:
+        size = cluster_size(pods, cfg)
+        calls = []
+        for r in range(cfg["repeats"]):
+            note(
+                f"{pods:,} pods: run {r + 1}/{cfg['repeats']} (full compile, {cfg['events']} "
+                "events of each kind)"
+            )
+            calls.append(
+                mod.run(
+                    size["pods"], size["namespaces"], size["policies"], cfg["nodes"], cfg["events"]
+                )
+            )
+        local = f"{calls[0]['local_endpoints']} local endpoints ({cfg['nodes']} nodes)"
+        figures.append(
+            Figure(
+                "compile.full_time",
+                "s",
+                [c["full_s"] for c in calls],
+                dict(size),
+                target=Target(below=5.0) if pods == 10_000 else None,
+                description=f"Compiler.full(): identities and every local table; {local}",
+            )
+        )
+        figures.append(
+            Figure(
+                "compile.relist_time",
+                "s",
+                [c["relist_s"] for c in calls],
+                dict(size),
+                description="Compiler.full() again on an unchanged state (a relist)",
+            )
+        )
+        if pods not in cfg["event_sizes"]:
+            continue
+        for event in COMPILE_EVENTS:
+            params: Params = {**size, "event": event}
+            n = calls[0]["events"][event]["n"]
+            figures.append(
+                Figure(
+                    "compile.event_compute_time",
+                    "ms",
+                    [c["events"][event]["median_ms"] for c in calls],
+                    params,
+                    target=Target(below=5.0) if event == "pod_add" else None,
+                    description=f"model update + incremental compile; each value: the "
+                    f"median of {n} events; {local}",
+                )
+            )
+            figures.append(
+                Figure(
+                    "compile.event_compute_p99",
+                    "ms",
+                    [c["events"][event]["p99_ms"] for c in calls],
+                    params,
+                    description=f"as event_compute_time; each value: the p99 of {n} events",
+                )
+            )
+    return figures
+
+
+def _compile_promises(cfg: Config) -> list[str]:
+    out = []
+    for pods in cfg["sizes"]:
+        size = cluster_size(pods, cfg)
+        out += [key("compile.full_time", size), key("compile.relist_time", size)]
+        if pods in cfg["event_sizes"]:
+            for event in COMPILE_EVENTS:
+                out += [
+                    key("compile.event_compute_time", {**size, "event": event}),
+                    key("compile.event_compute_p99", {**size, "event": event}),
+                ]
+    return out
+
+
 # -- lab timing (bench/lab_timing.py) -----------------------------------------------------------
 
 
@@ -362,6 +452,37 @@ BENCHMARKS: list[Benchmark] = [
         smoke={**MODEL_BASE, "sizes": [1_000, 10_000], "repeats": 1},
         collect=_model_collect,
         promises=_model_promises,
+    ),
+    Benchmark(
+        name="compile_latency",
+        module="bench.compile_latency",
+        description="compiler: full compile and per-event compute, against cluster size",
+        quick={
+            **MODEL_BASE,
+            "sizes": [1_000, 10_000],
+            "event_sizes": [10_000],
+            "repeats": 1,
+            "events": 50,
+            "nodes": 100,
+        },
+        full={
+            **MODEL_BASE,
+            "sizes": [1_000, 10_000, 50_000],
+            "event_sizes": [10_000],
+            "repeats": 3,
+            "events": 200,
+            "nodes": 100,
+        },
+        smoke={
+            **MODEL_BASE,
+            "sizes": [1_000],
+            "event_sizes": [1_000],
+            "repeats": 1,
+            "events": 20,
+            "nodes": 100,
+        },
+        collect=_compile_collect,
+        promises=_compile_promises,
     ),
     Benchmark(
         name="datapath",

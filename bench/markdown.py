@@ -110,6 +110,8 @@ HEADLINE: list[tuple[str, str, dict[str, Any]]] = [
     ("agent compute per pod add", "agent.event_compute_time", {"event": "pod_add"}),
     ("agent cold start to full enforcement", "agent.cold_start_time", {}),
     ("agent memory (RSS) when enforcing", "agent.rss", {}),
+    ("compiler: full compile", "compile.full_time", {}),
+    ("compiler: compute per pod add", "compile.event_compute_time", {"event": "pod_add"}),
     ("model load + resolve", "model.load_resolve_time", {}),
     ("model peak memory", "model.peak_rss", {}),
     ("`lab up` of the upstream model", "lab.up_time", {}),
