@@ -29,10 +29,14 @@ its peer's ingress still keyed to its old identity). The plan has three phases:
 New endpoints get their table in phase 3 (until then the unknown-endpoint verdict applies).
 A packet allowed by both states is allowed throughout (T contains old ∩ new); one allowed by
 only one state may be denied during the window, which is indistinguishable from seeing the
-other state. Limit: a delta that adds or removes an ipBlock reclassifies many addresses at
-once; a connection whose two ends both change identity in that delta may, between those two
-writes, be judged by the born-identity (new) side of one table and the dying-identity (old)
-side of the other. Node-to-node, each agent converges on its own (as in every enforcer).
+other state. Limits, both confined to deltas that add or remove an ipBlock (a rare
+event that reclassifies many addresses at once): an address that moves into an identity that
+persists (e.g. out of a removed block into the world) gets that identity's old ∩ new verdict
+until the final tables, which may briefly deny what both states allow; and a connection whose
+two ends both change identity in that delta may, between those two writes, be judged by the
+new side of one table and the old side of the other. The differential tests check every
+intermediate state of random deltas against both end states. Node to node, each agent
+converges on its own (as in every enforcer).
 """
 
 from __future__ import annotations
