@@ -48,6 +48,9 @@ class PeerCache:
         # Indexes of cached keys, to find the ones a new class may join.
         self._pods_by_ns: dict[str, set[PeerKey]] = {}
         self._nspods: set[PeerKey] = set()
+        # namespace -> the cached namespaceSelector keys that select it (lazy; dropped when
+        # those keys or the namespace's labels change), so a new class tests pod selectors only
+        self._nspods_by_ns: dict[str, set[PeerKey]] = {}
         self._by_block: dict[IPBlock, PeerKey] = {}
         self._by_named: dict[tuple[str, str], PeerKey] = {}
 
@@ -100,6 +103,7 @@ class PeerCache:
             self._pods_by_ns.setdefault(key[1], set()).add(key)
         else:
             self._nspods.add(key)
+            self._nspods_by_ns.clear()
 
     def _unindex(self, key: PeerKey) -> None:
         kind = key[0]
@@ -115,6 +119,15 @@ class PeerCache:
                     del self._pods_by_ns[key[1]]
         else:
             self._nspods.discard(key)
+            self._nspods_by_ns.clear()
+
+    def _nspods_selecting(self, namespace: str) -> set[PeerKey]:
+        keys = self._nspods_by_ns.get(namespace)
+        if keys is None:
+            labels = self._ns_labels(namespace)
+            keys = {k for k in self._nspods if k[1].matches(labels)}
+            self._nspods_by_ns[namespace] = keys
+        return keys
 
     # --- users -------------------------------------------------------------------------------
 
@@ -154,7 +167,7 @@ class PeerCache:
         candidates: list[PeerKey] = [self._by_block[b] for b in cls.blocks if b in self._by_block]
         if cls.namespace is not None:
             candidates.extend(self._pods_by_ns.get(cls.namespace, ()))
-            candidates.extend(self._nspods)
+            candidates.extend(self._nspods_selecting(cls.namespace))
             candidates.extend(
                 self._by_named[(n, p)] for n, p, _ in cls.named_ports if (n, p) in self._by_named
             )
@@ -175,6 +188,7 @@ class PeerCache:
 
     def namespace_relabelled(self, namespace: str) -> set[str]:
         """Re-test namespaceSelector peers against the namespace's classes."""
+        self._nspods_by_ns.pop(namespace, None)
         idents = self._registry.by_namespace.get(namespace, set())
         affected: set[str] = set()
         for key in self._nspods:
