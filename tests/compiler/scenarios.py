@@ -180,7 +180,7 @@ def pod_st(draw, name: str, v4: IPAddress, v6: IPAddress, uid: str) -> Pod:
         uid=uid,
         labels=draw(labels_st),
         ips=ips,
-        node_name="node-1",
+        node_name=draw(st.sampled_from(("node-1", "node-1", "node-2"))),
         host_network=kind == "host",
         phase="Succeeded" if kind == "done" else "Running",
         ports=tuple(ports),

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from enforcer.compiler import CompileDelta, Compiler, plan_writes
 from enforcer.compiler.compiler import policy_blocks
+from enforcer.datapath.types import Direction
 from enforcer.model.cluster import ClusterState, state_from
 from enforcer.model.objects import kind_of
 
@@ -109,12 +110,28 @@ def _events(
     return ops if data.draw(st.booleans(), label="delete first") else ops[::-1]
 
 
-def _apply(state: ClusterState, compiler: Compiler, action: str, obj) -> CompileDelta:
+def _apply(state: ClusterState, compilers: list[Compiler], action: str, obj) -> list[CompileDelta]:
     if action == "upsert":
         state.upsert(obj)
-        return compiler.on_upsert(obj)
+        return [c.on_upsert(obj) for c in compilers]
     state.remove(kind_of(obj), getattr(obj, "namespace", None), obj.name)
-    return compiler.on_remove(obj)
+    return [c.on_remove(obj) for c in compilers]
+
+
+def _direction_verdicts(state: ClusterState, datapath: Datapath, pods: set[str]) -> dict:
+    """Each of `pods`' own verdicts (its ingress and egress table) for every probed peer."""
+    out = {}
+    for probe in model_verdicts(state):
+        src, src_ip, dst, dst_ip, protocol, port = probe
+        if src in pods:
+            out[("egress", *probe)] = datapath.direction_allows(
+                src, Direction.EGRESS, dst_ip, protocol, port
+            )
+        if dst in pods:
+            out[("ingress", *probe)] = datapath.direction_allows(
+                dst, Direction.INGRESS, src_ip, protocol, port
+            )
+    return out
 
 
 def _blocks_in_use(state: ClusterState) -> set:
@@ -147,11 +164,16 @@ def _run_events(
 ) -> None:
     state = state_from(objects)
     compiler, datapath = compiled(state)
+    # A node's compiler keeps tables for its own pods only, with the same verdicts.
+    on_node = Compiler(state, "node-1")
+    node_datapath = Datapath()
+    node_datapath.apply(on_node.full())
     for serial in range(data.draw(st.integers(1, events), label="events")):
         for action, obj in _events(data, state, serial, only):
             probes_before = {p for p, _ in probes(state)}
             blocks_before = _blocks_in_use(state)
-            delta = _apply(state, compiler, action, obj)
+            delta, node_delta = _apply(state, [compiler, on_node], action, obj)
+            node_datapath.apply(node_delta)
             common = probes_before & {p for p, _ in probes(state)}
             _safe_during_writes(datapath, delta, common, blocks_before != _blocks_in_use(state))
             datapath.apply(delta)
@@ -161,6 +183,12 @@ def _run_events(
     _, fresh = compiled(state)
     expected = verdicts(fresh, model_verdicts(state))
     assert verdicts(datapath, expected) == expected
+    local = {k for k, p in state.pods.items() if p.node_name == "node-1" and state.is_endpoint(p)}
+    assert set(node_datapath.policies) == local
+    assert node_datapath.identities == dict(on_node.identities())
+    assert _direction_verdicts(state, node_datapath, local) == _direction_verdicts(
+        state, datapath, local
+    )
 
 
 @SETTINGS
