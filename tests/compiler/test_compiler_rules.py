@@ -398,3 +398,46 @@ def test_unknown_objects_are_refused(bad: object) -> None:
     h = Harness()
     with pytest.raises(TypeError):
         h.compiler.on_upsert(bad)  # type: ignore[arg-type]
+
+
+def test_planned_pods_without_ips_get_tables_but_no_identity() -> None:
+    # The analyzer's case: manifests carry no status, yet their pods are endpoints.
+    state = ClusterState(planned_pods=True)
+    for o in (
+        pod("a", "web", [], {"app": "web"}),
+        pod("a", "db", [], {"app": "db"}),
+        policy("a", "db", podSelector={"matchLabels": {"app": "db"}}, ingress=[{}]),
+    ):
+        state.upsert(o)
+    compiler = Compiler(state, None)
+    delta = compiler.full()
+    assert set(delta.endpoints) == {"a/web", "a/db"} and not delta.identity_changes
+    assert compiler.endpoint_policy("a/db").ingress_isolated
+
+
+def test_namespace_delete_with_pods_left_falls_back_to_the_name_label() -> None:
+    h = Harness(
+        ns("b", team="red"),
+        pod("a", "dst", ["10.0.0.1"]),
+        pod("b", "src", ["10.0.0.2"]),
+        policy(
+            "a",
+            "np",
+            ingress=[
+                {"from": [{"namespaceSelector": {}}]},
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": {"team": "red"}}}],
+                    "ports": [{"port": 81}],
+                },
+            ],
+        ),
+    )
+    assert h.allows("b/src", "10.0.0.2", "a/dst", "10.0.0.1", "TCP", 80)
+    h.remove(h.state.namespaces["b"])
+    assert h.allows("b/src", "10.0.0.2", "a/dst", "10.0.0.1", "TCP", 80)  # {} still matches
+    h.upsert(
+        policy(
+            "a", "np", ingress=[{"from": [{"namespaceSelector": {"matchLabels": {"team": "red"}}}]}]
+        )
+    )
+    assert not h.allows("b/src", "10.0.0.2", "a/dst", "10.0.0.1", "TCP", 80)
