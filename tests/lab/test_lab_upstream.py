@@ -11,25 +11,13 @@ from tests.lab import upstream
 
 pytestmark = pytest.mark.kernel
 
-# The bridged topology runs a subset: the datapath is the same, only the wiring differs.
-BRIDGED_CASES = {
-    "default-deny-all",
-    "pod-and-namespace-selector",
-    "named-port-egress",
-    "ingress-ipblock-except",
-    "sctp-only-policy",
-}
-
-
 def _ipv4(state: lab.LabState) -> dict[str, str]:
     return {k: next(ip for ip in p["ips"] if ":" not in ip) for k, p in state.pods.items()}
 
 
-def _run_cases(state: lab.LabState, write_manifests, only: set[str] | None) -> None:
+def _run_cases(state: lab.LabState, write_manifests) -> None:
     problems: list[str] = []
     for name, policies in upstream.cases(_ipv4(state)).items():
-        if only is not None and name not in only:
-            continue
         path = write_manifests(policies)
         lab.apply(state, [path])
         for port, proto in upstream.PROBED:
@@ -48,7 +36,7 @@ def test_upstream_cases_match_model(lab_factory, write_manifests, topology: str)
         [write_manifests(upstream.cluster())], topology=topology, nodes=2, ipv6=False
     )
     assert {p["node"] for p in state.pods.values()} == {"node1", "node2"}
-    _run_cases(state, write_manifests, None if topology == "routed" else BRIDGED_CASES)
+    _run_cases(state, write_manifests)
 
 
 def test_label_changes_and_deletes_follow_the_model(lab_factory, write_manifests) -> None:
