@@ -78,7 +78,7 @@ def test_cluster_ip_spreads_connections_over_backends_on_both_nodes(
     state = lab_factory([write_manifests(web_cluster())], nodes=2)
     vip = cluster_ip(state, "x/web")
     netns = state.pods["x/client"]["netns"]
-    seen = Counter(answered_by(netns, vip, 8080) for _ in range(40))
+    seen = Counter(answered_by(netns, vip, 8080, timeout=2.0) for _ in range(40))
     # 1/2 each: missing one of them in 40 tries happens with probability 2^-39.
     assert set(seen) == {"x/b", "x/c"}
     # The Service port is translated to the target port: nothing listens on 8080.
