@@ -127,12 +127,23 @@ def probe_sctp(src: ProbeEndpoint, dst: ProbeEndpoint, port: int, timeout: float
     try:
         family = socket.AF_INET if dst.ip.version == 4 else socket.AF_INET6
 
-        def send() -> None:
-            with socket.socket(family, socket.SOCK_RAW, PROTO_SCTP) as s:
-                s.sendto(_sctp_init(40000 + port % 1000, port), (str(dst.ip), 0))
-
-        run_in_netns(src.netns, send)
-        return _sctp_seen(cap, expect_src, port, timeout)
+        sender = run_in_netns(
+            src.netns, lambda: socket.socket(family, socket.SOCK_RAW, PROTO_SCTP)
+        )
+        try:
+            packet = _sctp_init(40000 + port % 1000, port)
+            deadline = time.monotonic() + timeout
+            # Re-sent as a real INIT would be (T1-init): the first may wait for ARP/ND and,
+            # on a fresh bridge, be lost with it.
+            while True:
+                sender.sendto(packet, (str(dst.ip), 0))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                if _sctp_seen(cap, expect_src, port, min(0.25, left)):
+                    return True
+        finally:
+            sender.close()
     finally:
         cap.close()
 
