@@ -1,7 +1,9 @@
-"""The pure NetworkPolicy model: objects, loading, the indexed cluster state, verdicts."""
+"""The pure NetworkPolicy model: objects, loading, the indexed cluster state, verdicts, and
+Services (verdicts through a Service are those of the backend kube-proxy chooses)."""
 
 from enforcer.model.cluster import ClusterState, state_from
 from enforcer.model.evaluate import DirectionVerdict, Verdict, evaluate, evaluate_ip
+from enforcer.model.evaluate_service import BackendVerdict, evaluate_frontend, evaluate_service
 from enforcer.model.loader import LoadResult, ValidationError, load_paths, parse_object
 from enforcer.model.objects import (
     ContainerPort,
@@ -15,11 +17,16 @@ from enforcer.model.objects import (
     PolicyPort,
     PolicyRule,
 )
+from enforcer.model.parse_services import parse_service_object
+from enforcer.model.services import Backend, EndpointSlice, Service, ServicePort
 
 __all__ = [
+    "Backend",
+    "BackendVerdict",
     "ClusterState",
     "ContainerPort",
     "DirectionVerdict",
+    "EndpointSlice",
     "IPBlock",
     "LabelRequirement",
     "LabelSelector",
@@ -30,11 +37,16 @@ __all__ = [
     "PolicyPeer",
     "PolicyPort",
     "PolicyRule",
+    "Service",
+    "ServicePort",
     "ValidationError",
     "Verdict",
     "evaluate",
+    "evaluate_frontend",
     "evaluate_ip",
+    "evaluate_service",
     "load_paths",
     "parse_object",
+    "parse_service_object",
     "state_from",
 ]
