@@ -116,6 +116,7 @@ COMPILE_EVENTS = (
     "local_label_change",
     "policy_change",
     "namespace_relabel",
+    "ipblock_add_remove",  # every 10th round only: n is events / 10
 )
 
 
