@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,36 @@ def headline_rows(figures: list[Mapping[str, Any]]) -> list[str]:
     return rows
 
 
+GROWTH = [
+    ("model load + resolve", "model.load_resolve_time"),
+    ("model peak memory", "model.peak_rss"),
+    ("compiler full compile", "compile.full_time"),
+    ("agent cold start", "agent.cold_start_time"),
+    ("agent memory", "agent.rss"),
+]
+
+
+def growth_lines(figures: list[Mapping[str, Any]]) -> list[str]:
+    """How each cost grows between the smallest and largest cluster measured."""
+    out = []
+    for label, name in GROWTH:
+        sized = sorted(
+            (f for f in figures if f["name"] == name and "pods" in f["params"]),
+            key=lambda f: f["params"]["pods"],
+        )
+        if len(sized) < 2:
+            continue
+        steps = ", ".join(
+            f"{_num(a['median'])} -> {_num(b['median'])} {a['unit']} (x"
+            f"{b['median'] / a['median']:.1f} for x{b['params']['pods'] / a['params']['pods']:g} "
+            "pods)"
+            for a, b in pairwise(sized)
+        )
+        sizes = " / ".join(f"{f['params']['pods']:,}" for f in sized)
+        out.append(f"- {label} at {sizes} pods: {steps}")
+    return out
+
+
 def performance_section(doc: Mapping[str, Any], plots_dir: str = "bench/results") -> str:
     m = doc["machine"]
     lines = [
@@ -159,7 +190,9 @@ def performance_section(doc: Mapping[str, Any], plots_dir: str = "bench/results"
         "(n). Datapath figures are ratios to the same traffic with no program attached, "
         "measured in the same run. Targets are the issues' goals. Re-run with `make bench` "
         "(or `make bench-quick` for a first look); the raw numbers, every run's values and "
-        "the machine are in `bench/results/latest.json` (schema: `bench/README.md`).",
+        "the machine are in `bench/results/latest.json` (schema: `bench/README.md`). A "
+        "ratio above 1 is run-to-run noise (the program only adds work): on a small shared "
+        "machine, read it as the noise level of the run.",
         "",
     ]
     figures = doc["figures"]
@@ -169,6 +202,15 @@ def performance_section(doc: Mapping[str, Any], plots_dir: str = "bench/results"
         *headline_rows(figures),
         "",
     ]
+    growth = growth_lines(figures)
+    if growth:
+        lines += [
+            "How cost grows with cluster size (0.2 policies per pod, 20 pods per "
+            "namespace; medians):",
+            "",
+            *growth,
+            "",
+        ]
     for p in doc["plots"]:
         lines += [f"![{PLOT_TITLES.get(p, p)}]({plots_dir}/{p})", ""]
     lines += ["<details><summary>Every figure of the run</summary>", ""]
