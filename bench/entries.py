@@ -408,6 +408,23 @@ def _datapath_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
                 f"BPF run-time statistics; {each}",
             )
         )
+    for scenario in first["test_run"]:
+        rules = int(scenario.split()[0])
+        for packet, field in (
+            ("established", "established_ns"),
+            ("denied_new_flow", "denied_new_flow_ns"),
+        ):
+            figures.append(
+                Figure(
+                    "datapath.test_run_time",
+                    "ns",
+                    [c["test_run"][scenario][field] for c in calls],
+                    {"rules": rules, "packet": packet},
+                    description="BPF_PROG_TEST_RUN of the pod-egress program on one packet "
+                    "(no traffic noise): an established flow's (conntrack hit) or a denied new "
+                    "flow's (two policy lookups)",
+                )
+            )
     figures.append(
         Figure(
             "datapath.bcc_compile_time",
@@ -438,6 +455,11 @@ def _datapath_promises(cfg: Config) -> list[str]:
     for name, _, _ in DATAPATH_METRICS.values():
         out += [key(name, v) for v in variants]
     out += [key("datapath.program_time_per_packet", v) for v in variants[1:-1]]
+    out += [
+        key("datapath.test_run_time", {"rules": n, "packet": p})
+        for n in (1, 100, 1000, 10000)
+        for p in ("established", "denied_new_flow")
+    ]
     return out
 
 

@@ -66,7 +66,7 @@ def datapath(figures: Sequence[Figure], out: Path) -> Path | None:
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
-    for ax, (_, title, figs) in zip(axes.flat, panels, strict=False):
+    for ax, (name, title, figs) in zip(axes.flat, panels, strict=False):
         unit = figs[0].unit
         base = [f for f in figs if f.params.get("variant") == "none"]
         rules = sorted({int(f.params["rules"]) for f in figs if "rules" in f.params})
@@ -87,6 +87,25 @@ def datapath(figures: Sequence[Figure], out: Path) -> Path | None:
                     color=COLORS[variant],
                     label=LABELS[variant],
                 )
+        if name == "datapath.program_time_per_packet":
+            for packet, style in (("established", ":"), ("denied_new_flow", "-.")):
+                series = sorted(
+                    (
+                        f
+                        for f in figures
+                        if f.name == "datapath.test_run_time" and f.params.get("packet") == packet
+                    ),
+                    key=lambda f: int(f.params["rules"]),
+                )
+                if series:
+                    _errorbar(
+                        ax,
+                        [int(f.params["rules"]) for f in series],
+                        series,
+                        ls=style,
+                        color=COLORS["ours"],
+                        label=f"test run, {packet.replace('_', ' ')} packet",
+                    )
         ax.set_xscale("log")
         ax.set_xticks(rules, [f"{r:,}" for r in rules])
         ax.set_xlabel("allow rules on the destination pod")
