@@ -20,7 +20,12 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
 from pyroute2 import IPRoute
-from pyroute2.netlink.rtnl import RTMGRP_LINK
+from pyroute2.netlink.rtnl import (
+    RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV6_ROUTE,
+    RTMGRP_LINK,
+    RTMGRP_NEIGH,
+)
 
 from enforcer.netnsutil import NETNS_DIRS, run_in_netns
 
@@ -60,6 +65,7 @@ class InterfaceDiscovery:
     ) -> None:
         self.pattern = re.compile(pattern)
         self.netns_dirs = tuple(netns_dirs)
+        self._nsid_paths: dict[int, Path] = {}  # netns id (as seen here) -> pinned netns file
 
     def wanted(self, iface: Interface) -> bool:
         return bool(self.pattern.match(iface.name))
@@ -101,6 +107,14 @@ class InterfaceDiscovery:
     def _netns_for_nsid(self, nsid: int | None) -> Path | None:
         if nsid is None or nsid < 0:
             return None
+        path = self._nsid_paths.get(nsid)
+        if path is not None and path.exists():
+            return path
+        self._nsid_paths = self._scan_netns_files()  # a new pod namespace: rescan once
+        return self._nsid_paths.get(nsid)
+
+    def _scan_netns_files(self) -> dict[int, Path]:
+        found: dict[int, Path] = {}
         with IPRoute() as ipr:
             for folder in self.netns_dirs:
                 if not folder.is_dir():
@@ -111,28 +125,37 @@ class InterfaceDiscovery:
                     except OSError:
                         continue
                     try:
-                        found = ipr.get_netnsid(fd=fd)
+                        answer = ipr.get_netnsid(fd=fd)
                     except Exception:
-                        found = None
+                        answer = None
                     finally:
                         os.close(fd)
-                    if found and found.get("nsid") == nsid:
-                        return path
-        return None
+                    nsid = answer.get("nsid") if answer else None
+                    if nsid is not None and nsid >= 0:
+                        found.setdefault(nsid, path)
+        return found
 
     def watch(
         self,
         on_new: Callable[[Interface], None],
         on_gone: Callable[[int], None],
         stop: threading.Event,
+        on_routing_change: Callable[[], None] | None = None,
     ) -> None:
-        """Call on_new/on_gone from netlink link events until `stop` is set (blocks)."""
+        """Call on_new/on_gone from netlink link events until `stop` is set (blocks).
+
+        on_routing_change is called (at most once per batch of messages) when routes or
+        neighbours change: a pod's route or first ARP can be what makes it locatable."""
+        groups = RTMGRP_LINK
+        if on_routing_change is not None:
+            groups |= RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_NEIGH
         with IPRoute() as ipr:
-            ipr.bind(groups=RTMGRP_LINK)
+            ipr.bind(groups=groups)
             while not stop.is_set():
                 ready, _, _ = select.select([ipr.fileno()], [], [], 0.2)
                 if not ready:
                     continue
+                routing = False
                 for msg in ipr.get():
                     event = msg.get("event")
                     if event == "RTM_DELLINK":
@@ -141,3 +164,7 @@ class InterfaceDiscovery:
                         iface = _veth_of(msg)
                         if iface is not None and self.wanted(iface):
                             on_new(iface)
+                    elif event in ("RTM_NEWROUTE", "RTM_NEWNEIGH"):
+                        routing = True
+                if routing and on_routing_change is not None:
+                    on_routing_change()

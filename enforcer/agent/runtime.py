@@ -54,6 +54,8 @@ class DatapathWriter(Protocol):
 
 @dataclass
 class LinkEvent:
+    """An interface appeared (new), vanished (gone), or routes/neighbours changed (neither)."""
+
     new: Interface | None = None
     gone: int | None = None
 
@@ -67,7 +69,7 @@ class EndpointRecord:
     policy: EndpointPolicy | None = None
     error: str | None = None
     locate_after: float = 0.0  # backoff for pods whose interface has not appeared
-    locate_delay: float = 0.02
+    locate_delay: float = 0.01
 
 
 @dataclass
@@ -93,7 +95,10 @@ class Agent:
         discovery: InterfaceDiscovery,
         metrics: AgentMetrics,
         events: EventHub,
+        started_queue: queue.Queue[tuple[float, SourceEvent | LinkEvent]] | None = None,
     ) -> None:
+        """started_queue: the source already runs and feeds this queue (it was started
+        before the datapath's compile, so listing the cluster and compiling overlap)."""
         self.node_name = node_name
         self.source = source
         self.datapath = datapath
@@ -105,7 +110,10 @@ class Agent:
         # Number identities above any that pinned tables from a previous run name: a number
         # that meant another class then must not mean this one while old tables are in force.
         self.compiler = Compiler(self.state, node_name, self._first_free_identity())
-        self.queue: queue.Queue[tuple[float, SourceEvent | LinkEvent]] = queue.Queue()
+        self.queue: queue.Queue[tuple[float, SourceEvent | LinkEvent]] = (
+            started_queue if started_queue is not None else queue.Queue()
+        )
+        self._source_running = started_queue is not None
         self.objects: dict[ObjKey, Any] = {}  # last VALID version of every object
         self.object_hashes: dict[ObjKey, int] = {}
         self.digest = 0  # XOR of object_hash over self.objects: see enforcer.digest
@@ -127,15 +135,18 @@ class Agent:
     def run(self, stop: threading.Event) -> None:
         threads = [
             threading.Thread(
-                target=self.source.run, args=(self._emit, stop), name="source", daemon=True
-            ),
-            threading.Thread(
                 target=self.discovery.watch,
-                args=(self._on_link_new, self._on_link_gone, stop),
+                args=(self._on_link_new, self._on_link_gone, stop, self._on_routing_change),
                 name="netlink",
                 daemon=True,
             ),
         ]
+        if not self._source_running:
+            threads.append(
+                threading.Thread(
+                    target=self.source.run, args=(self._emit, stop), name="source", daemon=True
+                )
+            )
         for t in threads:
             t.start()
         # Interfaces that exist already: attach now (replace in place, never detach first).
@@ -167,6 +178,10 @@ class Agent:
 
     def _on_link_gone(self, ifindex: int) -> None:
         self.queue.put((time.monotonic(), LinkEvent(gone=ifindex)))
+
+    def _on_routing_change(self) -> None:
+        # Runs on the netlink thread: only enqueue (the loop owns self.endpoints).
+        self.queue.put((time.monotonic(), LinkEvent()))
 
     def _refresh_health(self) -> None:
         self.metrics.source_healthy.set(1 if getattr(self.source, "healthy", True) else 0)
@@ -299,6 +314,13 @@ class Agent:
         return eid
 
     def _handle_link(self, event: LinkEvent) -> None:
+        if event.new is None and event.gone is None:  # routes or neighbours changed
+            for record in self.endpoints.values():
+                if record.ifindex is None:
+                    record.locate_after = 0.0
+                    record.locate_delay = 0.01
+            self._bind_unbound()
+            return
         if event.gone is not None:
             pod = self.pod_of_ifindex.pop(event.gone, None)
             self.attached.discard(event.gone)
@@ -333,7 +355,7 @@ class Agent:
                     self._bind(key, found)
                 else:
                     record.locate_after = now + record.locate_delay
-                    record.locate_delay = min(record.locate_delay * 2, 1.0)
+                    record.locate_delay = min(record.locate_delay * 2, 0.25)
 
     def _bind(self, pod: str, ifindex: int, write: bool = True) -> None:
         record = self.endpoints[pod]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import signal
 import threading
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from enforcer.datapath import DatapathConfig
@@ -107,13 +109,28 @@ def run(args: argparse.Namespace) -> int:
     headers = configure_bcc_headers()
     logger.info("kernel headers", how=headers.how, path=str(headers.path or ""))
 
+    source = source_from_spec(args.source, kubeconfig=args.kubeconfig, node_name=args.node_name)
+    stop = threading.Event()
+    # The source lists the cluster while bcc compiles (two slow steps of a cold start).
+    early: queue.Queue[Any] = queue.Queue()
+    threading.Thread(
+        target=source.run,
+        args=(lambda ev: early.put((time.monotonic(), ev)), stop),
+        name="source",
+        daemon=True,
+    ).start()
     datapath = Datapath.open(Path(args.pin_dir), datapath_config(args))
     datapath.set_unknown_verdict(args.unknown_endpoint_verdict == "allow")
-    source = source_from_spec(args.source, kubeconfig=args.kubeconfig, node_name=args.node_name)
     metrics = AgentMetrics()
     hub = EventHub(on_lost=metrics.events_lost.inc)
     agent = Agent(
-        args.node_name, source, datapath, InterfaceDiscovery(args.interface_pattern), metrics, hub
+        args.node_name,
+        source,
+        datapath,
+        InterfaceDiscovery(args.interface_pattern),
+        metrics,
+        hub,
+        started_queue=early,
     )
     metrics.add_collector(
         DatapathCollector(datapath.counters, agent.pod_for_ifindex, datapath.map_pressure)
@@ -122,7 +139,6 @@ def run(args: argparse.Namespace) -> int:
     http = AgentHTTPServer(args.metrics_addr, metrics.registry, agent.is_ready, agent.snapshot, hub)
     http.start()
 
-    stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 

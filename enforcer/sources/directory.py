@@ -122,7 +122,9 @@ class DirectorySource:
     """The Source for a folder (or one file) of manifests. Attributes read by metrics/status:
     `revision` (bumps on every scan that changed something), `last_sync_time`, `file_errors`."""
 
-    def __init__(self, path: str | os.PathLike[str], *, interval: float = 0.1) -> None:
+    # 20 ms: an idle scan costs well under 0.1 ms (stat only), and the poll interval is the
+    # largest part of a change's time to enforcement with this source.
+    def __init__(self, path: str | os.PathLike[str], *, interval: float = 0.02) -> None:
         self.path = Path(path).expanduser()
         self.interval = interval
         self.log = log.get("sources.directory")
