@@ -27,6 +27,8 @@ MAP_GET_NEXT_KEY = 4
 OBJ_PIN = 6
 OBJ_GET = 7
 MAP_GET_FD_BY_ID = 14
+MAP_LOOKUP_BATCH = 24
+ENOTSUPP = 524  # the kernel's own errno for unsupported operations (not in errno)
 OBJ_GET_INFO_BY_FD = 15
 
 BPF_ANY = 0
@@ -160,6 +162,35 @@ class Map:
             key = nxt.raw[: self.key_size]
             yield key
             cur = ctypes.create_string_buffer(key, self.key_size)
+
+    def keys_batched(self, chunk: int = 4096) -> list[bytes]:
+        """All keys of a hash map in a few BPF_MAP_LOOKUP_BATCH calls instead of one
+        syscall per key (conntrack flushes walk maps of many thousand entries). Falls back
+        to the key walk where the kernel or map type has no batch lookup."""
+        out: list[bytes] = []
+        keys = ctypes.create_string_buffer(self.key_size * chunk)
+        values = ctypes.create_string_buffer(self.value_size * chunk)
+        in_batch: ctypes.Array[ctypes.c_char] | None = None
+        out_batch = ctypes.create_string_buffer(max(self.key_size, 8))
+        while True:
+            attr = _attr("<QQQQIIQQ", _addr(in_batch), _addr(out_batch), _addr(keys),
+                         _addr(values), chunk, self.fd, 0, 0)
+            done = False
+            try:
+                _bpf(MAP_LOOKUP_BATCH, attr)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    done = True
+                elif exc.errno in (errno.EINVAL, ENOTSUPP) and not out and in_batch is None:
+                    return list(self.keys())
+                else:
+                    raise
+            count = struct.unpack_from("<I", attr, 32)[0]
+            raw = keys.raw
+            out.extend(raw[i * self.key_size:(i + 1) * self.key_size] for i in range(count))
+            if done:
+                return out
+            in_batch = ctypes.create_string_buffer(out_batch.raw, len(out_batch))
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         for key in list(self.keys()):

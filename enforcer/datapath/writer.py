@@ -206,7 +206,7 @@ class Datapath:
             self._maps["pol_outer"].delete(U32.pack(endpoint_id))
         # A later veth may reuse the ifindex: it must not inherit this one's flows.
         ct = self._maps["ct"]
-        for key in list(ct.keys()):
+        for key in ct.keys_batched():
             if CT_KEY.unpack(key)[1] == ifindex:
                 ct.delete(key)
 
@@ -269,12 +269,12 @@ class Datapath:
         family = layout.family_of(ip)
         removed = 0
         ct = self._maps["ct"]
-        for key in list(ct.keys()):
+        for key in ct.keys_batched():
             flow = FLOW.unpack(CT_KEY.unpack(key)[0])
             if flow[5] == family and raw in (flow[0], flow[1]) and ct.delete(key):
                 removed += 1
         frags = self._maps["frags"]
-        for key in list(frags.keys()):
+        for key in frags.keys_batched():
             fk = FRAG_KEY.unpack(key)
             if fk[4] == family and raw in (fk[0], fk[1]):
                 frags.delete(key)
