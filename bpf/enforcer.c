@@ -13,6 +13,7 @@
 #include "lib/policy.h"
 #include "lib/metrics.h"
 #include "lib/events.h"
+#include "lib/services.h"
 
 static __always_inline int forward(struct __sk_buff *skb, __u8 dir)
 {
@@ -31,7 +32,9 @@ static __always_inline int drop(struct __sk_buff *skb, const struct pkt *p, __u8
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
     struct pkt p = {};
-    __u32 ifindex = skb->ifindex;
+    __u32 ifindex = skb_ifindex(skb);
+    /* At the to-pod hook skb->sk is set only for locally originated packets (see below). */
+    int from_node = dir == DIR_INGRESS && skb->sk != 0;
     int reason = parse_packet(skb, &p);
 
     if (reason == 0 && p.l3 == L3_ARP)
@@ -63,8 +66,39 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     __u32 ct_generation = 0;
     __u64 ct_epoch = 0;
     int state = ct_lookup(&p, ifindex, dir, &ct_generation, &ct_epoch);
-    if (state == CT_REPLY || state == CT_RELATED ||
-        (state == CT_ESTABLISHED && ct_generation == generation && ct_epoch == epoch)) {
+    if (state == CT_REPLY || state == CT_RELATED) {
+        if (p.frag == FRAG_FIRST)
+            frag_remember(&p);
+        return forward(skb, dir);
+    }
+
+    /* To a pod, from a local pod: that pod's egress is judged here, after any DNAT, against
+     * this pod and port (lib/services.h). A pod reaching itself always passes. */
+    int self = 0;
+    if (dir == DIR_INGRESS && !from_node) {
+        struct lep_val *src = local_source(&p.flow);
+        if (src && src->endpoint_id == endpoint_id) {
+            self = 1;
+        } else if (src) {
+            __u32 src_endpoint = 0, src_identity = 0;
+            int post = postnat_egress(&p, src, epoch, &src_endpoint, &src_identity);
+            if (post == POSTNAT_DENY) {
+                if (state == CT_ESTABLISHED)
+                    ct_forget(&p, ifindex, dir);
+                return drop(skb, &p, DIR_EGRESS, DROP_POLICY_DENIED, src_endpoint,
+                            src_identity);
+            }
+            if (post == POSTNAT_FULL)
+                return drop(skb, &p, dir, DROP_MAP_FULL, src_endpoint, src_identity);
+        } else if (state == CT_MISS) {
+            self = svc_hairpin(skb, &p, ifindex);
+        } else if (ct_generation != generation || ct_epoch != epoch) {
+            /* A re-check: a pod's own hairpin stays its own whatever the policy. */
+            struct ct_val *v = ct_get(&p.flow, ifindex, dir);
+            self = v && (v->flags & CT_F_SELF);
+        }
+    }
+    if (state == CT_ESTABLISHED && ct_generation == generation && ct_epoch == epoch) {
         if (p.frag == FRAG_FIRST)
             frag_remember(&p);
         return forward(skb, dir);
@@ -72,16 +106,25 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
     /* New flow, or an established one to re-check. */
     __u32 identity = peer_identity(&p.flow, dir);
+    __u32 flags = self ? CT_F_SELF : 0;
+    if (dir == DIR_EGRESS && svc_defer(skb, &p, endpoint_id, ifindex, state == CT_MISS)) {
+        /* To a Service frontend: judged after DNAT against the backend chosen. */
+        flags = CT_F_DEFERRED;
+        self = 1; /* nothing to judge here */
+    }
     /* The node's own traffic to its pods (kubelet probes) is always allowed, but only when
      * the node really sent it: at this hook skb->sk is set only for locally originated
      * packets, never for forwarded ones that merely carry a node IP (SNAT, spoofing). */
-    int host = dir == DIR_INGRESS && skb->sk != 0;
-    if (!host && !policy_lookup(endpoint_id, dir, identity, p.flow.proto, p.flow.dport)) {
+    int host = from_node;
+    if (host)
+        flags |= CT_F_HOST;
+    if (!host && !self &&
+        !policy_lookup(endpoint_id, dir, identity, p.flow.proto, p.flow.dport)) {
         if (state == CT_ESTABLISHED)
             ct_forget(&p, ifindex, dir);
         return drop(skb, &p, dir, DROP_POLICY_DENIED, endpoint_id, identity);
     }
-    if (!p.no_ct && ct_write(&p, ifindex, dir, generation, epoch, host ? CT_F_HOST : 0) < 0)
+    if (!p.no_ct && ct_write(&p, ifindex, dir, generation, epoch, flags) < 0)
         return drop(skb, &p, dir, DROP_MAP_FULL, endpoint_id, identity);
     if (p.frag == FRAG_FIRST)
         frag_remember(&p); /* on failure later fragments drop: fail closed */
@@ -98,4 +141,43 @@ int tc_from_pod(struct __sk_buff *skb)
 int tc_to_pod(struct __sk_buff *skb)
 {
     return handle(skb, DIR_INGRESS);
+}
+
+/* tc egress of the node's other interfaces (uplink, tunnels): a local pod's packet leaving the
+ * node after DNAT is judged by that pod's egress against where it really goes (a backend on
+ * another node, or a Service endpoint outside the cluster). Everything else passes: packets
+ * that are not a local pod's were never ours, and what the parser cannot read was judged
+ * (fail closed) at the pod's own hook. */
+int tc_node_egress(struct __sk_buff *skb)
+{
+    struct pkt p = {};
+    if (parse_packet(skb, &p) != 0 || p.l3 != L3_IP || p.nd || p.icmp_error ||
+        p.frag == FRAG_LATER)
+        return TC_ACT_UNSPEC;
+    __u32 src_endpoint = 0, identity = 0;
+    __u64 epoch = cfg_get(CFG_IDENTITY_EPOCH);
+    struct lep_val *src = local_source(&p.flow);
+    if (!src) {
+        /* A pod's first packet to an outside endpoint, masqueraded by the CNI: judged on its
+         * pod's egress (later packets of the flow carry the node's address and pass). */
+        struct lep_val masq = {};
+        if (!masqueraded_source(skb, &p, &masq))
+            return TC_ACT_UNSPEC;
+        struct pkt q = p;
+        q.no_ct = 1; /* a masqueraded tuple: no entry of the pod's to keep */
+        int verdict = postnat_egress(&q, &masq, epoch, &src_endpoint, &identity);
+        if (verdict == POSTNAT_DENY)
+            return drop(skb, &p, DIR_EGRESS, DROP_POLICY_DENIED, src_endpoint, identity);
+        return TC_ACT_UNSPEC;
+    }
+    struct flow r = {};
+    flow_reverse(&p.flow, &r);
+    if (ct_get(&r, src->ifindex, DIR_INGRESS))
+        return TC_ACT_UNSPEC; /* a reply of a flow into the pod */
+    int post = postnat_egress(&p, src, epoch, &src_endpoint, &identity);
+    if (post == POSTNAT_DENY)
+        return drop(skb, &p, DIR_EGRESS, DROP_POLICY_DENIED, src_endpoint, identity);
+    if (post == POSTNAT_FULL)
+        return drop(skb, &p, DIR_EGRESS, DROP_MAP_FULL, src_endpoint, identity);
+    return TC_ACT_UNSPEC;
 }

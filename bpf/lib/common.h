@@ -67,3 +67,14 @@ struct ep_config {
 #define CFG_EVENT_ALLOWED 3  /* 1: also emit an event for each allowed new flow */
 #define CFG_IDENTITY_EPOCH 4 /* bumped by the agent on every ipcache change */
 #define CFG_SLOTS 8
+
+/* skb->ifindex, loaded straight from the context pointer. In a large function clang may keep
+ * &skb->ifindex (ctx + 40) in a register and the verifier rejects loads through a modified
+ * context pointer; inline asm pins the load to the context itself. */
+static __always_inline __u32 skb_ifindex(struct __sk_buff *skb)
+{
+    __u32 v;
+    asm volatile("%0 = *(u32 *)(%1 + %2)" : "=r"(v) : "r"(skb),
+                 "i"(__builtin_offsetof(struct __sk_buff, ifindex)));
+    return v;
+}

@@ -55,7 +55,7 @@ static __always_inline void emit(struct __sk_buff *skb, const struct pkt *p, __u
         return;
     struct event ev = {};
     ev.timestamp_ns = bpf_ktime_get_ns();
-    ev.ifindex = skb->ifindex;
+    ev.ifindex = skb_ifindex(skb);
     ev.endpoint_id = endpoint_id;
     ev.identity = identity;
     ev.direction = dir;

@@ -5,7 +5,7 @@
 
 static __always_inline void count(struct __sk_buff *skb, __u8 dir, __u8 reason)
 {
-    struct counter_key k = {.ifindex = skb->ifindex, .direction = dir, .reason = reason};
+    struct counter_key k = {.ifindex = skb_ifindex(skb), .direction = dir, .reason = reason};
     struct counter_val *v = counters.lookup(&k);
     if (v) {
         v->packets += 1; /* per-CPU value: no atomics needed */

@@ -48,6 +48,7 @@ struct pkt {
     __u8 tcp_flags;
     __u8 no_ct;        /* ICMP other than an echo request: has no replies to track */
     __u8 pad[2];
+    __u32 l4_off;      /* where the L4 header starts (lib/services.h reads past the ports) */
 };
 
 #define ICMP_ECHOREPLY_ 0
@@ -224,6 +225,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u32 end,
             return 0; /* ICMPv6 over IPv4 or the reverse: no ports, policy decides */
         return parse_icmp(skb, off, end, p);
     }
+    p->l4_off = off;
     return read_ports(skb, off, end, proto, &p->flow, &p->l4_len, &p->tcp_flags,
                       p->frag == FRAG_NONE);
 }

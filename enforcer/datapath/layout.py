@@ -19,7 +19,7 @@ from pathlib import Path
 from enforcer.datapath import bpfsys
 from enforcer.datapath.types import IPAddress
 
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/enforcer")
 
 
@@ -33,6 +33,7 @@ class DatapathConfig:
     max_conntrack: int = 262144
     max_fragments: int = 8192
     max_counters: int = 16384
+    max_service_frontends: int = 65536  # Service frontends (address, port, protocol)
     event_pages: int = 64  # ring buffer size in pages (a power of two)
     unknown_endpoint_allow: bool = False
     events_per_second: int = 200  # per CPU; 0 disables events
@@ -50,6 +51,7 @@ class DatapathConfig:
             f"-DCT_MAX={self.max_conntrack}",
             f"-DFRAG_MAX={self.max_fragments}",
             f"-DCOUNTER_MAX={self.max_counters}",
+            f"-DSVC_MAX={self.max_service_frontends}",
             f"-DEVENT_PAGES={self.event_pages}",
         ]
 
@@ -70,6 +72,12 @@ FRAG_VAL = struct.Struct("<2s2sHBx")
 COUNTER_KEY = struct.Struct("<IBBH")
 COUNTER_VAL = struct.Struct("<QQ")
 EVENT = struct.Struct("<QIIIBBBB40s")
+SVC_KEY = struct.Struct("<16s2sBB")  # frontend address, port (network order), proto, family
+SVC_VAL = struct.Struct("<I")  # flags
+LEP_KEY = struct.Struct("<16sB3x")  # local endpoint address, family
+LEP_VAL = struct.Struct("<II")  # endpoint id, host veth ifindex
+SELF_KEY = struct.Struct("<20sI")  # an SVC_KEY, endpoint id
+SELF_VAL = struct.Struct("<2s6x")  # target port (network order)
 
 CFG_UNKNOWN_ALLOW = 0
 CFG_EVENT_COST_NS = 1
@@ -100,6 +108,12 @@ def map_specs(cfg: DatapathConfig) -> dict[str, MapSpec]:
         MapSpec("counters", bpfsys.MAP_TYPE_LRU_PERCPU_HASH, COUNTER_KEY.size,
                 COUNTER_VAL.size, cfg.max_counters),
         MapSpec("config", bpfsys.MAP_TYPE_ARRAY, 4, 8, CFG_SLOTS),
+        MapSpec("svc_frontends", bpfsys.MAP_TYPE_HASH, SVC_KEY.size, SVC_VAL.size,
+                cfg.max_service_frontends),
+        MapSpec("local_eps", bpfsys.MAP_TYPE_HASH, LEP_KEY.size, LEP_VAL.size,
+                cfg.max_endpoints),
+        MapSpec("self_backends", bpfsys.MAP_TYPE_HASH, SELF_KEY.size, SELF_VAL.size,
+                cfg.max_service_frontends),
     ]
     return {s.name: s for s in specs}
 

@@ -47,6 +47,8 @@ class LoadedProgram:
     to_pod_name: str
     compile_seconds: float
     headers: HeaderChoice
+    node_egress_fd: int = -1  # tc egress of the node's other interfaces (lib/services.h)
+    node_egress_name: str = "enforcer_node_egress"
 
 
 def compile_program(cfg: DatapathConfig, pin_dir: Path) -> LoadedProgram:
@@ -57,6 +59,7 @@ def compile_program(cfg: DatapathConfig, pin_dir: Path) -> LoadedProgram:
     bpf = BPF(text=program_source().encode(), cflags=cfg.cflags(pin_dir))
     from_pod = bpf.load_func(b"tc_from_pod", BPF.SCHED_CLS)
     to_pod = bpf.load_func(b"tc_to_pod", BPF.SCHED_CLS)
+    node_egress = bpf.load_func(b"tc_node_egress", BPF.SCHED_CLS)
     elapsed = time.monotonic() - start
     return LoadedProgram(bpf, from_pod.fd, to_pod.fd, "enforcer_from_pod", "enforcer_to_pod",
-                         elapsed, headers)
+                         elapsed, headers, node_egress.fd)

@@ -60,3 +60,15 @@ def filters(ifindex: int, netns: str | None = None) -> list[tuple[str, int, str]
         return out
 
     return read() if netns is None else run_in_netns(netns, read)
+
+
+def attach_node_egress(
+    ifindex: int, program: tuple[int, str], prio: int, handle: int, netns: str | None = None
+) -> None:
+    """tc egress only, of a node interface that is no pod's (uplink, tunnel): see
+    bpf/lib/services.h. Idempotent like attach()."""
+    hooks = [(PARENT_EGRESS, program[0], program[1])]
+    if netns is None:
+        _attach_here(ifindex, hooks, prio, handle)
+    else:
+        run_in_netns(netns, lambda: _attach_here(ifindex, hooks, prio, handle))

@@ -16,12 +16,12 @@ import ctypes
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
-from enforcer.datapath import bpfsys, layout, policykeys, tc
+from enforcer.datapath import bpfsys, layout, policykeys, services, tc
 from enforcer.datapath.layout import (
     CFG_EVENT_ALLOWED,
     CFG_EVENT_BURST_NS,
@@ -149,6 +149,24 @@ class Datapath:
                   (self.program.to_pod_fd, self.program.to_pod_name),
                   self.config.tc_prio, self.config.tc_handle, netns)
 
+    def attach_node_interface(self, ifindex: int, netns: str | None = None) -> None:
+        """tc egress of a node interface that is no pod's (uplink, tunnel): local pods'
+        traffic leaving the node is judged there after DNAT (bpf/lib/services.h)."""
+        tc.attach_node_egress(ifindex, (self.program.node_egress_fd,
+                                        self.program.node_egress_name),
+                              self.config.tc_prio, self.config.tc_handle, netns)
+
+    def set_services(self, desired: services.ServiceMaps) -> int:
+        """Service frontends, local endpoint addresses and hairpin backends, as a whole."""
+        with self._lock:
+            try:
+                return services.sync(self._maps, desired)
+            except OSError as exc:
+                if exc.errno in bpfsys.FULL_ERRNOS:
+                    self.map_full_total += 1
+                    raise MapFullError("services", str(exc)) from exc
+                raise
+
     # -- policy ----------------------------------------------------------------------------
 
     def set_endpoint(self, ifindex: int, endpoint_id: int, policy: EndpointPolicy) -> int:
@@ -265,18 +283,24 @@ class Datapath:
 
     def flush_conntrack(self, ip: IPAddress) -> int:
         """Delete every conntrack and fragment entry naming `ip` (its owner changed)."""
-        raw = layout.addr_bytes(ip)
-        family = layout.family_of(ip)
+        return self.flush_conntrack_many([ip])
+
+    def flush_conntrack_many(self, ips: Iterable[IPAddress]) -> int:
+        """The same for many addresses in one pass over each map (a full sync can change
+        the owner of every address at once)."""
+        wanted = {(layout.family_of(ip), layout.addr_bytes(ip)) for ip in ips}
+        if not wanted:
+            return 0
         removed = 0
         ct = self._maps["ct"]
         for key in ct.keys_batched():
             flow = FLOW.unpack(CT_KEY.unpack(key)[0])
-            if flow[5] == family and raw in (flow[0], flow[1]) and ct.delete(key):
+            if ((flow[5], flow[0]) in wanted or (flow[5], flow[1]) in wanted) and ct.delete(key):
                 removed += 1
         frags = self._maps["frags"]
         for key in frags.keys_batched():
             fk = FRAG_KEY.unpack(key)
-            if fk[4] == family and raw in (fk[0], fk[1]):
+            if (fk[4], fk[0]) in wanted or (fk[4], fk[1]) in wanted:
                 frags.delete(key)
         return removed
 

@@ -1,0 +1,68 @@
+"""The Service maps of bpf/lib/services.h: frontends, local endpoints by address, and the
+frontends each local endpoint backs itself (hairpins). The agent hands over the complete
+desired content; only the difference is written, additions before deletions so a frontend
+never passes through a moment where its flows are judged at the ClusterIP."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from enforcer.datapath import bpfsys, layout
+from enforcer.datapath.layout import LEP_KEY, LEP_VAL, SELF_KEY, SELF_VAL, SVC_KEY, SVC_VAL
+from enforcer.datapath.types import IPAddress
+
+PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132}
+
+Frontend = tuple[IPAddress, int, str]  # address, port, protocol name
+SVC_F_OUTSIDE = 1  # bpf/lib/services.h: note flows for the uplink (a CNI may masquerade)
+
+
+@dataclass
+class ServiceMaps:
+    """Desired content of the three maps."""
+
+    frontends: set[Frontend] = field(default_factory=set)
+    outside: set[Frontend] = field(default_factory=set)  # frontends with a non-pod backend
+    local_endpoints: dict[IPAddress, tuple[int, int]] = field(default_factory=dict)  # id, ifindex
+    self_backends: dict[tuple[Frontend, int], int] = field(default_factory=dict)  # -> target
+
+
+def frontend_key(fe: Frontend) -> bytes:
+    ip, port, protocol = fe
+    return SVC_KEY.pack(
+        layout.addr_bytes(ip), port.to_bytes(2, "big"), PROTOCOL_NUMBERS[protocol], ip.version
+    )
+
+
+def encode(desired: ServiceMaps) -> dict[str, dict[bytes, bytes]]:
+    return {
+        "svc_frontends": {
+            frontend_key(fe): SVC_VAL.pack(SVC_F_OUTSIDE if fe in desired.outside else 0)
+            for fe in desired.frontends
+        },
+        "local_eps": {
+            LEP_KEY.pack(layout.addr_bytes(ip), ip.version): LEP_VAL.pack(eid, ifindex)
+            for ip, (eid, ifindex) in desired.local_endpoints.items()
+        },
+        "self_backends": {
+            SELF_KEY.pack(frontend_key(fe), eid): SELF_VAL.pack(target.to_bytes(2, "big"))
+            for (fe, eid), target in desired.self_backends.items()
+        },
+    }
+
+
+def sync(maps: Mapping[str, bpfsys.Map], desired: ServiceMaps) -> int:
+    """Write the difference; returns the number of map operations."""
+    ops = 0
+    for name, want in encode(desired).items():
+        m = maps[name]
+        have = dict(m.items())
+        for key, value in want.items():
+            if have.get(key) != value:
+                m.update(key, value)
+                ops += 1
+        for key in have.keys() - want.keys():
+            m.delete(key)
+            ops += 1
+    return ops
