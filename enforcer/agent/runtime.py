@@ -23,6 +23,12 @@ from enforcer import log
 from enforcer.agent.http import EventHub
 from enforcer.agent.interfaces import Interface, InterfaceDiscovery
 from enforcer.agent.metrics import AgentMetrics
+from enforcer.agent.services import (
+    DEFAULT_NODE_INTERFACE_PATTERN,
+    desired_maps,
+    local_addresses,
+    node_interfaces,
+)
 from enforcer.compiler import (
     CompileDelta,
     Compiler,
@@ -36,6 +42,8 @@ from enforcer.datapath.types import FIRST_IDENTITY, IDENTITY_ANY, DropEvent, End
 from enforcer.digest import object_hash
 from enforcer.model.cluster import ClusterState
 from enforcer.model.loader import ValidationError, parse_object
+from enforcer.model.parse_services import parse_service_object
+from enforcer.model.services import EndpointSlice, Service
 from enforcer.sources.base import EventType, Source, SourceEvent
 
 ObjKey = tuple[str, str | None, str]
@@ -49,7 +57,10 @@ class DatapathWriter(Protocol):
     def remove_endpoint(self, ifindex: int) -> None: ...
     def set_identities(self, changes: Mapping[Any, int | None]) -> None: ...
     def flush_conntrack(self, ip: Any) -> int: ...
+    def flush_conntrack_many(self, ips: Any) -> int: ...
     def endpoints(self) -> Mapping[int, Any]: ...
+    def set_services(self, desired: Any) -> int: ...
+    def attach_node_interface(self, ifindex: int, netns: str | None = None) -> None: ...
 
 
 @dataclass
@@ -96,6 +107,7 @@ class Agent:
         metrics: AgentMetrics,
         events: EventHub,
         started_queue: queue.Queue[tuple[float, SourceEvent | LinkEvent]] | None = None,
+        node_interface_pattern: str = DEFAULT_NODE_INTERFACE_PATTERN,
     ) -> None:
         """started_queue: the source already runs and feeds this queue (it was started
         before the datapath's compile, so listing the cluster and compiling overlap)."""
@@ -125,6 +137,12 @@ class Agent:
         self._next_endpoint_id = 1
         self._adopted: dict[int, int] = {}  # ifindex -> endpoint id
         self._lock = threading.Lock()  # held by step(); readers take it for snapshots
+        # Services (bpf/lib/services.h): rewritten after batches that touched them.
+        self.node_interface_pattern = node_interface_pattern
+        self.node_interfaces: set[int] = set()
+        self.node_addresses: set[Any] = set()  # backends here are not deferred to
+        self._services_dirty = True
+        self._next_node_scan = 0.0
         self._adopt_endpoint_ids()
 
     # -- threads feeding the queue ------------------------------------------------------------
@@ -161,6 +179,8 @@ class Agent:
                 if unbound:
                     with self._lock:
                         self._bind_unbound()
+                        self._sync_services()
+                self._scan_node_interfaces()
                 self._refresh_health()
                 continue
             batch = [item]
@@ -171,7 +191,46 @@ class Agent:
                     break
             with self._lock:
                 self.step(batch)
+                self._sync_services()
+            self._scan_node_interfaces()
             self._refresh_health()
+
+    def _sync_services(self) -> None:
+        if not self._services_dirty or not self.status.synced_once:
+            return
+        self._services_dirty = False
+        try:
+            self.datapath.set_services(
+                desired_maps(self.state, self.endpoints.values(), self.node_addresses)
+            )
+        except Exception as exc:  # map full: the previous frontends stay (see writer)
+            self.status.last_error = str(exc)
+            self.log.error("service maps not written", error=str(exc))
+
+    def _scan_node_interfaces(self) -> None:
+        """Attach the node-egress hook to uplinks and tunnels, including ones that appear
+        later (a CNI creates its tunnel device after the agent starts); follow the node's
+        own addresses (see enforcer.agent.services)."""
+        now = time.monotonic()
+        if now < self._next_node_scan:
+            return
+        self._next_node_scan = now + 2.0
+        try:
+            found = node_interfaces(self.node_interface_pattern)
+            addresses = local_addresses()
+        except OSError:
+            return
+        if addresses != self.node_addresses:
+            with self._lock:
+                self.node_addresses = addresses
+                self._services_dirty = True
+                self._sync_services()
+        for ifindex, name in found.items():
+            if ifindex not in self.node_interfaces:
+                self.datapath.attach_node_interface(ifindex)
+                self.node_interfaces.add(ifindex)
+                self.log.info("node interface attached", ifname=name, ifindex=ifindex)
+        self.node_interfaces &= set(found)
 
     def _on_link_new(self, iface: Interface) -> None:
         self.queue.put((time.monotonic(), LinkEvent(new=iface)))
@@ -262,7 +321,8 @@ class Agent:
         if event.type is EventType.DELETED:
             return self._remove(key)
         try:
-            obj = parse_object(raw, origin=self.source.describe())
+            origin = self.source.describe()
+            obj = parse_object(raw, origin=origin) or parse_service_object(raw, origin=origin)
         except ValidationError as exc:
             # The previous valid version (if any) stays in force: nothing half-applied.
             self.metrics.invalid_objects.labels(kind=kind).inc()
@@ -276,8 +336,9 @@ class Agent:
         self.object_hashes[key] = object_hash(raw)
         self.digest ^= self.object_hashes[key]
         self.state.upsert(obj)
-        if not self.status.synced_once:
-            return None
+        self._services_dirty = True
+        if not self.status.synced_once or isinstance(obj, Service | EndpointSlice):
+            return None  # Services are kube-proxy's frontends, not policy: see _sync_services
         return self.compiler.on_upsert(obj)
 
     def _remove(self, key: ObjKey) -> CompileDelta | None:
@@ -286,7 +347,8 @@ class Agent:
             return None
         self.digest ^= self.object_hashes.pop(key, 0)
         self.state.remove(key[0], key[1], key[2])
-        if not self.status.synced_once:
+        self._services_dirty = True
+        if not self.status.synced_once or isinstance(old, Service | EndpointSlice):
             return None
         return self.compiler.on_remove(old)
 
@@ -366,6 +428,7 @@ class Agent:
             self.attached.add(ifindex)
         record.ifindex = ifindex
         self.pod_of_ifindex[ifindex] = pod
+        self._services_dirty = True
         if write and record.policy is not None:
             self._write_endpoint(record)
 
@@ -423,9 +486,14 @@ class Agent:
                 if record.ifindex is not None:
                     self._write_endpoint(record, step.policy)
             elif isinstance(step, FlushConntrack):
-                for ip in step.ips:
-                    flushed = self.datapath.flush_conntrack(ip)
-                    self.log.info("ip changed owner, conntrack flushed", ip=str(ip), n=flushed)
+                flushed = self.datapath.flush_conntrack_many(step.ips)
+                # One line per change, not per address: a full sync changes thousands.
+                self.log.info(
+                    "addresses changed owner, conntrack flushed",
+                    addresses=len(step.ips),
+                    sample=sorted(str(ip) for ip in step.ips)[:5],
+                    entries=flushed,
+                )
             elif isinstance(step, RemoveEndpoint):
                 record = self.endpoints.pop(step.pod_key, None)
                 ifindex = ifindex_of.get(step.pod_key)
@@ -433,6 +501,7 @@ class Agent:
                     # If the interface lingers, it falls back to the unknown-endpoint verdict.
                     self.datapath.remove_endpoint(ifindex)
                     self.pod_of_ifindex.pop(ifindex, None)
+        self._services_dirty = True  # endpoint ids and interfaces may have changed
         if adopt:
             self._reconcile_pinned()
         self.metrics.endpoints.set(sum(1 for r in self.endpoints.values() if r.generation))

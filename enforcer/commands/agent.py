@@ -54,6 +54,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_INTERFACE_PATTERN,
         help="regular expression for host-side pod interfaces to enforce on",
     )
+    from enforcer.agent.services import DEFAULT_NODE_INTERFACE_PATTERN
+
+    p.add_argument(
+        "--node-interface-pattern",
+        default=DEFAULT_NODE_INTERFACE_PATTERN,
+        help="regular expression for the node's uplinks and tunnels, where local pods' "
+        "traffic to Services with backends elsewhere is judged after DNAT",
+    )
     from enforcer.datapath.layout import DatapathConfig as Defaults
 
     d = Defaults()
@@ -131,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         metrics,
         hub,
         started_queue=early,
+        node_interface_pattern=args.node_interface_pattern,
     )
     metrics.add_collector(
         DatapathCollector(datapath.counters, agent.pod_for_ifindex, datapath.map_pressure)

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from enforcer.agent.interfaces import DEFAULT_INTERFACE_PATTERN
+from enforcer.agent.services import DEFAULT_NODE_INTERFACE_PATTERN
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +22,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--pin-dir", default="/sys/fs/bpf/enforcer", help="the agent's --pin-dir")
     p.add_argument("--interface-pattern", default=DEFAULT_INTERFACE_PATTERN)
+    p.add_argument("--node-interface-pattern", default=DEFAULT_NODE_INTERFACE_PATTERN)
     p.add_argument("--dry-run", action="store_true", help="say what would be removed")
     p.set_defaults(func=run)
+
+
+def remove_node_filters(pattern: str, dry_run: bool) -> list[str]:
+    """Our node-egress filter on uplinks and tunnels, recognised by its name (a CNI may have
+    filters of its own at any prio there)."""
+    from pyroute2 import IPRoute
+
+    from enforcer.agent.services import node_interfaces
+    from enforcer.datapath.layout import DatapathConfig
+    from enforcer.datapath.loader import LoadedProgram
+    from enforcer.datapath.tc import PARENT_EGRESS
+
+    cfg = DatapathConfig()
+    name = LoadedProgram.__dataclass_fields__["node_egress_name"].default
+    removed = []
+    with IPRoute() as ipr:
+        for ifindex, ifname in node_interfaces(pattern).items():
+            for f in ipr.get_filters(ifindex, parent=PARENT_EGRESS):
+                opts = f.get_attr("TCA_OPTIONS")
+                if f["info"] >> 16 != cfg.tc_prio or not opts:
+                    continue
+                if opts.get_attr("TCA_BPF_NAME") != name:
+                    continue
+                removed.append(f"{ifname} {PARENT_EGRESS}")
+                if not dry_run:
+                    ipr.tc(
+                        "del-filter",
+                        "bpf",
+                        ifindex,
+                        cfg.tc_handle,
+                        parent=PARENT_EGRESS,
+                        prio=cfg.tc_prio,
+                    )
+    return removed
 
 
 def remove_filters(pattern: str, dry_run: bool) -> list[str]:
@@ -65,6 +101,7 @@ def remove_filters(pattern: str, dry_run: bool) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     removed = remove_filters(args.interface_pattern, args.dry_run)
+    removed += remove_node_filters(args.node_interface_pattern, args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for what in removed:
         print(f"{verb} filter: {what}")

@@ -80,9 +80,12 @@ def object_key(kind: str, obj: Mapping[str, Any]) -> tuple[str, str | None, str]
 def source_from_spec(spec: str, *, kubeconfig: str | None, node_name: str | None) -> Source:
     """`k8s` (in-cluster config, else the kubeconfig) or `dir:PATH` (a folder of manifests)."""
     if spec == "k8s":
-        from enforcer.sources.kubernetes import KubernetesSource
+        from enforcer.sources.kubernetes import DEFAULT_KINDS, KubernetesSource
 
-        return KubernetesSource.from_config(kubeconfig=kubeconfig, node_name=node_name)
+        # Services and EndpointSlices: the datapath judges egress to a Service after DNAT
+        # and needs its frontends (bpf/lib/services.h).
+        kinds = (*DEFAULT_KINDS, KIND_SERVICE, KIND_ENDPOINT_SLICE)
+        return KubernetesSource.from_config(kubeconfig=kubeconfig, node_name=node_name, kinds=kinds)
     if spec.startswith("dir:"):
         from enforcer.sources.directory import DirectorySource
 
