@@ -35,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="per-pod: a Service (s-POD) for every pod, as the upstream e2e suite makes",
     )
     up.add_argument("--dns", action="store_true", help="a DNS pod and its kube-dns Service")
+    up.add_argument(
+        "--cni-masquerade",
+        action="store_true",
+        help="SNAT pod traffic leaving the pod network to the node's address, as flannel does",
+    )
     up.set_defaults(func=run_up)
 
     ap = ls.add_parser("apply", help="create or replace objects, wait until enforced")
@@ -110,6 +115,7 @@ def run_up(args: argparse.Namespace) -> int:
             args.timeout,
             services=args.services,
             dns=args.dns,
+            cni_masquerade=args.cni_masquerade,
         )
     except lab.LabError as exc:
         return _fail(exc)

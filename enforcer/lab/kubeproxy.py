@@ -46,8 +46,10 @@ def nat_table(
     cluster_cidr: IPv4Network | IPv6Network,
     node: str,
     node_of_pod: Mapping[str, str],
+    cni_masquerade: bool = False,
 ) -> str:
-    """The whole nat table for one node, as iptables-restore input."""
+    """The whole nat table for one node, as iptables-restore input. `cni_masquerade` adds
+    flannel's ip-masq rule: pod traffic leaving the pod network takes the node's address."""
     chains = ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"]
     rules = [
         '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
@@ -70,6 +72,8 @@ def nat_table(
             _service_port(chains, rules, svc, sp, backends, family, cluster_cidr, node, node_of_pod)
     # NodePorts last, for any local destination address (kube-proxy's --nodeport-addresses default).
     rules.append("-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS")
+    if cni_masquerade:
+        rules.append(f"-A POSTROUTING -s {cluster_cidr} ! -d {cluster_cidr} -j MASQUERADE")
     lines = ["*nat", *(f":{c} - [0:0]" for c in chains), *rules, "COMMIT", ""]
     return "\n".join(lines)
 

@@ -56,6 +56,7 @@ class LabState:
     next_pod_index: int = 1
     services: str = "none"  # "per-pod": a Service for every pod (see services.py)
     dns: bool = False  # a DNS pod and its kube-dns Service
+    cni_masquerade: bool = False  # pod traffic leaving the pod network is SNATed (flannel)
     # What the "API server" allocated, so a re-applied manifest keeps its addresses.
     cluster_ips: dict[str, list[str]] = field(default_factory=dict)  # service key -> IPs
     node_ports: dict[str, int] = field(default_factory=dict)  # "ns/svc/port name" -> port
@@ -129,6 +130,7 @@ def up(
     timeout: float = 60.0,
     services: str = "none",
     dns: bool = False,
+    cni_masquerade: bool = False,
 ) -> LabState:
     _valid_name(name)
     if services not in ("none", "per-pod"):
@@ -146,7 +148,14 @@ def up(
         wanted = (obj.get("spec") or {}).get("nodeName") if obj["kind"] == "Pod" else None
         if wanted and wanted not in node_names:
             node_names.append(wanted)
-    state = LabState(name=name, topology=topology, ipv6=ipv6, services=services, dns=dns)
+    state = LabState(
+        name=name,
+        topology=topology,
+        ipv6=ipv6,
+        services=services,
+        dns=dns,
+        cni_masquerade=cni_masquerade,
+    )
     state.nodes = [
         asdict(topo.NodeNet(n, i, f"{NETNS_PREFIX}{name}-n{i}"))
         for i, n in enumerate(node_names, start=1)
@@ -309,11 +318,15 @@ def _kill(pid: int | None, sig: int = signal.SIGTERM, wait: float = 5.0) -> None
 
 
 def expected_digest(state: LabState) -> str:
-    """The digest of what the agents enforce: the objects their parser models (Services
-    and EndpointSlices are kube-proxy's business until the agent reads them)."""
+    """The digest of what the agents enforce: the objects their parsers model."""
     from enforcer.model.loader import parse_object
+    from enforcer.model.parse_services import parse_service_object
 
-    tracked = [o for o in mf.read_folder(state.manifest_dir) if parse_object(o) is not None]
+    tracked = [
+        o
+        for o in mf.read_folder(state.manifest_dir)
+        if parse_object(o) is not None or parse_service_object(o) is not None
+    ]
     return f"{set_digest(tracked):016x}"
 
 
@@ -522,7 +535,9 @@ def sync_services(state: LabState) -> None:
     for node in state.node_nets():
         for family in (4, 6) if state.ipv6 else (4,):
             cidr = topo.POD_V4 if family == 4 else topo.POD_V6
-            table = kubeproxy.nat_table(cluster, family, cidr, node.name, nodes)
+            table = kubeproxy.nat_table(
+                cluster, family, cidr, node.name, nodes, state.cni_masquerade
+            )
             kubeproxy.restore(node.netns, family, table)
     if state.dns:
         from enforcer.lab import dns
