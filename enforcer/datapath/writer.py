@@ -287,21 +287,18 @@ class Datapath:
 
     def flush_conntrack_many(self, ips: Iterable[IPAddress]) -> int:
         """The same for many addresses in one pass over each map (a full sync can change
-        the owner of every address at once)."""
-        wanted = {(layout.family_of(ip), layout.addr_bytes(ip)) for ip in ips}
+        the owner of every address at once). The maps' keys are searched as one buffer, so
+        a conntrack table of 250,000 flows costs milliseconds, not a Python loop."""
+        wanted = {layout.addr_bytes(ip): layout.family_of(ip) for ip in ips}
         if not wanted:
             return 0
         removed = 0
         ct = self._maps["ct"]
-        for key in ct.keys_batched():
-            flow = FLOW.unpack(CT_KEY.unpack(key)[0])
-            if ((flow[5], flow[0]) in wanted or (flow[5], flow[1]) in wanted) and ct.delete(key):
-                removed += 1
+        for key in _keys_naming(ct.keys_raw(), CT_KEY.size, wanted, (0, 16), 37):
+            removed += ct.delete(key)
         frags = self._maps["frags"]
-        for key in frags.keys_batched():
-            fk = FRAG_KEY.unpack(key)
-            if (fk[4], fk[0]) in wanted or (fk[4], fk[1]) in wanted:
-                frags.delete(key)
+        for key in _keys_naming(frags.keys_raw(), FRAG_KEY.size, wanted, (0, 16), 37):
+            frags.delete(key)
         return removed
 
     # -- read back -------------------------------------------------------------------------
@@ -361,6 +358,22 @@ class Datapath:
                 continue
             out[name] = sum(1 for _ in self._maps[name].keys()) / spec.max_entries
         return out
+
+
+def _keys_naming(
+    raw: bytes, size: int, wanted: Mapping[bytes, int], at: tuple[int, ...], family_at: int
+) -> list[bytes]:
+    """Keys (fixed `size`, concatenated in `raw`) holding one of the `wanted` 16-byte
+    addresses at one of the offsets `at`, with that address's family at `family_at`."""
+    hits: set[int] = set()
+    for pattern, family in wanted.items():
+        start = raw.find(pattern)
+        while start != -1:
+            index, within = divmod(start, size)
+            if within in at and raw[index * size + family_at] == family:
+                hits.add(index)
+            start = raw.find(pattern, start + 1)
+    return [raw[i * size : (i + 1) * size] for i in sorted(hits)]
 
 
 def _decode_event(raw: bytes) -> DropEvent:

@@ -24,3 +24,21 @@ def test_keys_batched_equals_key_walk(map_type: int, count: int) -> None:
         assert set(batched) == set(m.keys())
     finally:
         m.close()
+
+
+def test_keys_naming_matches_address_and_family_only() -> None:
+    from ipaddress import ip_address
+
+    from enforcer.datapath.layout import CT_KEY, FLOW, addr_bytes
+    from enforcer.datapath.writer import _keys_naming
+
+    def key(src: str, dst: str) -> bytes:
+        s, d = ip_address(src), ip_address(dst)
+        flow = FLOW.pack(addr_bytes(s), addr_bytes(d), b"\0\1", b"\0\2", 6, s.version)
+        return CT_KEY.pack(flow, 7, 1)
+
+    keys = [key("198.18.1.2", "198.18.1.3"), key("198.18.1.3", "198.18.1.9"),
+            key("c612:102::", "2001:2::1"), key("198.18.1.4", "198.18.1.5")]
+    wanted = {addr_bytes(ip_address("198.18.1.3")): 4, addr_bytes(ip_address("c612:102::")): 4}
+    # The v6 key starts with the same bytes as 198.18.1.2 but is family 6: no match for it.
+    assert _keys_naming(b"".join(keys), CT_KEY.size, wanted, (0, 16), 37) == keys[:2]
