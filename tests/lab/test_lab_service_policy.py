@@ -5,6 +5,8 @@ DNS through the DNS Service, and Services with endpoints outside the cluster."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from enforcer.cli import main
 from enforcer.commands.lab import check_documents, probe_documents
 from enforcer.lab import dns, lab
 from enforcer.lab import services as svcs
@@ -41,7 +42,7 @@ BRIDGED_CASES = {"default-deny-all", "egress-to-namespace-with-port", "named-por
 
 @pytest.mark.parametrize("topology", ["routed", "bridged"])
 def test_upstream_cases_through_services_equal_pod_probes(
-    lab_factory, write_manifests, topology: str, capsys
+    lab_factory, write_manifests, topology: str
 ) -> None:
     state = lab_factory(
         [write_manifests(upstream.cluster())], topology=topology, nodes=2, services="per-pod"
@@ -63,11 +64,15 @@ def test_upstream_cases_through_services_equal_pod_probes(
         assert denied > 0, f"{name}: nothing denied"
         lab.delete(state, [path])
     assert problems == []
-    # The command line agrees (exit 0: kernel and model agree through every Service).
+    # The command line agrees (exit 0: kernel and model agree through every Service). In a
+    # subprocess: the CLI configures logging for the process it runs in.
     lab.apply(state, [write_manifests(upstream.cases(ips)["egress-to-namespace-with-port"])])
     argv = ["lab", "probe", "--name", state.name, "--via", "service", "--check", "--port", "81"]
-    assert main(argv) == 0
-    assert "agree" in capsys.readouterr().err
+    done = subprocess.run(
+        [sys.executable, "-m", "enforcer.cli", *argv], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "agree" in done.stderr
 
 
 def _client_egress_to(backend: str) -> dict[str, Any]:
