@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 import struct
+import time
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
@@ -157,21 +158,28 @@ def write_records(path: Path, records: Records) -> None:
 
 
 def resolve(
-    netns: str, server: IPAddress, name: str, family: int = 4, timeout: float = 1.0
+    netns: str, server: IPAddress, name: str, family: int = 4, timeout: float = 2.0
 ) -> list[IPAddress] | None:
-    """Ask `server` from inside `netns`; None when no answer came (or NXDOMAIN)."""
+    """Ask `server` from inside `netns`; None when no answer came (or NXDOMAIN). The query is
+    re-sent every 0.25 s, as resolvers do: the first may wait for ARP/ND."""
     qtype = TYPE_A if family == 4 else TYPE_AAAA
 
     def ask() -> list[IPAddress] | None:
         sock_family = socket.AF_INET if server.version == 4 else socket.AF_INET6
+        deadline = time.monotonic() + timeout
         with socket.socket(sock_family, socket.SOCK_DGRAM) as s:
-            s.settimeout(timeout)
             txid = secrets.randbits(16)
             try:
                 s.connect((str(server), 53))
-                s.send(build_query(name, qtype, txid))
-                return parse_response(s.recv(4096), txid)
+                while (left := deadline - time.monotonic()) > 0:
+                    s.send(build_query(name, qtype, txid))
+                    s.settimeout(min(0.25, left))
+                    try:
+                        return parse_response(s.recv(4096), txid)
+                    except TimeoutError:
+                        continue
             except OSError:
                 return None
+        return None
 
     return run_in_netns(netns, ask)
