@@ -127,24 +127,22 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def run_apply(args: argparse.Namespace) -> int:
-    from enforcer.lab import lab
-
-    try:
-        took = lab.apply(lab.LabState.load(args.name), args.paths, args.timeout)
-    except lab.LabError as exc:
-        return _fail(exc)
-    _progress(f"applied and enforced in {took * 1000:.0f} ms")
-    return 0
+    return _change(args, "apply", "applied")
 
 
 def run_delete(args: argparse.Namespace) -> int:
+    return _change(args, "delete", "deleted")
+
+
+def _change(args: argparse.Namespace, operation: str, done: str) -> int:
     from enforcer.lab import lab
 
     try:
-        took = lab.delete(lab.LabState.load(args.name), args.paths, args.timeout)
+        change = getattr(lab, operation)  # lab.apply or lab.delete: same shape
+        took = change(lab.LabState.load(args.name), args.paths, args.timeout)
     except lab.LabError as exc:
         return _fail(exc)
-    _progress(f"deleted and enforced in {took * 1000:.0f} ms")
+    _progress(f"{done} and enforced in {took * 1000:.0f} ms")
     return 0
 
 
