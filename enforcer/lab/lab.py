@@ -219,25 +219,21 @@ def _add_pods(state: LabState, pods: list[dict[str, Any]]) -> None:
     topo.add_pods(new_nets, nodes, state.node_nets(), state.topology)
 
 
+def agent_command(netns: str, node: str, source: str, pins: Path, *extra: str) -> list[str]:
+    """The real agent inside a node namespace. nsenter, not `ip netns exec`: the latter
+    remounts /sys and would hide the pinned maps under /sys/fs/bpf."""
+    return [
+        "nsenter", f"--net=/run/netns/{netns}",
+        sys.executable, "-m", "enforcer.cli", "--log-format", "json", "agent",
+        "--node-name", node, "--source", source, "--pin-dir", str(pins),
+        "--metrics-addr", AGENT_ADDR, *extra,
+    ]  # fmt: skip
+
+
 def _start_agent(state: LabState, node: topo.NodeNet) -> int:
-    cmd = [
-        "nsenter",
-        f"--net=/run/netns/{node.netns}",
-        sys.executable,
-        "-m",
-        "enforcer.cli",
-        "--log-format",
-        "json",
-        "agent",
-        "--node-name",
-        node.name,
-        "--source",
-        f"dir:{state.manifest_dir}",
-        "--pin-dir",
-        str(pin_dir(state.name, node.name)),
-        "--metrics-addr",
-        AGENT_ADDR,
-    ]
+    cmd = agent_command(
+        node.netns, node.name, f"dir:{state.manifest_dir}", pin_dir(state.name, node.name)
+    )
     with open(state.dir / f"agent-{node.name}.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
     return proc.pid

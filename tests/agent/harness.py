@@ -16,6 +16,7 @@ from typing import Any
 
 from enforcer.agentclient import get_json, get_text
 from enforcer.lab import topology as topo
+from enforcer.lab.lab import agent_command
 from enforcer.lab.probe import ProbeEndpoint, probe_pair
 from enforcer.netnsutil import run_in_netns
 from tests.fakeapi.server import FakeKubeAPI
@@ -145,27 +146,10 @@ class NodeHarness:
         return self
 
     def start_agent(self) -> None:
-        cmd = [
-            "nsenter",
-            f"--net=/run/netns/{self.node.netns}",
-            sys.executable,
-            "-m",
-            "enforcer.cli",
-            "--log-format",
-            "json",
-            "agent",
-            "--node-name",
-            NODE,
-            "--source",
-            "k8s",
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--pin-dir",
-            str(self.pin_dir),
-            "--metrics-addr",
-            AGENT_ADDR,
-            *self.agent_args,
-        ]
+        cmd = agent_command(
+            self.node.netns, NODE, "k8s", self.pin_dir,
+            "--kubeconfig", str(self.kubeconfig), *self.agent_args,
+        )  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.agent = subprocess.Popen(cmd, stdout=log, stderr=log)
         eventually(self.ready, 60, f"agent ready (log: {self.log_path})")
