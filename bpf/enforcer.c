@@ -15,9 +15,9 @@
 #include "lib/events.h"
 #include "lib/services.h"
 
-static __always_inline int forward(struct __sk_buff *skb, __u8 dir)
+static __always_inline int forward(struct __sk_buff *skb, __u8 dir, __u32 counter_slot)
 {
-    count(skb, dir, REASON_FORWARDED);
+    count_forwarded(skb, dir, counter_slot);
     return TC_ACT_UNSPEC;
 }
 
@@ -38,38 +38,42 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     int reason = parse_packet(skb, &p);
 
     if (reason == 0 && p.l3 == L3_ARP)
-        return forward(skb, dir);
+        return forward(skb, dir, 0);
 
     struct ep_config *ep = ep_config.lookup(&ifindex);
     if (!ep) {
         /* Attached before its pod is known (or after it left): deny unless configured. */
         if (cfg_get(CFG_UNKNOWN_ALLOW))
-            return forward(skb, dir);
+            return forward(skb, dir, 0);
         return drop(skb, &p, dir, DROP_UNKNOWN_ENDPOINT, 0, 0);
     }
     __u32 endpoint_id = ep->endpoint_id;
     __u32 generation = ep->generation;
+    __u32 slot = ep->counter_slot;
 
     if (reason == 0 && p.l3 == L3_IP && p.frag == FRAG_LATER)
         reason = frag_resolve(&p);
     if (reason != 0 || p.l3 != L3_IP) {
         /* What we cannot see passes only where the direction allows everything anyway. */
         if (policy_allows_everything(endpoint_id, dir))
-            return forward(skb, dir);
+            return forward(skb, dir, slot);
         return drop(skb, &p, dir, reason ? reason : DROP_UNSUPPORTED_L3, endpoint_id, 0);
     }
     if (p.nd)
-        return forward(skb, dir); /* neighbour discovery always passes */
+        return forward(skb, dir, slot); /* neighbour discovery always passes */
 
-    /* A flow is re-checked when its endpoint's policy or any peer's identity changed. */
-    __u64 epoch = cfg_get(CFG_IDENTITY_EPOCH);
-    __u32 ct_generation = 0;
-    __u64 ct_epoch = 0;
-    int state = ct_lookup(&p, ifindex, dir, &ct_generation, &ct_epoch);
-    if (state == CT_REPLY || state == CT_RELATED) {
+    /* A flow is re-checked when its endpoint's generation or the node's policy epoch (any
+     * identity, policy or Service map change) moved since it was last checked; until then
+     * its packets need nothing but the one conntrack lookup. */
+    __u64 epoch = cfg_get(CFG_POLICY_EPOCH);
+    struct ct_val *entry = 0;
+    int state = ct_lookup(&p, ifindex, dir, &entry);
+    if (state == CT_REPLY || state == CT_RELATED ||
+        (state == CT_ESTABLISHED && entry && entry->generation == generation &&
+         entry->epoch == epoch)) {
         if (p.frag == FRAG_FIRST)
             frag_remember(&p);
-        return forward(skb, dir);
+        return forward(skb, dir, slot);
     }
 
     /* To a pod, from a local pod: that pod's egress is judged here, after any DNAT, against
@@ -92,16 +96,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
                 return drop(skb, &p, dir, DROP_MAP_FULL, src_endpoint, src_identity);
         } else if (state == CT_MISS) {
             self = svc_hairpin(skb, &p, ifindex);
-        } else if (ct_generation != generation || ct_epoch != epoch) {
+        } else if (entry) {
             /* A re-check: a pod's own hairpin stays its own whatever the policy. */
-            struct ct_val *v = ct_get(&p.flow, ifindex, dir);
-            self = v && (v->flags & CT_F_SELF);
+            self = (entry->flags & CT_F_SELF) != 0;
         }
-    }
-    if (state == CT_ESTABLISHED && ct_generation == generation && ct_epoch == epoch) {
-        if (p.frag == FRAG_FIRST)
-            frag_remember(&p);
-        return forward(skb, dir);
     }
 
     /* New flow, or an established one to re-check. */
@@ -130,7 +128,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
         frag_remember(&p); /* on failure later fragments drop: fail closed */
     if (state == CT_MISS && cfg_get(CFG_EVENT_ALLOWED))
         emit(skb, &p, dir, REASON_FORWARDED, endpoint_id, identity);
-    return forward(skb, dir);
+    return forward(skb, dir, slot);
 }
 
 int tc_from_pod(struct __sk_buff *skb)
@@ -155,7 +153,7 @@ int tc_node_egress(struct __sk_buff *skb)
         p.frag == FRAG_LATER)
         return TC_ACT_UNSPEC;
     __u32 src_endpoint = 0, identity = 0;
-    __u64 epoch = cfg_get(CFG_IDENTITY_EPOCH);
+    __u64 epoch = cfg_get(CFG_POLICY_EPOCH);
     struct lep_val *src = local_source(&p.flow);
     if (!src) {
         /* A pod's first packet to an outside endpoint, masqueraded by the CNI: judged on its
@@ -170,10 +168,7 @@ int tc_node_egress(struct __sk_buff *skb)
             return drop(skb, &p, DIR_EGRESS, DROP_POLICY_DENIED, src_endpoint, identity);
         return TC_ACT_UNSPEC;
     }
-    struct flow r = {};
-    flow_reverse(&p.flow, &r);
-    if (ct_get(&r, src->ifindex, DIR_INGRESS))
-        return TC_ACT_UNSPEC; /* a reply of a flow into the pod */
+    /* (A reply of a flow into the pod passes: postnat_egress finds its reply entry.) */
     int post = postnat_egress(&p, src, epoch, &src_endpoint, &identity);
     if (post == POSTNAT_DENY)
         return drop(skb, &p, DIR_EGRESS, DROP_POLICY_DENIED, src_endpoint, identity);

@@ -57,7 +57,7 @@ struct ep_config {
     __u32 endpoint_id;
     __u32 generation;
     __u32 flags;
-    __u32 reserved;
+    __u32 counter_slot; /* its row pair in fwd_counters (0: none, counted in `counters`) */
 };
 
 /* Config array slots (u64 each). */
@@ -65,7 +65,9 @@ struct ep_config {
 #define CFG_EVENT_COST_NS 1  /* token bucket: ns of budget one event costs (0: no events) */
 #define CFG_EVENT_BURST_NS 2 /* token bucket capacity in ns */
 #define CFG_EVENT_ALLOWED 3  /* 1: also emit an event for each allowed new flow */
-#define CFG_IDENTITY_EPOCH 4 /* bumped by the agent on every ipcache change */
+/* Bumped by the agent on every change of peer identities, endpoint policy or Service maps:
+ * an established flow checked under the current epoch needs no look at anything else. */
+#define CFG_POLICY_EPOCH 4
 #define CFG_SLOTS 8
 
 /* skb->ifindex, loaded straight from the context pointer. In a large function clang may keep

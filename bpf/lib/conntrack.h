@@ -1,7 +1,7 @@
 /* Connection tracking: which packets skip policy. Only replies and related ICMP errors
  * skip it; packets in the establishing direction are re-checked whenever the endpoint's
- * policy generation changed since the entry was written, so a revoked flow stops at its
- * next packet. Fragment tracking lives here too: later fragments borrow the first's ports. */
+ * policy generation or the node's policy epoch changed since the entry was written, so a
+ * revoked flow stops at its next packet. Fragment tracking lives here too: later fragments borrow the first's ports. */
 #pragma once
 
 #include "lib/maps.h"
@@ -35,42 +35,30 @@ static __always_inline void ct_key_init(struct ct_key *k, const struct flow *f, 
     k->pad[2] = 0;
 }
 
-/* Classifies the packet; for CT_ESTABLISHED, *gen and *epoch receive what the entry was
- * last checked under. */
-static __always_inline int ct_lookup(const struct pkt *p, __u32 ifindex, __u8 dir, __u32 *gen,
-                                     __u64 *epoch)
+/* One lookup classifies a packet: ct_write stores each flow twice, under its establishing
+ * tuple and under its reply tuple (flagged CT_F_REPLY, the other direction), so a reply finds
+ * its own entry. For CT_ESTABLISHED, *out points at the entry (what it was checked under). */
+static __always_inline int ct_lookup(const struct pkt *p, __u32 ifindex, __u8 dir,
+                                     struct ct_val **out)
 {
     struct ct_key k = {};
-    struct flow r = {};
     struct ct_val *v;
-    __u8 other = dir ^ 1;
 
     if (p->icmp_error) {
-        /* An error about a packet of a flow established here travels the other way... */
-        ct_key_init(&k, &p->inner, ifindex, other);
-        if (ct.lookup(&k))
-            return CT_RELATED;
-        /* ...an error about one of its replies travels the establishing way. */
-        flow_reverse(&p->inner, &r);
-        ct_key_init(&k, &r, ifindex, dir);
-        if (ct.lookup(&k))
-            return CT_RELATED;
-        return CT_MISS;
+        /* An error about a packet of a tracked flow travels against that packet: the quoted
+         * tuple is the flow's (or its reply's) in the other direction. */
+        ct_key_init(&k, &p->inner, ifindex, dir ^ 1);
+        return ct.lookup(&k) ? CT_RELATED : CT_MISS;
     }
-    flow_reverse(&p->flow, &r);
-    ct_key_init(&k, &r, ifindex, other);
-    /* No per-packet writes to the entry (a shared cache line for both directions): the
-     * LRU keeps live flows. */
-    if (ct.lookup(&k))
-        return CT_REPLY;
     ct_key_init(&k, &p->flow, ifindex, dir);
+    /* No per-packet writes to the entry: the LRU keeps live flows. */
     v = ct.lookup(&k);
-    if (v) {
-        *gen = v->generation;
-        *epoch = v->identity_epoch;
-        return CT_ESTABLISHED;
-    }
-    return CT_MISS;
+    if (!v)
+        return CT_MISS;
+    if (v->flags & CT_F_REPLY)
+        return CT_REPLY;
+    *out = v;
+    return CT_ESTABLISHED;
 }
 
 static __always_inline int ct_write(const struct pkt *p, __u32 ifindex, __u8 dir, __u32 gen,
@@ -78,17 +66,27 @@ static __always_inline int ct_write(const struct pkt *p, __u32 ifindex, __u8 dir
 {
     struct ct_key k = {};
     struct ct_val v = {};
+    struct flow r = {};
     ct_key_init(&k, &p->flow, ifindex, dir);
     v.generation = gen;
     v.flags = flags;
-    v.identity_epoch = epoch;
+    v.epoch = epoch;
+    if (ct.update(&k, &v) < 0)
+        return -1;
+    flow_reverse(&p->flow, &r);
+    ct_key_init(&k, &r, ifindex, dir ^ 1);
+    v.flags = flags | CT_F_REPLY;
     return ct.update(&k, &v);
 }
 
 static __always_inline void ct_forget(const struct pkt *p, __u32 ifindex, __u8 dir)
 {
     struct ct_key k = {};
+    struct flow r = {};
     ct_key_init(&k, &p->flow, ifindex, dir);
+    ct.delete(&k);
+    flow_reverse(&p->flow, &r);
+    ct_key_init(&k, &r, ifindex, dir ^ 1);
     ct.delete(&k);
 }
 

@@ -61,9 +61,13 @@ struct ct_key {
 struct ct_val {
     __u32 generation; /* the endpoint generation the establishing direction was checked under */
     __u32 flags;
-    __u64 identity_epoch; /* the ipcache epoch it was checked under (peers change identity) */
+    __u64 epoch; /* the policy epoch it was checked under (CFG_POLICY_EPOCH) */
 };
-#define CT_F_HOST 1 /* created for a host-originated packet */
+#define CT_F_HOST 1     /* created for a host-originated packet */
+#define CT_F_DEFERRED 2 /* source hook: a flow to a Service frontend, judged after DNAT */
+#define CT_F_POSTNAT 4  /* judged after DNAT (at the backend's veth or a node interface) */
+#define CT_F_SELF 8     /* a pod's own hairpin flow: always allowed */
+#define CT_F_REPLY 16   /* the reply tuple's entry of a flow (see ct_lookup) */
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_val, ct, CT_MAX, PIN_DIR "/ct");
 
 /* Fragments: the first fragment's ports, so later fragments get the same verdict. */
@@ -98,6 +102,9 @@ struct counter_val {
 };
 BPF_TABLE_PINNED("lru_percpu_hash", struct counter_key, struct counter_val, counters,
                  COUNTER_MAX, PIN_DIR "/counters");
+/* Forwarded packets per endpoint counter slot and direction: row slot * 2 + direction. */
+BPF_TABLE_PINNED("percpu_array", __u32, struct counter_val, fwd_counters, EP_MAX * 2,
+                 PIN_DIR "/fwd_counters");
 
 BPF_TABLE_PINNED("array", __u32, __u64, config, CFG_SLOTS, PIN_DIR "/config");
 

@@ -6,6 +6,20 @@
 
 #include "lib/common.h"
 
+/* Header bytes at `off`: straight from the linear packet data when they are there (no helper
+ * call: the common case on a veth), else through bpf_skb_load_bytes (non-linear skbs). */
+#define DIRECT_MAX_OFF 256
+static __always_inline int load_bytes(struct __sk_buff *skb, __u32 off, void *to, __u32 len)
+{
+    void *data = (void *)(long)skb->data;
+    void *end = (void *)(long)skb->data_end;
+    if (off <= DIRECT_MAX_OFF && data + off + len <= end) {
+        __builtin_memcpy(to, data + off, len);
+        return 0;
+    }
+    return bpf_skb_load_bytes(skb, off, to, len);
+}
+
 #define ETH_HLEN_ 14
 #define ETH_P_IP_ 0x0800
 #define ETH_P_IPV6_ 0x86DD
@@ -73,7 +87,7 @@ static __always_inline int read_ports(struct __sk_buff *skb, __u32 off, __u32 en
 {
     if (proto == IPPROTO_TCP) {
         __u8 h[20];
-        if (off + 20 > end || bpf_skb_load_bytes(skb, off, h, 20) < 0)
+        if (off + 20 > end || load_bytes(skb, off, h, 20) < 0)
             return DROP_TRUNCATED;
         __u32 doff = (h[12] >> 4) * 4;
         if (doff < 20 || off + doff > end)
@@ -86,7 +100,7 @@ static __always_inline int read_ports(struct __sk_buff *skb, __u32 off, __u32 en
     }
     if (proto == IPPROTO_UDP) {
         __u8 h[8];
-        if (off + 8 > end || bpf_skb_load_bytes(skb, off, h, 8) < 0)
+        if (off + 8 > end || load_bytes(skb, off, h, 8) < 0)
             return DROP_TRUNCATED;
         __u32 ulen = ((__u32)h[4] << 8) | h[5];
         /* The UDP length covers the whole datagram: only checkable when not fragmented. */
@@ -99,7 +113,7 @@ static __always_inline int read_ports(struct __sk_buff *skb, __u32 off, __u32 en
     }
     if (proto == IPPROTO_SCTP_) {
         __u8 h[12];
-        if (off + 12 > end || bpf_skb_load_bytes(skb, off, h, 12) < 0)
+        if (off + 12 > end || load_bytes(skb, off, h, 12) < 0)
             return DROP_TRUNCATED;
         __builtin_memcpy(&f->sport, &h[0], 2);
         __builtin_memcpy(&f->dport, &h[2], 2);
@@ -129,7 +143,7 @@ static __always_inline int parse_inner4(struct __sk_buff *skb, __u32 off, __u32 
                                         struct flow *in)
 {
     struct iphdr ip;
-    if (off + sizeof(ip) > end || bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
+    if (off + sizeof(ip) > end || load_bytes(skb, off, &ip, sizeof(ip)) < 0)
         return 0;
     __u32 ihl = ip.ihl * 4;
     if (ihl < 20 || (ip.frag_off & bpf_htons(0x1fff)))
@@ -140,7 +154,7 @@ static __always_inline int parse_inner4(struct __sk_buff *skb, __u32 off, __u32 
     __builtin_memcpy(in->daddr, &ip.daddr, 4);
     off += ihl;
     __u8 h[8];
-    if (off + 8 > end || bpf_skb_load_bytes(skb, off, h, 8) < 0)
+    if (off + 8 > end || load_bytes(skb, off, h, 8) < 0)
         return 0;
     if (ip.protocol == IPPROTO_TCP || ip.protocol == IPPROTO_UDP ||
         ip.protocol == IPPROTO_SCTP_) {
@@ -159,7 +173,7 @@ static __always_inline int parse_inner6(struct __sk_buff *skb, __u32 off, __u32 
                                         struct flow *in)
 {
     struct ipv6hdr ip6;
-    if (off + sizeof(ip6) > end || bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
+    if (off + sizeof(ip6) > end || load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
         return 0;
     /* Quoted packets with extension headers are not matched (they simply are not
      * "related" and go through policy like any other ICMPv6 packet). */
@@ -169,7 +183,7 @@ static __always_inline int parse_inner6(struct __sk_buff *skb, __u32 off, __u32 
     __builtin_memcpy(in->daddr, &ip6.daddr, 16);
     off += sizeof(ip6);
     __u8 h[8];
-    if (off + 8 > end || bpf_skb_load_bytes(skb, off, h, 8) < 0)
+    if (off + 8 > end || load_bytes(skb, off, h, 8) < 0)
         return 0;
     if (ip6.nexthdr == IPPROTO_TCP || ip6.nexthdr == IPPROTO_UDP ||
         ip6.nexthdr == IPPROTO_SCTP_) {
@@ -190,7 +204,7 @@ static __always_inline int parse_icmp(struct __sk_buff *skb, __u32 off, __u32 en
                                       struct pkt *p)
 {
     __u8 h[8];
-    if (off + 8 > end || bpf_skb_load_bytes(skb, off, h, 8) < 0)
+    if (off + 8 > end || load_bytes(skb, off, h, 8) < 0)
         return DROP_TRUNCATED;
     p->l4_len = 8;
     /* Only an echo request has a reply worth tracking. Tracking errors or echo replies
@@ -233,7 +247,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u32 end,
 static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct pkt *p)
 {
     struct iphdr ip;
-    if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
+    if (load_bytes(skb, off, &ip, sizeof(ip)) < 0)
         return DROP_TRUNCATED;
     __u32 ihl = ip.ihl * 4;
     __u32 tot = bpf_ntohs(ip.tot_len);
@@ -257,7 +271,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct p
 static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct pkt *p)
 {
     struct ipv6hdr ip6;
-    if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
+    if (load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
         return DROP_TRUNCATED;
     __u32 plen = bpf_ntohs(ip6.payload_len);
     /* payload_len 0 means a jumbogram (hop-by-hop option): not supported, fail closed. */
@@ -275,7 +289,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct p
             nh != NEXTHDR_FRAGMENT && nh != NEXTHDR_AUTH)
             break;
         __u8 eh[8];
-        if (off + 8 > end || bpf_skb_load_bytes(skb, off, eh, 8) < 0)
+        if (off + 8 > end || load_bytes(skb, off, eh, 8) < 0)
             return DROP_TRUNCATED;
         __u32 len;
         if (nh == NEXTHDR_FRAGMENT) {
@@ -320,7 +334,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct p
 static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 {
     __u8 eth[ETH_HLEN_];
-    if (bpf_skb_load_bytes(skb, 0, eth, ETH_HLEN_) < 0)
+    if (load_bytes(skb, 0, eth, ETH_HLEN_) < 0)
         return DROP_TRUNCATED;
     __u16 proto = ((__u16)eth[12] << 8) | eth[13];
     /* A tag the NIC (or veth) moved out of the frame is still a VLAN frame. */

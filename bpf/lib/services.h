@@ -25,10 +25,6 @@
 #include "lib/conntrack.h"
 #include "lib/policy.h"
 
-#define CT_F_DEFERRED 2 /* source hook: a flow to a frontend, judged after DNAT */
-#define CT_F_POSTNAT 4  /* judged after DNAT (at the backend's veth or a node interface) */
-#define CT_F_SELF 8     /* a pod's own hairpin flow: always allowed */
-
 #define HAIRPIN_NS 2000000000ULL /* a hairpin's first packet crosses the node in microseconds */
 #define SVC_F_OUTSIDE 1 /* svc_val.flags: some backend is outside the cluster (not a pod) */
 
@@ -229,8 +225,9 @@ static __always_inline int postnat_egress(const struct pkt *p, const struct lep_
     __u32 generation = sep->generation;
     *src_endpoint = sep->endpoint_id;
     struct ct_val *v = ct_get(&p->flow, src_ifindex, DIR_EGRESS);
-    if (v && !(v->flags & CT_F_DEFERRED) && v->generation == generation &&
-        v->identity_epoch == epoch)
+    if (v && (v->flags & CT_F_REPLY))
+        return POSTNAT_PASS; /* a reply of a flow into the source */
+    if (v && !(v->flags & CT_F_DEFERRED) && v->generation == generation && v->epoch == epoch)
         return POSTNAT_PASS; /* judged with this very tuple: at the source hook, or before */
     *identity = peer_identity(&p->flow, DIR_EGRESS);
     if (!policy_lookup(sep->endpoint_id, DIR_EGRESS, *identity, p->flow.proto, p->flow.dport)) {

@@ -19,7 +19,7 @@ from pathlib import Path
 from enforcer.datapath import bpfsys
 from enforcer.datapath.types import IPAddress
 
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/enforcer")
 
 
@@ -58,7 +58,7 @@ class DatapathConfig:
 
 # Struct formats mirroring bpf/lib/*.h (little-endian host; big-endian fields as raw bytes).
 FLOW = struct.Struct("<16s16s2s2sBB2x")
-EP_CONFIG = struct.Struct("<IIII")
+EP_CONFIG = struct.Struct("<IIII")  # endpoint id, generation, flags, counter slot
 IDENT4_KEY = struct.Struct("<I4s")
 IDENT6_KEY = struct.Struct("<I16s")
 U32 = struct.Struct("<I")
@@ -83,7 +83,7 @@ CFG_UNKNOWN_ALLOW = 0
 CFG_EVENT_COST_NS = 1
 CFG_EVENT_BURST_NS = 2
 CFG_EVENT_ALLOWED = 3
-CFG_IDENTITY_EPOCH = 4
+CFG_POLICY_EPOCH = 4
 CFG_SLOTS = 8
 
 
@@ -107,6 +107,8 @@ def map_specs(cfg: DatapathConfig) -> dict[str, MapSpec]:
                 cfg.max_fragments),
         MapSpec("counters", bpfsys.MAP_TYPE_LRU_PERCPU_HASH, COUNTER_KEY.size,
                 COUNTER_VAL.size, cfg.max_counters),
+        MapSpec("fwd_counters", bpfsys.MAP_TYPE_PERCPU_ARRAY, 4, COUNTER_VAL.size,
+                cfg.max_endpoints * 2),
         MapSpec("config", bpfsys.MAP_TYPE_ARRAY, 4, 8, CFG_SLOTS),
         MapSpec("svc_frontends", bpfsys.MAP_TYPE_HASH, SVC_KEY.size, SVC_VAL.size,
                 cfg.max_service_frontends),
@@ -116,6 +118,9 @@ def map_specs(cfg: DatapathConfig) -> dict[str, MapSpec]:
                 cfg.max_service_frontends),
     ]
     return {s.name: s for s in specs}
+
+
+PER_CPU_TYPES = frozenset({bpfsys.MAP_TYPE_LRU_PERCPU_HASH, bpfsys.MAP_TYPE_PERCPU_ARRAY})
 
 
 def inner_policy_spec(cfg: DatapathConfig) -> MapSpec:

@@ -26,7 +26,7 @@ from enforcer.datapath.layout import (
     CFG_EVENT_ALLOWED,
     CFG_EVENT_BURST_NS,
     CFG_EVENT_COST_NS,
-    CFG_IDENTITY_EPOCH,
+    CFG_POLICY_EPOCH,
     CFG_UNKNOWN_ALLOW,
     COUNTER_KEY,
     COUNTER_VAL,
@@ -64,6 +64,15 @@ class MapFullError(RuntimeError):
         self.map_name = map_name
 
 
+def _sum_per_cpu(value: bytes) -> list[int]:
+    """[packets, bytes] of a per-CPU counter value, summed over the CPUs."""
+    packets = nbytes = 0
+    for p, b in COUNTER_VAL.iter_unpack(value):
+        packets += p
+        nbytes += b
+    return [packets, nbytes]
+
+
 def _reason(code: int) -> DropReason | None:
     return None if code == 0 else DropReason(code)
 
@@ -80,8 +89,13 @@ class Datapath:
         self._ring_open = False
         self._event_callback: Callable[[DropEvent], None] | None = None
         self._lock = threading.Lock()  # writers may be called from several threads
-        self._generation = max((EP_CONFIG.unpack(v)[1] for _, v in maps["ep_config"].items()),
-                               default=0)
+        self._generation = 0
+        self._counter_slots: dict[int, int] = {}  # ifindex -> row pair in fwd_counters
+        for key, value in maps["ep_config"].items():
+            _, generation, _, slot = EP_CONFIG.unpack(value)
+            self._generation = max(self._generation, generation)
+            if slot:
+                self._counter_slots[U32.unpack(key)[0]] = slot
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -100,7 +114,7 @@ class Datapath:
         ncpu = bpfsys.possible_cpus()
         maps = {}
         for name, spec in layout.map_specs(cfg).items():
-            vsize = spec.value_size * ncpu if spec.type == bpfsys.MAP_TYPE_LRU_PERCPU_HASH \
+            vsize = spec.value_size * ncpu if spec.type in layout.PER_CPU_TYPES \
                 else spec.value_size
             maps[name] = bpfsys.Map(bpfsys.obj_get(str(pin_dir / name)), spec.key_size, vsize,
                                     name)
@@ -160,8 +174,12 @@ class Datapath:
         """Service frontends, local endpoint addresses and hairpin backends, as a whole."""
         with self._lock:
             try:
-                return services.sync(self._maps, desired)
+                ops = services.sync(self._maps, desired)
+                if ops:
+                    self._bump_epoch()
+                return ops
             except OSError as exc:
+                self._bump_epoch()  # some of it may be written
                 if exc.errno in bpfsys.FULL_ERRNOS:
                     self.map_full_total += 1
                     raise MapFullError("services", str(exc)) from exc
@@ -204,8 +222,29 @@ class Datapath:
         self._generation = max(self._generation, EP_CONFIG.unpack(current)[1] if current else 0)
         self._generation += 1
         generation = self._generation
-        self._put("ep_config", U32.pack(ifindex), EP_CONFIG.pack(endpoint_id, generation, 0, 0))
+        slot = self._counter_slot(ifindex)
+        self._put("ep_config", U32.pack(ifindex),
+                  EP_CONFIG.pack(endpoint_id, generation, 0, slot))
+        # Others' flows to or from this endpoint were judged by its old tables (Services:
+        # its egress is checked at the peer's hook too).
+        self._bump_epoch()
         return generation
+
+    def _counter_slot(self, ifindex: int) -> int:
+        """The endpoint's forwarded-packet counter rows: kept for its life, a free one
+        (zeroed: it may have counted for an endpoint gone since) for a new interface, or 0
+        (counted in the hash, slower) when every slot is taken."""
+        slot = self._counter_slots.get(ifindex)
+        if slot is not None:
+            return slot
+        taken = set(self._counter_slots.values())
+        slot = next((i for i in range(1, self.config.max_endpoints) if i not in taken), 0)
+        if slot:
+            rows = self._maps["fwd_counters"]
+            for row in (slot * 2, slot * 2 + 1):
+                rows.update(U32.pack(row), bytes(rows.value_size))
+            self._counter_slots[ifindex] = slot
+        return slot
 
     def remove_endpoint(self, ifindex: int) -> None:
         """Forget an interface's endpoint: its packets get the unknown-endpoint verdict."""
@@ -218,6 +257,8 @@ class Datapath:
             return
         endpoint_id = EP_CONFIG.unpack(raw)[0]
         self._maps["ep_config"].delete(U32.pack(ifindex))
+        self._counter_slots.pop(ifindex, None)
+        self._bump_epoch()
         still_used = any(EP_CONFIG.unpack(v)[0] == endpoint_id
                          for _, v in self._maps["ep_config"].items())
         if not still_used:
@@ -253,11 +294,16 @@ class Datapath:
                     self._put(name, key, U32.pack(ident))
         finally:
             if changes:
-                # Established flows are re-checked at their next packet: a peer that lost
-                # the identity a policy allowed loses its flows too (label changes).
-                raw = self._maps["config"].lookup(U32.pack(CFG_IDENTITY_EPOCH))
-                epoch = U64.unpack(raw)[0] if raw else 0
-                self._set_slot(CFG_IDENTITY_EPOCH, epoch + 1)
+                # A peer that lost the identity a policy allowed loses its flows too.
+                self._bump_epoch()
+
+    def _bump_epoch(self) -> None:
+        """Every established flow is re-checked at its next packet (bpf/enforcer.c): called
+        after any change of identities, endpoint policy or Service maps, so the kernel's fast
+        path may trust a flow checked under the current epoch without looking further."""
+        raw = self._maps["config"].lookup(U32.pack(CFG_POLICY_EPOCH))
+        epoch = U64.unpack(raw)[0] if raw else 0
+        self._set_slot(CFG_POLICY_EPOCH, epoch + 1)
 
     def identities(self) -> dict[IPNetwork, int]:
         """prefix -> identity as the kernel holds it (for reconcile after a restart)."""
@@ -304,18 +350,23 @@ class Datapath:
     # -- read back -------------------------------------------------------------------------
 
     def counters(self) -> list[CounterRow]:
-        rows = []
-        ncpu = bpfsys.possible_cpus()
+        totals: dict[tuple[int, int, int], list[int]] = {}
         for key, value in self._maps["counters"].items():
             ifindex, direction, reason, _ = COUNTER_KEY.unpack(key)
-            packets = nbytes = 0
-            for cpu in range(ncpu):
-                p, b = COUNTER_VAL.unpack_from(value, cpu * COUNTER_VAL.size)
-                packets += p
-                nbytes += b
-            rows.append(CounterRow(ifindex, Direction(direction), _reason(reason), packets,
-                                   nbytes))
-        return rows
+            totals[(ifindex, direction, reason)] = _sum_per_cpu(value)
+        rows = self._maps["fwd_counters"]
+        for ifindex, slot in self._counter_slots.items():
+            for direction in (0, 1):
+                value = rows.lookup(U32.pack(slot * 2 + direction))
+                if value is None:
+                    continue
+                packets, nbytes = _sum_per_cpu(value)
+                total = totals.setdefault((ifindex, direction, 0), [0, 0])
+                total[0] += packets
+                total[1] += nbytes
+        return [CounterRow(ifindex, Direction(direction), _reason(reason), packets, nbytes)
+                for (ifindex, direction, reason), (packets, nbytes) in totals.items()
+                if packets or nbytes]
 
     def poll_events(self, timeout_ms: int, callback: Callable[[DropEvent], None]) -> None:
         """Deliver pending events (waits up to timeout_ms for the first)."""

@@ -91,6 +91,32 @@ def test_allowed_traffic_is_counted_as_forwarded(env: Env) -> None:
     assert env.count(server, IN, None) >= before + 3  # SYN, ACK, data at least
 
 
+def test_forwarded_counts_are_per_endpoint_and_a_reused_slot_starts_from_zero(
+        routed_env: Env) -> None:
+    """Forwarded packets are counted in per-endpoint counter rows (no hashing on the hot
+    path); a row freed by a removed endpoint is zeroed before a new endpoint takes it."""
+    env = routed_env
+    client, server = env.pod("client"), env.pod("server")
+    env.policy(client, EndpointPolicy.allow_all())
+    env.policy(server, EndpointPolicy.allow_all())
+    srv = TcpServer(server, 4, 7003)
+    try:
+        for _ in range(10):
+            assert tcp_connect(client, server, 4, 7003)
+    finally:
+        srv.close()
+    into_server, out_of_client = env.count(server, IN, None), env.count(client, OUT, None)
+    assert into_server >= 30 and out_of_client >= 30  # SYN, ACK, data per connection
+    slots = env.dp._counter_slots
+    slot = slots[server.host_ifindex]
+    assert slots[client.host_ifindex] != slot
+    env.dp.remove_endpoint(server.host_ifindex)
+    late = env.pod("late")
+    env.policy(late, EndpointPolicy.allow_all())
+    assert env.dp._counter_slots[late.host_ifindex] == slot  # the freed row, reused
+    assert env.count(late, IN, None) < 5  # at most its own neighbour discovery so far
+
+
 def test_unknown_interface_gets_configured_verdict(env: Env) -> None:
     client, server = env.pod("client"), env.pod("server")
     env.policy(client, EndpointPolicy.allow_all())  # server attached but not known
