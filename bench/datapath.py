@@ -7,7 +7,8 @@ TCP throughput (iperf3), UDP packet rate (iperf3, 64-byte datagrams) and new-con
   many peer identities in the LPM ipcache),
 - the same allow rules as iptables + ipset in the node namespace (kube-router style),
 
-each as the median of a few runs and as a ratio to the baseline. Also the bcc compile time
+each as the median of a few rounds (each round runs every scenario back to back), and as the
+median over rounds of the ratio to that round's baseline. Also the bcc compile time
 and this process's RSS after loading.
 
     .venv/bin/python -m bench.datapath [--quick]
@@ -148,29 +149,54 @@ def prog_stats(dp: Datapath) -> tuple[int, int]:
 
 
 def test_run_costs(dp: Datapath, counts: tuple[int, ...]) -> dict[str, dict[str, float]]:
-    """Program cost without any traffic noise: BPF_PROG_TEST_RUN on the pod-egress program
-    (interface lo, given an endpoint for the run) for an established flow's packet (conntrack
-    hit) and for a denied new flow's packet (two policy LPM lookups), per rule count."""
+    """Program cost per packet without any traffic noise (BPF_PROG_TEST_RUN, mean of 200,000
+    runs in the kernel), per rule count and per path through the program:
+
+    - established: a packet of an allowed flow at its source's hook (conntrack hit),
+    - reply: the reply of that flow at the same hook,
+    - local to pod: that flow's packet at the destination pod's hook, the source being another
+      local pod (the Services post-DNAT check applies),
+    - denied new flow: a SYN no rule allows (peer identity and policy lookups, then a drop).
+
+    The endpoints sit on interface lo (ifindex 1) and a fake index: no packet leaves."""
     from scapy.all import IP, TCP, Ether, raw
 
-    lo, me, peer, stranger = 1, "10.250.0.1", "10.250.0.2", "10.250.0.3"
+    from enforcer.datapath.services import ServiceMaps
+
+    lo, other_if, me, peer, stranger = 1, 99999, "10.250.0.1", "10.250.0.2", "10.250.0.3"
     dp.set_identities({ip_network(f"{me}/32"): 30, ip_network(f"{peer}/32"): 31,
                        ip_network(f"{stranger}/32"): 32})
-    allowed = raw(Ether() / IP(src=me, dst=peer) / TCP(sport=1000, dport=80, flags="A"))
-    denied = raw(Ether() / IP(src=me, dst=stranger) / TCP(sport=1000, dport=80, flags="S"))
+    frames = {
+        "established_ns": (True, Ether() / IP(src=me, dst=peer) / TCP(sport=1000, dport=80,
+                                                                         flags="A")),
+        "reply_ns": (False, Ether() / IP(src=peer, dst=me) / TCP(sport=80, dport=1000,
+                                                                    flags="A")),
+        "local_to_pod_ns": (False, Ether() / IP(src=peer, dst=me) / TCP(sport=2000, dport=81,
+                                                                           flags="A")),
+        "denied_new_flow_ns": (True, Ether() / IP(src=me, dst=stranger) / TCP(
+            sport=1000, dport=80, flags="S")),
+    }
     out: dict[str, dict[str, float]] = {}
     try:
+        # The peer is a local pod (for the post-DNAT check) that may send anything.
+        dp.set_endpoint(other_if, 98, EndpointPolicy.allow_all())
+        dp.set_services(ServiceMaps(local_endpoints={IPv4Address(peer): (98, other_if)}))
         for n in counts:
             entries = {PolicyEntry(Direction.EGRESS, FIRST_IDENTITY + i, PROTO_TCP, 1 + i % 60000,
                                    1 + i % 60000) for i in range(n - 1)}
             entries.add(PolicyEntry(Direction.EGRESS, 31, PROTO_TCP, 80, 80))
-            dp.set_endpoint(lo, 99, EndpointPolicy(False, True, frozenset(entries)))
-            fd = dp.program.from_pod_fd
-            _, est = bpfsys.prog_test_run(fd, allowed, lo, 200000)
-            _, new_denied = bpfsys.prog_test_run(fd, denied, lo, 200000)
-            out[f"{n} rules"] = {"established_ns": est, "denied_new_flow_ns": new_denied}
+            entries.add(PolicyEntry(Direction.INGRESS, 31, PROTO_TCP, 81, 81))
+            dp.set_endpoint(lo, 99, EndpointPolicy(True, True, frozenset(entries)))
+            row: dict[str, float] = {}
+            for name, (from_pod, frame) in frames.items():
+                fd = dp.program.from_pod_fd if from_pod else dp.program.to_pod_fd
+                bpfsys.prog_test_run(fd, raw(frame), lo, 1)  # the flow's first packet
+                _, row[name] = bpfsys.prog_test_run(fd, raw(frame), lo, 200000)
+            out[f"{n} rules"] = row
     finally:
         dp.remove_endpoint(lo)
+        dp.remove_endpoint(other_if)
+        dp.set_services(ServiceMaps())
     return out
 
 
@@ -182,7 +208,7 @@ def rss_mb() -> float:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    seconds, repeats = (1.0, 1) if quick else (3.0, 3)
+    seconds, repeats = (1.0, 1) if quick else (2.0, 5)
     counts = RULE_COUNTS
     pin_root = Path("/sys/fs/bpf") / f"enf-bench-{secrets.token_hex(4)}"
     results: dict[str, Any] = {"seconds": seconds, "repeats": repeats, "scenarios": {}}
@@ -256,10 +282,14 @@ def run(quick: bool = False) -> dict[str, Any]:
             p.terminate()
             p.wait()
         shutil.rmtree(pin_root, ignore_errors=True)
-    base = results["scenarios"]["no program"]
-    results["ratios"] = {name: {k: round(v / base[k], 3) if base[k] else None
-                                for k, v in vals.items()}
-                         for name, vals in results["scenarios"].items()}
+    # Ratios pair each round's run with that round's baseline (machine load drifts between
+    # rounds; within one round the scenarios run back to back), then take the median.
+    base_runs = samples["no program"]
+    results["ratios"] = {
+        name: {k: round(statistics.median(r[k] / b[k] for r, b in zip(runs, base_runs,
+                                                                         strict=True)
+                                          if b[k]), 3) for k in METRICS}
+        for name, runs in samples.items()}
     return results
 
 
@@ -271,9 +301,11 @@ def report(results: dict[str, Any]) -> str:
         lines.append(f"{name:<28}{cells}")
     lines.append("program run time per packet and hook (kernel bpf stats): " + ", ".join(
         f"{name.removeprefix('ours, ')}: {ns} ns" for name, ns in results["ns_per_packet"].items()))
-    lines.append("BPF_PROG_TEST_RUN ns per packet (established / denied new flow): " + ", ".join(
-        f"{name}: {v['established_ns']:.0f} / {v['denied_new_flow_ns']:.0f}"
-        for name, v in results["test_run"].items()))
+    paths = ("established_ns", "reply_ns", "local_to_pod_ns", "denied_new_flow_ns")
+    lines.append("BPF_PROG_TEST_RUN ns per packet (established / reply / local to pod / denied"
+                 " new flow): " + ", ".join(
+                     f"{name}: " + " / ".join(f"{v[k]:.0f}" for k in paths)
+                     for name, v in results["test_run"].items()))
     lines.append(f"bcc compile: {results['compile_seconds']} s; RSS {results['rss_mb_before_load']}"
                  f" MB before load, {results['rss_mb_after_load']} MB after load")
     lines.append(f"(median of {results['repeats']} runs of {results['seconds']} s each)")

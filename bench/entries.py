@@ -372,6 +372,14 @@ def _scenario_params(name: str) -> Params:
     return {"variant": "ours" if m.group(2) == "ours" else "iptables", "rules": int(m.group(3))}
 
 
+TEST_RUN_PACKETS = (
+    ("established", "established_ns"),
+    ("reply", "reply_ns"),
+    ("local_to_pod", "local_to_pod_ns"),
+    ("denied_new_flow", "denied_new_flow_ns"),
+)
+
+
 def _datapath_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
     # The module returns each scenario's median over its own interleaved rounds; one call is
     # one value here, so min/max show the spread between calls.
@@ -395,6 +403,8 @@ def _datapath_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
                     description=f"{scenario}; {each}",
                     baseline=None if is_base else key(name, {"variant": "none"}),
                     target=target if params["variant"] == "ours" else None,
+                    paired_ratios=None if is_base else
+                    [c["ratios"][scenario][field] for c in calls],
                 )
             )
     for scenario in first["ns_per_packet"]:
@@ -410,19 +420,16 @@ def _datapath_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
         )
     for scenario in first["test_run"]:
         rules = int(scenario.split()[0])
-        for packet, field in (
-            ("established", "established_ns"),
-            ("denied_new_flow", "denied_new_flow_ns"),
-        ):
+        for packet, field in TEST_RUN_PACKETS:
             figures.append(
                 Figure(
                     "datapath.test_run_time",
                     "ns",
                     [c["test_run"][scenario][field] for c in calls],
                     {"rules": rules, "packet": packet},
-                    description="BPF_PROG_TEST_RUN of the pod-egress program on one packet "
-                    "(no traffic noise): an established flow's (conntrack hit) or a denied new "
-                    "flow's (two policy lookups)",
+                    description="BPF_PROG_TEST_RUN on one packet (no traffic noise): an "
+                    "established flow's at its source's hook, its reply's, a flow from another "
+                    "local pod at the destination's hook, or a denied new flow's",
                 )
             )
     figures.append(
@@ -458,7 +465,7 @@ def _datapath_promises(cfg: Config) -> list[str]:
     out += [
         key("datapath.test_run_time", {"rules": n, "packet": p})
         for n in (1, 100, 1000, 10000)
-        for p in ("established", "denied_new_flow")
+        for p, _ in TEST_RUN_PACKETS
     ]
     return out
 

@@ -50,6 +50,9 @@ class Figure:
     description: str = ""
     baseline: str | None = None  # key of the figure this one is a ratio to, same run
     target: Target | None = None
+    # Ratios to the baseline paired run by run (each measured next to its own baseline run):
+    # when given, the figure's ratio is their median rather than the ratio of the medians.
+    paired_ratios: list[float] | None = None
 
     @property
     def key(self) -> str:
@@ -81,7 +84,9 @@ class Figure:
             "ratio": None,
             "target": None,
         }
-        if self.baseline is not None:
+        if self.baseline is not None and self.paired_ratios:
+            out["ratio"] = statistics.median(self.paired_ratios)
+        elif self.baseline is not None:
             base = by_key.get(self.baseline)
             if base is not None and base.values and statistics.median(base.values) != 0:
                 out["ratio"] = med / statistics.median(base.values)
