@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from netpol_builders import cluster, ns, pod, policy
 
 from enforcer.model.evaluate import evaluate, evaluate_ip
@@ -21,6 +22,22 @@ def two_pods(*policies, a_labels=WEB, b_labels=DB):
         pod("x", "b", b_labels, ports=[{"containerPort": 80}]),
         *policies,
     )
+
+
+def db_ingress(*rules, name="p"):
+    """A policy that isolates the db pods' ingress and allows `rules`."""
+    return policy("x", name, podSelector={"matchLabels": DB}, ingress=list(rules))
+
+
+def web_egress(*rules, name="p"):
+    """A policy that isolates the web pods' egress (only) and allows `rules`."""
+    return policy(
+        "x", name, podSelector={"matchLabels": WEB}, policyTypes=["Egress"], egress=list(rules)
+    )
+
+
+def from_(*peers):
+    return {"from": list(peers)}
 
 
 # --- isolation and policyTypes defaulting ----------------------------------------------------
@@ -102,42 +119,42 @@ def test_trap_from_empty_list_matches_all_sources():
     assert allowed(s, "y/b", "x/a")
 
 
-def test_trap_ports_with_one_empty_item_means_all_tcp_ports():
-    s = two_pods(policy("x", "p", podSelector={"matchLabels": DB}, ingress=[{"ports": [{}]}]))
-    assert allowed(s, "x/a", "x/b", 1, "TCP") and allowed(s, "x/a", "x/b", 65535, "TCP")
-    assert not allowed(s, "x/a", "x/b", 80, "UDP")
-    assert not allowed(s, "x/a", "x/b", 80, "SCTP")
-
-
-def test_protocol_only_port_allows_every_port_of_that_protocol():
-    s = two_pods(
-        policy(
-            "x", "p", podSelector={"matchLabels": DB}, ingress=[{"ports": [{"protocol": "UDP"}]}]
-        )
-    )
-    assert allowed(s, "x/a", "x/b", 53, "UDP")
-    assert not allowed(s, "x/a", "x/b", 53, "TCP")
-
-
-def test_sctp_only_rule_still_isolates_tcp():
-    s = two_pods(
-        policy(
-            "x",
-            "p",
-            podSelector={"matchLabels": DB},
-            ingress=[{"ports": [{"protocol": "SCTP", "port": 80}]}],
-        )
-    )
-    assert allowed(s, "x/a", "x/b", 80, "SCTP")
-    assert not allowed(s, "x/a", "x/b", 80, "TCP")
-
-
-def test_port_without_protocol_is_tcp_only():
-    s = two_pods(
-        policy("x", "p", podSelector={"matchLabels": DB}, ingress=[{"ports": [{"port": 53}]}])
-    )
-    assert allowed(s, "x/a", "x/b", 53, "TCP")
-    assert not allowed(s, "x/a", "x/b", 53, "UDP")
+@pytest.mark.parametrize(
+    ("ports", "admitted", "refused"),
+    [
+        pytest.param(
+            [{}],
+            [(1, "TCP"), (65535, "TCP")],
+            [(80, "UDP"), (80, "SCTP")],
+            id="trap-one-empty-item-means-all-tcp-ports",
+        ),
+        pytest.param(
+            [{"protocol": "UDP"}],
+            [(1, "UDP"), (53, "UDP"), (65535, "UDP")],
+            [(53, "TCP")],
+            id="protocol-only-allows-every-port-of-that-protocol",
+        ),
+        pytest.param(
+            [{"protocol": "SCTP", "port": 80}],
+            [(80, "SCTP")],
+            [(80, "TCP")],
+            id="sctp-only-rule-still-isolates-tcp",
+        ),
+        pytest.param(
+            [{"port": 53}], [(53, "TCP")], [(53, "UDP")], id="port-without-protocol-is-tcp-only"
+        ),
+        pytest.param(
+            [{"port": 8000, "endPort": 8010}],
+            [(8000, "TCP"), (8005, "TCP"), (8010, "TCP")],
+            [(7999, "TCP"), (8011, "TCP")],
+            id="end-port-range-is-inclusive",
+        ),
+    ],
+)
+def test_ingress_ports_admit_exactly(ports, admitted, refused):
+    s = two_pods(db_ingress({"ports": ports}))
+    assert all(allowed(s, "x/a", "x/b", port, proto) for port, proto in admitted)
+    assert not any(allowed(s, "x/a", "x/b", port, proto) for port, proto in refused)
 
 
 # --- peers -----------------------------------------------------------------------------------
@@ -162,80 +179,42 @@ def sources_allowed(s, dst):
     return {src for src in s.endpoint_keys() if src != dst and allowed(s, src, dst)}
 
 
-def test_pod_selector_alone_means_the_policys_own_namespace():
-    s = three_namespaces(
-        policy(
-            "x",
-            "p",
-            podSelector={"matchLabels": DB},
-            ingress=[{"from": [{"podSelector": {"matchLabels": WEB}}]}],
-        )
-    )
-    assert sources_allowed(s, "x/b") == {"x/a"}
+RED, BLUE = {"matchLabels": {"team": "red"}}, {"matchLabels": {"team": "blue"}}
 
 
-def test_namespace_selector_alone_means_all_pods_of_those_namespaces():
-    s = three_namespaces(
-        policy(
-            "x",
-            "p",
-            podSelector={"matchLabels": DB},
-            ingress=[{"from": [{"namespaceSelector": {"matchLabels": {"team": "red"}}}]}],
-        )
-    )
-    assert sources_allowed(s, "x/b") == {"x/a", "z/a", "z/b"}
-
-
-def test_empty_namespace_selector_means_every_namespace():
-    s = three_namespaces(
-        policy(
-            "x",
-            "p",
-            podSelector={"matchLabels": DB},
-            ingress=[{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": WEB}}]}],
-        )
-    )
-    assert sources_allowed(s, "x/b") == {"x/a", "y/a", "z/a"}
-
-
-def test_pod_and_namespace_selector_in_one_item_are_anded():
-    s = three_namespaces(
-        policy(
-            "x",
-            "p",
-            podSelector={"matchLabels": DB},
-            ingress=[
-                {
-                    "from": [
-                        {
-                            "namespaceSelector": {"matchLabels": {"team": "blue"}},
-                            "podSelector": {"matchLabels": WEB},
-                        }
-                    ]
-                }
-            ],
-        )
-    )
-    assert sources_allowed(s, "x/b") == {"y/a"}
-
-
-def test_pod_and_namespace_selector_in_separate_items_are_ored():
-    s = three_namespaces(
-        policy(
-            "x",
-            "p",
-            podSelector={"matchLabels": DB},
-            ingress=[
-                {
-                    "from": [
-                        {"namespaceSelector": {"matchLabels": {"team": "blue"}}},
-                        {"podSelector": {"matchLabels": WEB}},
-                    ]
-                }
-            ],
-        )
-    )
-    assert sources_allowed(s, "x/b") == {"x/a", "y/a", "y/b"}
+@pytest.mark.parametrize(
+    ("peers", "sources"),
+    [
+        pytest.param(
+            [{"podSelector": {"matchLabels": WEB}}],
+            {"x/a"},
+            id="pod-selector-alone-means-the-policys-own-namespace",
+        ),
+        pytest.param(
+            [{"namespaceSelector": RED}],
+            {"x/a", "z/a", "z/b"},
+            id="namespace-selector-alone-means-all-pods-of-those-namespaces",
+        ),
+        pytest.param(
+            [{"namespaceSelector": {}, "podSelector": {"matchLabels": WEB}}],
+            {"x/a", "y/a", "z/a"},
+            id="empty-namespace-selector-means-every-namespace",
+        ),
+        pytest.param(
+            [{"namespaceSelector": BLUE, "podSelector": {"matchLabels": WEB}}],
+            {"y/a"},
+            id="pod-and-namespace-selector-in-one-item-are-anded",
+        ),
+        pytest.param(
+            [{"namespaceSelector": BLUE}, {"podSelector": {"matchLabels": WEB}}],
+            {"x/a", "y/a", "y/b"},
+            id="pod-and-namespace-selector-in-separate-items-are-ored",
+        ),
+    ],
+)
+def test_peers_select_exactly(peers, sources):
+    s = three_namespaces(db_ingress(from_(*peers)))
+    assert sources_allowed(s, "x/b") == sources
 
 
 def test_namespace_name_label_selects_by_name_and_cannot_be_spoofed():
@@ -322,30 +301,12 @@ def test_match_labels_and_expressions_are_anded():
 # --- ports -----------------------------------------------------------------------------------
 
 
-def test_end_port_range_is_inclusive():
-    s = two_pods(
-        policy(
-            "x",
-            "p",
-            podSelector={"matchLabels": DB},
-            ingress=[{"ports": [{"port": 8000, "endPort": 8010}]}],
-        )
-    )
-    assert [allowed(s, "x/a", "x/b", p) for p in (7999, 8000, 8005, 8010, 8011)] == [
-        False,
-        True,
-        True,
-        True,
-        False,
-    ]
-
-
 def test_named_ingress_port_resolves_on_the_destination_pod():
     s = cluster(
         ns("x"),
         pod("x", "client", WEB, ports=[{"name": "http", "containerPort": 9999}]),
         pod("x", "server", DB, ports=[{"name": "http", "containerPort": 8080}]),
-        policy("x", "p", podSelector={"matchLabels": DB}, ingress=[{"ports": [{"port": "http"}]}]),
+        db_ingress({"ports": [{"port": "http"}]}),
     )
     assert allowed(s, "x/client", "x/server", 8080)
     assert not allowed(s, "x/client", "x/server", 9999)  # the source's number does not count
@@ -356,7 +317,7 @@ def test_trap_named_port_with_protocol_mismatch_matches_nothing():
         ns("x"),
         pod("x", "client", WEB),
         pod("x", "server", DB, ports=[{"name": "dns", "containerPort": 53, "protocol": "UDP"}]),
-        policy("x", "p", podSelector={"matchLabels": DB}, ingress=[{"ports": [{"port": "dns"}]}]),
+        db_ingress({"ports": [{"port": "dns"}]}),
     )
     assert not allowed(s, "x/client", "x/server", 53, "UDP")
     assert not allowed(s, "x/client", "x/server", 53, "TCP")
@@ -368,13 +329,7 @@ def test_named_egress_port_resolves_per_destination_pod():
         pod("x", "client", WEB),
         pod("x", "s1", DB, ports=[{"name": "api", "containerPort": 8080}]),
         pod("x", "s2", DB, ports=[{"name": "api", "containerPort": 9090}]),
-        policy(
-            "x",
-            "p",
-            podSelector={"matchLabels": WEB},
-            policyTypes=["Egress"],
-            egress=[{"ports": [{"port": "api"}]}],
-        ),  # empty `to`: any pod with that port
+        web_egress({"ports": [{"port": "api"}]}),  # empty `to`: any pod with that port
     )
     assert allowed(s, "x/client", "x/s1", 8080) and not allowed(s, "x/client", "x/s1", 9090)
     assert allowed(s, "x/client", "x/s2", 9090) and not allowed(s, "x/client", "x/s2", 8080)
@@ -384,17 +339,11 @@ def test_named_egress_port_never_matches_an_ip_block_destination():
     s = cluster(
         ns("x"),
         pod("x", "client", WEB),
-        policy(
-            "x",
-            "p",
-            podSelector={"matchLabels": WEB},
-            policyTypes=["Egress"],
-            egress=[
-                {
-                    "to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}],
-                    "ports": [{"port": "http"}, {"port": 443}],
-                }
-            ],
+        web_egress(
+            {
+                "to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}],
+                "ports": [{"port": "http"}, {"port": 443}],
+            }
         ),
     )
     assert not evaluate_ip(s, "x/client", "192.0.2.7", 80, "TCP").allowed
@@ -427,12 +376,7 @@ def test_ip_block_with_except_matches_pod_ips():
         pod("x", "in", WEB, ips=["10.9.0.5"]),
         pod("x", "excepted", WEB, ips=["10.9.1.5"]),
         pod("x", "out", WEB, ips=["10.8.0.5"]),
-        policy(
-            "x",
-            "p",
-            podSelector={"matchLabels": DB},
-            ingress=[{"from": [{"ipBlock": {"cidr": "10.9.0.0/16", "except": ["10.9.1.0/24"]}}]}],
-        ),
+        db_ingress(from_({"ipBlock": {"cidr": "10.9.0.0/16", "except": ["10.9.1.0/24"]}})),
     )
     assert sources_allowed(s, "x/dst") == {"x/in"}
 
@@ -458,12 +402,7 @@ def test_dual_stack_pods_match_ip_blocks_per_family():
         ns("x"),
         pod("x", "dst", DB, ips=["10.1.0.2", "fd00::2"]),
         pod("x", "src", WEB, ips=["10.1.0.3", "fd00::3"]),
-        policy(
-            "x",
-            "p",
-            podSelector={"matchLabels": DB},
-            ingress=[{"from": [{"ipBlock": {"cidr": "fd00::/64"}}]}],
-        ),
+        db_ingress(from_({"ipBlock": {"cidr": "fd00::/64"}})),
     )
     assert allowed(s, "x/src", "x/dst", family=6)
     assert not allowed(s, "x/src", "x/dst", family=4)  # v4 0.0.0.0/0 style gaps are real
@@ -477,13 +416,7 @@ def test_ip_block_does_not_match_selector_peers_of_outside_addresses():
     s = cluster(
         ns("x"),
         pod("x", "client", WEB),
-        policy(
-            "x",
-            "p",
-            podSelector={"matchLabels": WEB},
-            policyTypes=["Egress"],
-            egress=[{"to": [{"namespaceSelector": {}}]}],
-        ),
+        web_egress({"to": [{"namespaceSelector": {}}]}),
     )
     assert not evaluate_ip(s, "x/client", "8.8.8.8", 53, "UDP").allowed
 
@@ -493,18 +426,8 @@ def test_ip_block_does_not_match_selector_peers_of_outside_addresses():
 
 def test_policies_are_additive():
     s = three_namespaces(
-        policy(
-            "x",
-            "p1",
-            podSelector={"matchLabels": DB},
-            ingress=[{"from": [{"podSelector": {"matchLabels": WEB}}]}],
-        ),
-        policy(
-            "x",
-            "p2",
-            podSelector={"matchLabels": DB},
-            ingress=[{"from": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}}]}],
-        ),
+        db_ingress(from_({"podSelector": {"matchLabels": WEB}}), name="p1"),
+        db_ingress(from_({"namespaceSelector": BLUE}), name="p2"),
     )
     assert sources_allowed(s, "x/b") == {"x/a", "y/a", "y/b"}
 
