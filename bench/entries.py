@@ -472,6 +472,36 @@ def _datapath_promises(cfg: Config) -> list[str]:
 
 # -- the list -----------------------------------------------------------------------------------
 
+
+def _compile_config(sizes: list[int], events_at: list[int], repeats: int, events: int) -> Config:
+    """Full compiles at `sizes`; `events` of each kind at the sizes `events_at`."""
+    return {
+        **MODEL_BASE,
+        "sizes": sizes,
+        "event_sizes": events_at,
+        "repeats": repeats,
+        "events": events,
+        "nodes": 100,
+    }
+
+
+def _agent_config(
+    latency_size: list[int],
+    scale_sizes: list[list[int]],
+    changes: int,
+    cold_starts: int,
+    quick: bool = True,
+) -> Config:
+    """[pods, policies] of the latency cluster and of each cold-start cluster."""
+    return {
+        "quick": quick,
+        "latency_size": latency_size,
+        "scale_sizes": scale_sizes,
+        "changes": changes,
+        "cold_starts": cold_starts,
+    }
+
+
 BENCHMARKS: list[Benchmark] = [
     Benchmark(
         name="model_scale",
@@ -487,30 +517,9 @@ BENCHMARKS: list[Benchmark] = [
         name="compile_latency",
         module="bench.compile_latency",
         description="compiler: full compile and per-event compute, against cluster size",
-        quick={
-            **MODEL_BASE,
-            "sizes": [1_000, 10_000],
-            "event_sizes": [10_000],
-            "repeats": 1,
-            "events": 50,
-            "nodes": 100,
-        },
-        full={
-            **MODEL_BASE,
-            "sizes": [1_000, 10_000, 50_000],
-            "event_sizes": [10_000],
-            "repeats": 3,
-            "events": 200,
-            "nodes": 100,
-        },
-        smoke={
-            **MODEL_BASE,
-            "sizes": [1_000],
-            "event_sizes": [1_000],
-            "repeats": 1,
-            "events": 20,
-            "nodes": 100,
-        },
+        quick=_compile_config([1_000, 10_000], events_at=[10_000], repeats=1, events=50),
+        full=_compile_config([1_000, 10_000, 50_000], events_at=[10_000], repeats=3, events=200),
+        smoke=_compile_config([1_000], events_at=[1_000], repeats=1, events=20),
         collect=_compile_collect,
         promises=_compile_promises,
     ),
@@ -537,27 +546,16 @@ BENCHMARKS: list[Benchmark] = [
         name="agent_latency",
         module="bench.agent_latency",
         description="agent: event-to-enforced latency checked with packets, cold start, memory",
-        quick={
-            "quick": True,
-            "latency_size": [2_000, 400],
-            "scale_sizes": [[1_000, 200], [2_000, 400]],
-            "changes": 10,
-            "cold_starts": 1,
-        },
-        full={
-            "quick": False,
-            "latency_size": [10_000, 2_000],
-            "scale_sizes": [[1_000, 200], [10_000, 2_000], [50_000, 10_000]],
-            "changes": 50,
-            "cold_starts": 3,
-        },
-        smoke={
-            "quick": True,
-            "latency_size": [1_000, 200],
-            "scale_sizes": [[1_000, 200]],
-            "changes": 3,
-            "cold_starts": 2,  # the second one re-creates pods and pins: that path is tested
-        },
+        quick=_agent_config([2_000, 400], [[1_000, 200], [2_000, 400]], changes=10, cold_starts=1),
+        full=_agent_config(
+            [10_000, 2_000],
+            [[1_000, 200], [10_000, 2_000], [50_000, 10_000]],
+            changes=50,
+            cold_starts=3,
+            quick=False,
+        ),
+        # Two cold starts: the second one re-creates pods and pins, so that path is tested.
+        smoke=_agent_config([1_000, 200], [[1_000, 200]], changes=3, cold_starts=2),
         collect=_agent_collect,
         promises=_agent_promises,
     ),

@@ -69,35 +69,18 @@ def figure_row(f: Mapping[str, Any]) -> str:
 # The headline table: (label, figure name, params it must have). Among several matches (other
 # cluster sizes) the one at 10,000 pods wins, else the largest.
 HEADLINE: list[tuple[str, str, dict[str, Any]]] = [
-    (
-        "TCP throughput, ours, 10,000 rules",
-        "datapath.tcp_throughput",
-        {"variant": "ours", "rules": 10000},
-    ),
-    (
-        "TCP throughput, iptables + ipset, 10,000 rules",
-        "datapath.tcp_throughput",
-        {"variant": "iptables", "rules": 10000},
-    ),
-    (
-        "UDP packet rate, ours, 10,000 rules",
-        "datapath.udp_packet_rate",
-        {"variant": "ours", "rules": 10000},
-    ),
-    (
-        "UDP packet rate, iptables + ipset, 10,000 rules",
-        "datapath.udp_packet_rate",
-        {"variant": "iptables", "rules": 10000},
-    ),
-    (
-        "new connections, ours, 10,000 rules",
-        "datapath.connection_rate",
-        {"variant": "ours", "rules": 10000},
-    ),
-    (
-        "new connections, iptables + ipset, 10,000 rules",
-        "datapath.connection_rate",
-        {"variant": "iptables", "rules": 10000},
+    *(
+        (
+            f"{what}, {shown}, 10,000 rules",
+            f"datapath.{metric}",
+            {"variant": variant, "rules": 10000},
+        )
+        for what, metric in (
+            ("TCP throughput", "tcp_throughput"),
+            ("UDP packet rate", "udp_packet_rate"),
+            ("new connections", "connection_rate"),
+        )
+        for variant, shown in (("ours", "ours"), ("iptables", "iptables + ipset"))
     ),
     ("program run time per packet, 1 rule", "datapath.program_time_per_packet", {"rules": 1}),
     (
