@@ -108,6 +108,13 @@ class AgentMetrics:
             buckets=DELAY_BUCKETS,
             registry=r,
         )
+        self.policy_cpu = Histogram(
+            "enforcer_policy_implementation_cpu_seconds",
+            "CPU time the agent's loop spent on a change, parsing to maps written (the delay "
+            "also holds kernel waits, such as an RCU grace period per policy map swap)",
+            buckets=DELAY_BUCKETS,
+            registry=r,
+        )
         self.map_full = Counter(
             "enforcer_map_full", "Writes refused because a BPF map was full", registry=r
         )

@@ -10,17 +10,20 @@ needed around them; readers (/status, metrics) get snapshots built by the loop.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import queue
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from ipaddress import ip_address
+from itertools import islice
 from typing import Any, Protocol
 
 from enforcer import log
 from enforcer.agent.http import EventHub
+from enforcer.agent.intake import Intake, ObjectChange
 from enforcer.agent.interfaces import Interface, InterfaceDiscovery
 from enforcer.agent.metrics import AgentMetrics
 from enforcer.agent.services import (
@@ -36,17 +39,15 @@ from enforcer.compiler import (
     RemoveEndpoint,
     WriteIdentity,
     WritePolicy,
+    WriteStep,
     plan_writes,
 )
 from enforcer.datapath.types import FIRST_IDENTITY, IDENTITY_ANY, DropEvent, EndpointPolicy
-from enforcer.digest import object_hash
 from enforcer.model.cluster import ClusterState
-from enforcer.model.loader import ValidationError, parse_object
-from enforcer.model.parse_services import parse_service_object
+from enforcer.model.objects import Namespace, NetworkPolicy, Pod
 from enforcer.model.services import EndpointSlice, Service
 from enforcer.sources.base import EventType, Source, SourceEvent
-
-ObjKey = tuple[str, str | None, str]
+from enforcer.sources.gcpause import gc_paused
 
 
 class DatapathWriter(Protocol):
@@ -85,16 +86,10 @@ class EndpointRecord:
 
 @dataclass
 class AgentStatus:
-    ready: bool = False
-    synced_once: bool = False
+    ready: bool = False  # the first full sync is written to the maps (enforced)
+    synced_once: bool = False  # the first full sync arrived (compiling starts there)
     map_full: int = 0
-    invalid: list[str] = field(default_factory=list)
     last_error: str | None = None
-
-
-def _obj_key(kind: str, obj: Mapping[str, Any]) -> ObjKey:
-    meta = obj.get("metadata") or {}
-    return (kind, meta.get("namespace"), meta.get("name", ""))
 
 
 class Agent:
@@ -108,9 +103,11 @@ class Agent:
         events: EventHub,
         started_queue: queue.Queue[tuple[float, SourceEvent | LinkEvent]] | None = None,
         node_interface_pattern: str = DEFAULT_NODE_INTERFACE_PATTERN,
+        intake: Intake | None = None,
     ) -> None:
         """started_queue: the source already runs and feeds this queue (it was started
-        before the datapath's compile, so listing the cluster and compiling overlap)."""
+        before the datapath's compile, so listing the cluster and compiling overlap);
+        intake: the objects it has delivered so far (see enforcer.agent.intake.PrelistFeed)."""
         self.node_name = node_name
         self.source = source
         self.datapath = datapath
@@ -118,7 +115,8 @@ class Agent:
         self.metrics = metrics
         self.events = events
         self.log = log.get("agent")
-        self.state = ClusterState()
+        self.intake = intake or Intake(source.describe, self._count_invalid)
+        self.state: ClusterState = self.intake.state
         # Number identities above any that pinned tables from a previous run name: a number
         # that meant another class then must not mean this one while old tables are in force.
         self.compiler = Compiler(self.state, node_name, self._first_free_identity())
@@ -126,14 +124,10 @@ class Agent:
             started_queue if started_queue is not None else queue.Queue()
         )
         self._source_running = started_queue is not None
-        self.objects: dict[ObjKey, Any] = {}  # last VALID version of every object
-        self.object_hashes: dict[ObjKey, int] = {}
-        self.digest = 0  # XOR of object_hash over self.objects: see enforcer.digest
         self.endpoints: dict[str, EndpointRecord] = {}
         self.pod_of_ifindex: dict[int, str] = {}
         self.attached: set[int] = set()
         self.status = AgentStatus()
-        self._relisting: dict[str, set[ObjKey]] = {}
         self._next_endpoint_id = 1
         self._adopted: dict[int, int] = {}  # ifindex -> endpoint id
         self._lock = threading.Lock()  # held by step(); readers take it for snapshots
@@ -142,6 +136,7 @@ class Agent:
         self.node_interfaces: set[int] = set()
         self.node_addresses: set[Any] = set()  # backends here are not deferred to
         self._services_dirty = True
+        self._services_local: dict[str, tuple[object, ...]] = {}  # as last written
         self._next_node_scan = 0.0
         self._adopt_endpoint_ids()
 
@@ -196,9 +191,17 @@ class Agent:
             self._refresh_health()
 
     def _sync_services(self) -> None:
-        if not self._services_dirty or not self.status.synced_once:
+        """Rewrite the Service maps if what they are made of changed: a service-relevant
+        object (see _services_relevant), the node's addresses, or a local endpoint's
+        interface, id, addresses or first generation. The writer writes only the difference,
+        but desired_maps walks every Service, so batches that cannot change it skip it."""
+        if not self.status.synced_once:
+            return
+        local = self._local_endpoint_signature()
+        if not self._services_dirty and local == self._services_local:
             return
         self._services_dirty = False
+        self._services_local = local
         try:
             self.datapath.set_services(
                 desired_maps(self.state, self.endpoints.values(), self.node_addresses)
@@ -206,6 +209,14 @@ class Agent:
         except Exception as exc:  # map full: the previous frontends stay (see writer)
             self.status.last_error = str(exc)
             self.log.error("service maps not written", error=str(exc))
+
+    def _local_endpoint_signature(self) -> dict[str, tuple[object, ...]]:
+        """What desired_maps reads of each local endpoint."""
+        out: dict[str, tuple[object, ...]] = {}
+        for key, r in self.endpoints.items():
+            pod = self.state.pods.get(key)
+            out[key] = (r.ifindex, r.endpoint_id, bool(r.generation), pod.ips if pod else None)
+        return out
 
     def _scan_node_interfaces(self) -> None:
         """Attach the node-egress hook to uplinks and tunnels, including ones that appear
@@ -247,7 +258,7 @@ class Agent:
         self.metrics.ready.set(1 if self.is_ready() else 0)
 
     def is_ready(self) -> bool:
-        return self.status.synced_once and bool(getattr(self.source, "healthy", True))
+        return self.status.ready and bool(getattr(self.source, "healthy", True))
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -259,19 +270,30 @@ class Agent:
             if isinstance(item, LinkEvent):
                 self._handle_link(item)
                 continue
+            cpu = time.thread_time()
             if item.type is EventType.SYNCED:
                 first = not self.status.synced_once
-                self._handle_synced()
-                self._write(self._full_delta(first), adopt=first)
+                # The first full compile allocates tens of thousands of long-lived objects:
+                # no collection walks the whole state meanwhile (_first_enforced freezes it).
+                with gc_paused() if first else contextlib.nullcontext():
+                    self._handle_synced()
+                    self._write(self._full_delta(first), adopt=first)
+                if first:
+                    self._first_enforced()
             elif item.type is EventType.RESET:
-                self._handle_reset(item)
+                if item.kind:
+                    self.intake.begin_relist(item.kind)
                 continue
             else:
-                delta = self._handle_object(item)
+                delta = self._compile(self.intake.apply(item))
                 if delta is None or delta.is_empty():
                     continue
                 self._write(delta)
             self.metrics.policy_delay.observe(time.monotonic() - received)
+            self.metrics.policy_cpu.observe(time.thread_time() - cpu)
+
+    def _count_invalid(self, kind: str) -> None:
+        self.metrics.invalid_objects.labels(kind=kind).inc()
 
     def _full_delta(self, first: bool) -> CompileDelta:
         delta = self.compiler.full()
@@ -292,65 +314,63 @@ class Agent:
         return delta
 
     def _handle_synced(self) -> None:
-        for kind, seen in self._relisting.items():
-            for key in [k for k in self.objects if k[0] == kind and k not in seen]:
-                delta = self._remove(key)
-                if delta is not None and not delta.is_empty():
-                    self._write(delta)
-        self._relisting.clear()
+        for change in self.intake.finish_relist():
+            delta = self._compile(change)
+            if delta is not None and not delta.is_empty():
+                self._write(delta)
         first = not self.status.synced_once
         self.status.synced_once = True
         self.metrics.last_sync.set(time.time())
         if first:
-            self.log.info("first full sync", objects=len(self.objects))
-            # The cluster state is long-lived: keep the cyclic GC from walking all of it on
-            # every later collection (otherwise multi-ms pauses land on single events).
-            gc.collect()
-            gc.freeze()
+            self.log.info("first full sync", objects=len(self.intake.objects))
 
-    def _handle_reset(self, event: SourceEvent) -> None:
-        if event.kind:
-            self._relisting[event.kind] = set()
+    def _first_enforced(self) -> None:
+        """The first full sync is in the maps: from now on the agent is ready."""
+        self._sync_services()
+        self.status.ready = True
+        self.log.info(
+            "first full sync enforced",
+            endpoints=sum(1 for r in self.endpoints.values() if r.generation),
+        )
+        # The cluster state is long-lived: keep the cyclic GC from walking all of it on
+        # every later collection (otherwise multi-ms pauses land on single events). No
+        # collection first: it would hold the GIL (and /readyz) for a quarter second at 10,000
+        # pods to free about a thousand objects of cyclic garbage (measured).
+        gc.freeze()
 
-    def _handle_object(self, event: SourceEvent) -> CompileDelta | None:
-        kind = event.kind or ""
-        raw = event.obj or {}
-        key = _obj_key(kind, raw)
-        if kind in self._relisting:
-            self._relisting[kind].add(key)
-        if event.type is EventType.DELETED:
-            return self._remove(key)
-        try:
-            origin = self.source.describe()
-            obj = parse_object(raw, origin=origin) or parse_service_object(raw, origin=origin)
-        except ValidationError as exc:
-            # The previous valid version (if any) stays in force: nothing half-applied.
-            self.metrics.invalid_objects.labels(kind=kind).inc()
-            self.status.invalid = [*self.status.invalid[-49:], str(exc)]
-            self.log.warning("invalid object rejected", error=str(exc), kind=kind, key=key)
+    def _compile(self, change: ObjectChange | None) -> CompileDelta | None:
+        """The compiler's delta for an applied change (None before the first full sync,
+        which compiles everything at once, and for Services, which are no policy)."""
+        if change is None:
             return None
-        if obj is None:
-            return None
-        self.objects[key] = obj
-        self.digest ^= self.object_hashes.pop(key, 0)
-        self.object_hashes[key] = object_hash(raw)
-        self.digest ^= self.object_hashes[key]
-        self.state.upsert(obj)
-        self._services_dirty = True
+        if self._services_relevant(change):
+            self._services_dirty = True
+        obj = change.new if change.new is not None else change.old
         if not self.status.synced_once or isinstance(obj, Service | EndpointSlice):
             return None  # Services are kube-proxy's frontends, not policy: see _sync_services
-        return self.compiler.on_upsert(obj)
+        if change.new is None:
+            return self.compiler.on_remove(change.old)
+        return self.compiler.on_upsert(change.new)
 
-    def _remove(self, key: ObjKey) -> CompileDelta | None:
-        old = self.objects.pop(key, None)
-        if old is None:
-            return None
-        self.digest ^= self.object_hashes.pop(key, 0)
-        self.state.remove(key[0], key[1], key[2])
-        self._services_dirty = True
-        if not self.status.synced_once or isinstance(old, Service | EndpointSlice):
-            return None
-        return self.compiler.on_remove(old)
+    def _services_relevant(self, change: ObjectChange) -> bool:
+        """Whether the change can alter desired_maps (enforcer.agent.services), exactly:
+        Services and slices; a local pod (its addresses, and selector backends it may join or
+        leave); any other pod only through its addresses, when a slice lists one (the
+        address's owner decides whether the backend is a pod) or it is a node address (a
+        frontend with a backend here is not deferred). Namespaces and policies never."""
+        objs = [o for o in (change.old, change.new) if o is not None]
+        if any(isinstance(o, Service | EndpointSlice) for o in objs):
+            return True
+        pods = [o for o in objs if isinstance(o, Pod)]
+        if not pods:
+            assert all(isinstance(o, Namespace | NetworkPolicy) for o in objs), objs
+            return False
+        if pods[0].key in self.endpoints:
+            return True
+        services = self.state.services
+        return any(
+            ip in self.node_addresses or services.lists_address(ip) for p in pods for ip in p.ips
+        )
 
     # -- endpoints and interfaces -------------------------------------------------------------
 
@@ -428,7 +448,6 @@ class Agent:
             self.attached.add(ifindex)
         record.ifindex = ifindex
         self.pod_of_ifindex[ifindex] = pod
-        self._services_dirty = True
         if write and record.policy is not None:
             self._write_endpoint(record)
 
@@ -467,17 +486,21 @@ class Agent:
                 found = self._locate(pod_key)
                 if found is not None:
                     self._bind(pod_key, found, write=False)
+        # What is in force for the endpoints the delta changes (all plan_writes reads).
         previous: dict[str, EndpointPolicy] = {}
         adopted = self.datapath.endpoints() if adopt else {}
-        for key, record in self.endpoints.items():
+        for key in delta.endpoints:
+            record = self.endpoints[key]
             if record.policy is not None and record.generation:
                 previous[key] = record.policy
             elif record.ifindex in adopted:
                 previous[key] = adopted[record.ifindex].policy  # in force since the last run
-        ifindex_of = {k: r.ifindex for k, r in self.endpoints.items()}
-        for step in plan_writes(delta, previous):
-            if isinstance(step, WriteIdentity):
-                self.datapath.set_identities({step.prefix: step.identity})
+        ifindex_of = {
+            k: self.endpoints[k].ifindex for k in delta.removed_endpoints if k in self.endpoints
+        }
+        for step in _identity_runs(plan_writes(delta, previous)):
+            if isinstance(step, dict):
+                self.datapath.set_identities(step)
             elif isinstance(step, WritePolicy):
                 record = self.endpoints[step.pod_key]
                 # What is in force now (a transition table may also be the final one:
@@ -491,7 +514,7 @@ class Agent:
                 self.log.info(
                     "addresses changed owner, conntrack flushed",
                     addresses=len(step.ips),
-                    sample=sorted(str(ip) for ip in step.ips)[:5],
+                    sample=sorted(str(ip) for ip in islice(step.ips, 5)),
                     entries=flushed,
                 )
             elif isinstance(step, RemoveEndpoint):
@@ -501,7 +524,6 @@ class Agent:
                     # If the interface lingers, it falls back to the unknown-endpoint verdict.
                     self.datapath.remove_endpoint(ifindex)
                     self.pod_of_ifindex.pop(ifindex, None)
-        self._services_dirty = True  # endpoint ids and interfaces may have changed
         if adopt:
             self._reconcile_pinned()
         self.metrics.endpoints.set(sum(1 for r in self.endpoints.values() if r.generation))
@@ -553,9 +575,9 @@ class Agent:
             "source": self.source.describe(),
             "source_healthy": bool(getattr(self.source, "healthy", True)),
             "map_full": self.status.map_full,
-            "objects": len(self.objects),
-            "digest": f"{self.digest:016x}",
-            "invalid_objects": self.status.invalid[-10:],
+            "objects": len(self.intake.objects),
+            "digest": f"{self.intake.digest:016x}",
+            "invalid_objects": self.intake.invalid[-10:],
             "endpoints": eps,
         }
 
@@ -576,3 +598,26 @@ class Agent:
             "dst_pod": self.pod_for_ip(dst),
             "peer_identity": event.peer_identity,
         }
+
+
+def _identity_runs(
+    steps: Iterable[WriteStep],
+) -> Iterator[WriteStep | dict[Any, int | None]]:
+    """The plan with each run of consecutive identity upserts (or deletes) as one mapping, in
+    the plan's order: one set_identities call per run instead of one per prefix (a full sync
+    writes tens of thousands). Upserts and deletes are never merged: the writer applies a
+    mapping's deletes first, which would reorder plan_writes' phases."""
+    run: dict[Any, int | None] = {}
+    for step in steps:
+        if isinstance(step, WriteIdentity):
+            if run and (step.identity is None) != (next(iter(run.values())) is None):
+                yield run
+                run = {}
+            run[step.prefix] = step.identity
+            continue
+        if run:
+            yield run
+            run = {}
+        yield step
+    if run:
+        yield run

@@ -7,7 +7,6 @@ import os
 import queue
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: bcc is heavy, and other subcommands must not pay for it.
     from enforcer import log
     from enforcer.agent.http import AgentHTTPServer, EventHub
+    from enforcer.agent.intake import Intake, PrelistFeed
     from enforcer.agent.interfaces import InterfaceDiscovery
     from enforcer.agent.metrics import AgentMetrics, DatapathCollector, SourceCollector
     from enforcer.agent.runtime import Agent
@@ -119,17 +119,16 @@ def run(args: argparse.Namespace) -> int:
 
     source = source_from_spec(args.source, kubeconfig=args.kubeconfig, node_name=args.node_name)
     stop = threading.Event()
-    # The source lists the cluster while bcc compiles (two slow steps of a cold start).
+    metrics = AgentMetrics()
+    # The source lists the cluster, and the listing is parsed into the cluster state, while
+    # bcc compiles (the slow steps of a cold start); the loop starts at the first SYNCED.
+    intake = Intake(source.describe, lambda kind: metrics.invalid_objects.labels(kind=kind).inc())
     early: queue.Queue[Any] = queue.Queue()
     threading.Thread(
-        target=source.run,
-        args=(lambda ev: early.put((time.monotonic(), ev)), stop),
-        name="source",
-        daemon=True,
+        target=source.run, args=(PrelistFeed(intake, early), stop), name="source", daemon=True
     ).start()
     datapath = Datapath.open(Path(args.pin_dir), datapath_config(args))
     datapath.set_unknown_verdict(args.unknown_endpoint_verdict == "allow")
-    metrics = AgentMetrics()
     hub = EventHub(on_lost=metrics.events_lost.inc)
     agent = Agent(
         args.node_name,
@@ -140,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         hub,
         started_queue=early,
         node_interface_pattern=args.node_interface_pattern,
+        intake=intake,
     )
     metrics.add_collector(
         DatapathCollector(datapath.counters, agent.pod_for_ifindex, datapath.map_pressure)

@@ -32,6 +32,7 @@ class ServiceIndex:
         self._slices: dict[str, EndpointSlice] = {}
         self._slices_by_service: dict[str, set[str]] = {}
         self._frontends: dict[Frontend, ServicePortRef] = {}
+        self._slice_addresses: dict[IPAddress, int] = {}  # address -> slices listing it
 
     # --- read access ---------------------------------------------------------------------
 
@@ -45,6 +46,10 @@ class ServiceIndex:
 
     def frontends(self) -> Mapping[Frontend, ServicePortRef]:
         return MappingProxyType(self._frontends)
+
+    def lists_address(self, ip: IPAddress) -> bool:
+        """Whether some EndpointSlice lists `ip` (ready or not)."""
+        return ip in self._slice_addresses
 
     def lookup(self, ip: IPAddress | None, port: int, protocol: str) -> ServicePortRef | None:
         """The Service port a frontend address belongs to (ip None: a NodePort)."""
@@ -63,6 +68,8 @@ class ServiceIndex:
         else:
             self.remove_slice(obj.key)
             self._slices[obj.key] = obj
+            for addr in _addresses_of(obj):
+                self._slice_addresses[addr] = self._slice_addresses.get(addr, 0) + 1
             svc = obj.service_key
             if svc is not None:
                 self._slices_by_service.setdefault(svc, set()).add(obj.key)
@@ -83,6 +90,10 @@ class ServiceIndex:
         old = self._slices.pop(key, None)
         if old is None:
             return
+        for addr in _addresses_of(old):
+            left = self._slice_addresses.pop(addr) - 1
+            if left:
+                self._slice_addresses[addr] = left
         svc = old.service_key
         if svc is not None:
             keys = self._slices_by_service.get(svc, set())
@@ -161,3 +172,7 @@ def _frontends_of(svc: Service) -> list[tuple[Frontend, ServicePortRef]]:
         if port.node_port is not None:
             out.append((Frontend(None, port.node_port, port.protocol), ref))
     return out
+
+
+def _addresses_of(es: EndpointSlice) -> set[IPAddress]:
+    return {addr for ep in es.endpoints for addr in ep.addresses}

@@ -1,0 +1,144 @@
+"""The agent's view of the cluster: the last valid version of every object, in the model.
+
+Source events are parsed and validated here and applied to the ClusterState; the agent's loop
+then hands the change to the compiler. Before the first full sync nothing is compiled, so the
+initial listing can be taken in while the datapath still compiles (PrelistFeed): the two
+slowest steps of a cold start overlap (bcc's compile runs in C, without the GIL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from enforcer import log
+from enforcer.digest import object_hash
+from enforcer.model.cluster import ClusterState
+from enforcer.model.loader import ValidationError, parse_object
+from enforcer.model.parse_services import parse_service_object
+from enforcer.sources.base import EventType, SourceEvent
+from enforcer.sources.gcpause import gc_paused
+
+ObjKey = tuple[str, str | None, str]
+QueuedEvent = tuple[float, Any]  # (monotonic time received, event)
+
+
+def obj_key(kind: str, obj: Mapping[str, Any]) -> ObjKey:
+    meta = obj.get("metadata") or {}
+    return (kind, meta.get("namespace"), meta.get("name", ""))
+
+
+@dataclass(frozen=True)
+class ObjectChange:
+    """One applied change: `new` None for a removal, `old` None for a first version."""
+
+    key: ObjKey
+    old: Any
+    new: Any
+
+
+class Intake:
+    def __init__(
+        self,
+        describe_source: Callable[[], str],
+        on_invalid: Callable[[str], None] = lambda kind: None,
+    ) -> None:
+        """on_invalid(kind): called for every rejected object (the agent counts them)."""
+        self.state = ClusterState()
+        self.objects: dict[ObjKey, Any] = {}  # last VALID version of every object
+        self.object_hashes: dict[ObjKey, int] = {}
+        self.digest = 0  # XOR of object_hash over self.objects: see enforcer.digest
+        self.invalid: list[str] = []  # the latest rejections, for /status
+        self._describe_source = describe_source
+        self._on_invalid = on_invalid
+        self._relisting: dict[str, set[ObjKey]] = {}
+        self.log = log.get("agent")
+
+    def apply(self, event: SourceEvent) -> ObjectChange | None:
+        """An ADDED, MODIFIED or DELETED event; None when nothing changed (or it was invalid:
+        the previous valid version stays in force, nothing is half-applied)."""
+        kind = event.kind or ""
+        raw = event.obj or {}
+        key = obj_key(kind, raw)
+        if kind in self._relisting:
+            self._relisting[kind].add(key)
+        if event.type is EventType.DELETED:
+            return self.remove(key)
+        try:
+            origin = self._describe_source()
+            obj = parse_object(raw, origin=origin) or parse_service_object(raw, origin=origin)
+        except ValidationError as exc:
+            self._on_invalid(kind)
+            self.invalid = [*self.invalid[-49:], str(exc)]
+            self.log.warning("invalid object rejected", error=str(exc), kind=kind, key=key)
+            return None
+        if obj is None:
+            return None
+        old = self.objects.get(key)
+        self.objects[key] = obj
+        self.digest ^= self.object_hashes.pop(key, 0)
+        self.object_hashes[key] = object_hash(raw)
+        self.digest ^= self.object_hashes[key]
+        self.state.upsert(obj)
+        return ObjectChange(key, old, obj)
+
+    def remove(self, key: ObjKey) -> ObjectChange | None:
+        old = self.objects.pop(key, None)
+        if old is None:
+            return None
+        self.digest ^= self.object_hashes.pop(key, 0)
+        self.state.remove(key[0], key[1], key[2])
+        return ObjectChange(key, old, None)
+
+    def begin_relist(self, kind: str) -> None:
+        """RESET(kind): the events up to the next SYNCED name every object of that kind."""
+        self._relisting[kind] = set()
+
+    def finish_relist(self) -> list[ObjectChange]:
+        """SYNCED: remove what the relisted kinds no longer hold."""
+        removed = []
+        for kind, seen in self._relisting.items():
+            for key in [k for k in self.objects if k[0] == kind and k not in seen]:
+                change = self.remove(key)
+                if change is not None:
+                    removed.append(change)
+        self._relisting.clear()
+        return removed
+
+
+class PrelistFeed:
+    """The source's callback from the agent's start: the events before the first SYNCED are
+    applied to the intake at once, in the source's threads (nothing is compiled before the
+    first full sync, so this is exactly what the loop would do with them); that SYNCED and
+    everything after it is queued for the loop, which starts from a state already built.
+
+    The cyclic GC is paused until then: building the state allocates only long-lived objects,
+    and collections triggered by the allocation count would walk the whole growing state
+    again and again (the agent freezes it once it is enforced)."""
+
+    def __init__(self, intake: Intake, out: queue.Queue[QueuedEvent]) -> None:
+        self.intake = intake
+        self.queue = out
+        self._lock = threading.Lock()  # a source may emit from several threads (one per kind)
+        self._prelisting = True
+        self._gc_pause = contextlib.ExitStack()
+        self._gc_pause.enter_context(gc_paused())
+
+    def __call__(self, event: SourceEvent) -> None:
+        with self._lock:
+            if self._prelisting and event.type is not EventType.SYNCED:
+                if event.type is EventType.RESET:
+                    if event.kind:
+                        self.intake.begin_relist(event.kind)
+                else:
+                    self.intake.apply(event)
+                return
+            if self._prelisting:
+                self._prelisting = False
+                self._gc_pause.close()
+            self.queue.put((time.monotonic(), event))
