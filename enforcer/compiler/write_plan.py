@@ -118,8 +118,8 @@ def plan_writes(
             written[key] = step
     upserts = [(p, i) for p, i in delta.identity_changes.items() if i is not None]
     deletes = [p for p, i in delta.identity_changes.items() if i is None]
-    upserts.sort(key=lambda pi: (-pi[0].prefixlen, pi[0].version, pi[0].network_address))
-    deletes.sort(key=lambda p: (p.prefixlen, p.version, p.network_address))
+    upserts.sort(key=lambda pi: (-pi[0].prefixlen, pi[0].version, int(pi[0].network_address)))
+    deletes.sort(key=lambda p: (p.prefixlen, p.version, int(p.network_address)))
     steps.extend(WriteIdentity(p, i) for p, i in upserts)
     steps.extend(WriteIdentity(p, None) for p in deletes)
     if delta.ip_owner_changes:
