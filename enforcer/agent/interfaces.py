@@ -83,10 +83,17 @@ class InterfaceDiscovery:
             except Exception:  # no route: not a local pod (yet)
                 routes = []
             oif = routes[0].get_attr("RTA_OIF") if routes else None
-            by_index = {i.ifindex: i for i in self.list_interfaces()}
-        if oif in by_index:
-            return oif
-        return self._by_peer_namespace(ip, by_index.values())
+            if oif is not None:
+                # Only the route's interface, not a dump of every link: this runs on every
+                # local pod add, and a node has hundreds of links.
+                try:
+                    links = ipr.link("get", index=oif)
+                except Exception:  # the link went away meanwhile
+                    links = []
+                iface = _veth_of(links[0]) if links else None
+                if iface is not None and self.wanted(iface):
+                    return oif
+        return self._by_peer_namespace(ip, self.list_interfaces())
 
     def addresses_behind(self, iface: Interface) -> set[IPAddress]:
         """The addresses configured in the namespace at the other end of a veth."""
