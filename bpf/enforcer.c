@@ -168,7 +168,7 @@ int tc_node_egress(struct __sk_buff *skb)
             return drop(skb, &p, DIR_EGRESS, DROP_POLICY_DENIED, src_endpoint, identity);
         return TC_ACT_UNSPEC;
     }
-    /* (A reply of a flow into the pod passes: postnat_egress finds its reply entry.) */
+    /* (A reply of a flow into the pod passes: postnat_egress finds it as that flow's reply.) */
     int post = postnat_egress(&p, src, epoch, &src_endpoint, &identity);
     if (post == POSTNAT_DENY)
         return drop(skb, &p, DIR_EGRESS, DROP_POLICY_DENIED, src_endpoint, identity);

@@ -1,7 +1,16 @@
 /* Connection tracking: which packets skip policy. Only replies and related ICMP errors
  * skip it; packets in the establishing direction are re-checked whenever the endpoint's
  * policy generation or the node's policy epoch changed since the entry was written, so a
- * revoked flow stops at its next packet. Fragment tracking lives here too: later fragments borrow the first's ports. */
+ * revoked flow stops at its next packet. Fragment tracking lives here too: later fragments
+ * borrow the first's ports.
+ *
+ * One entry per flow and interface, found with one lookup from either side: the key holds the
+ * tuple in a canonical order (the lower address and port first) and the direction the
+ * canonical order travels in (the packet's direction, flipped when the packet was swapped into
+ * canonical order). A flow's packets and its replies thus share a key, while the same tuple
+ * arriving from the other side (spoofed) has another. The entry records whether the
+ * establishing packet was swapped (CT_F_SWAPPED): a packet oriented like it establishes,
+ * one oriented the other way replies. */
 #pragma once
 
 #include "lib/maps.h"
@@ -24,38 +33,64 @@ static __always_inline void flow_reverse(const struct flow *f, struct flow *r)
     r->pad[1] = 0;
 }
 
-static __always_inline void ct_key_init(struct ct_key *k, const struct flow *f, __u32 ifindex,
-                                        __u8 dir)
+/* 1 when (saddr, sport) orders after (daddr, dport): any fixed total order will do. */
+static __always_inline int flow_swapped(const struct flow *f)
 {
-    __builtin_memcpy(&k->flow, f, sizeof(*f));
+    __u64 s0, s1, d0, d1;
+    __builtin_memcpy(&s0, f->saddr, 8);
+    __builtin_memcpy(&s1, f->saddr + 8, 8);
+    __builtin_memcpy(&d0, f->daddr, 8);
+    __builtin_memcpy(&d1, f->daddr + 8, 8);
+    if (s0 != d0)
+        return s0 > d0;
+    if (s1 != d1)
+        return s1 > d1;
+    return f->sport > f->dport;
+}
+
+/* The key of `f` seen travelling in `dir` at `ifindex`; returns whether f was swapped. */
+static __always_inline int ct_key_init(struct ct_key *k, const struct flow *f, __u32 ifindex,
+                                       __u8 dir)
+{
+    int swapped = flow_swapped(f);
+    if (swapped)
+        flow_reverse(f, &k->flow);
+    else
+        __builtin_memcpy(&k->flow, f, sizeof(*f));
     k->ifindex = ifindex;
-    k->direction = dir;
+    k->direction = dir ^ swapped;
     k->pad[0] = 0;
     k->pad[1] = 0;
     k->pad[2] = 0;
+    return swapped;
 }
 
-/* One lookup classifies a packet: ct_write stores each flow twice, under its establishing
- * tuple and under its reply tuple (flagged CT_F_REPLY, the other direction), so a reply finds
- * its own entry. For CT_ESTABLISHED, *out points at the entry (what it was checked under). */
+/* The entry of the flow `f` belongs to (travelling in `dir`), and whether f is its reply. */
+static __always_inline struct ct_val *ct_find(const struct flow *f, __u32 ifindex, __u8 dir,
+                                              int *reply)
+{
+    struct ct_key k = {};
+    int swapped = ct_key_init(&k, f, ifindex, dir);
+    struct ct_val *v = ct.lookup(&k);
+    if (v)
+        *reply = swapped != ((v->flags & CT_F_SWAPPED) != 0);
+    return v;
+}
+
+/* Classifies the packet. For CT_ESTABLISHED, *out points at the entry (what the flow was
+ * checked under). No per-packet writes to the entry: the LRU keeps live flows. */
 static __always_inline int ct_lookup(const struct pkt *p, __u32 ifindex, __u8 dir,
                                      struct ct_val **out)
 {
-    struct ct_key k = {};
-    struct ct_val *v;
-
+    int reply = 0;
     if (p->icmp_error) {
-        /* An error about a packet of a tracked flow travels against that packet: the quoted
-         * tuple is the flow's (or its reply's) in the other direction. */
-        ct_key_init(&k, &p->inner, ifindex, dir ^ 1);
-        return ct.lookup(&k) ? CT_RELATED : CT_MISS;
+        /* An error about a packet of a tracked flow (either way) travels against it. */
+        return ct_find(&p->inner, ifindex, dir ^ 1, &reply) ? CT_RELATED : CT_MISS;
     }
-    ct_key_init(&k, &p->flow, ifindex, dir);
-    /* No per-packet writes to the entry: the LRU keeps live flows. */
-    v = ct.lookup(&k);
+    struct ct_val *v = ct_find(&p->flow, ifindex, dir, &reply);
     if (!v)
         return CT_MISS;
-    if (v->flags & CT_F_REPLY)
+    if (reply)
         return CT_REPLY;
     *out = v;
     return CT_ESTABLISHED;
@@ -66,27 +101,18 @@ static __always_inline int ct_write(const struct pkt *p, __u32 ifindex, __u8 dir
 {
     struct ct_key k = {};
     struct ct_val v = {};
-    struct flow r = {};
-    ct_key_init(&k, &p->flow, ifindex, dir);
+    if (ct_key_init(&k, &p->flow, ifindex, dir))
+        flags |= CT_F_SWAPPED;
     v.generation = gen;
     v.flags = flags;
     v.epoch = epoch;
-    if (ct.update(&k, &v) < 0)
-        return -1;
-    flow_reverse(&p->flow, &r);
-    ct_key_init(&k, &r, ifindex, dir ^ 1);
-    v.flags = flags | CT_F_REPLY;
     return ct.update(&k, &v);
 }
 
 static __always_inline void ct_forget(const struct pkt *p, __u32 ifindex, __u8 dir)
 {
     struct ct_key k = {};
-    struct flow r = {};
     ct_key_init(&k, &p->flow, ifindex, dir);
-    ct.delete(&k);
-    flow_reverse(&p->flow, &r);
-    ct_key_init(&k, &r, ifindex, dir ^ 1);
     ct.delete(&k);
 }
 

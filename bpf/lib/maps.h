@@ -50,8 +50,9 @@ struct pol_val {
 BPF_F_TABLE("lpm_trie", struct pol_key, struct pol_val, pol_tmpl, POLICY_MAX, BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash_of_maps$pol_tmpl", __u32, int, pol_outer, EP_MAX, PIN_DIR "/pol_outer");
 
-/* Conntrack, keyed by the establishing packet's tuple, the interface and the direction:
- * a flow between two local pods has one entry at each pod's veth. */
+/* Conntrack, keyed by the flow's tuple in canonical order, the interface and the direction the
+ * canonical order travels in (lib/conntrack.h): a flow between two local pods has one entry at
+ * each pod's veth. */
 struct ct_key {
     struct flow flow;
     __u32 ifindex;
@@ -67,7 +68,7 @@ struct ct_val {
 #define CT_F_DEFERRED 2 /* source hook: a flow to a Service frontend, judged after DNAT */
 #define CT_F_POSTNAT 4  /* judged after DNAT (at the backend's veth or a node interface) */
 #define CT_F_SELF 8     /* a pod's own hairpin flow: always allowed */
-#define CT_F_REPLY 16   /* the reply tuple's entry of a flow (see ct_lookup) */
+#define CT_F_SWAPPED 16 /* the establishing packet was swapped into the key's order */
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_val, ct, CT_MAX, PIN_DIR "/ct");
 
 /* Fragments: the first fragment's ports, so later fragments get the same verdict. */

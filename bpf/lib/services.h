@@ -202,13 +202,6 @@ static __always_inline int svc_hairpin(struct __sk_buff *skb, const struct pkt *
     return fresh;
 }
 
-static __always_inline struct ct_val *ct_get(const struct flow *f, __u32 ifindex, __u8 dir)
-{
-    struct ct_key k = {};
-    ct_key_init(&k, f, ifindex, dir);
-    return ct.lookup(&k);
-}
-
 #define POSTNAT_PASS 0
 #define POSTNAT_DENY 1
 #define POSTNAT_FULL 2
@@ -224,8 +217,9 @@ static __always_inline int postnat_egress(const struct pkt *p, const struct lep_
         return POSTNAT_DENY; /* its interface has no policy (yet): the unknown verdict */
     __u32 generation = sep->generation;
     *src_endpoint = sep->endpoint_id;
-    struct ct_val *v = ct_get(&p->flow, src_ifindex, DIR_EGRESS);
-    if (v && (v->flags & CT_F_REPLY))
+    int reply = 0;
+    struct ct_val *v = ct_find(&p->flow, src_ifindex, DIR_EGRESS, &reply);
+    if (v && reply)
         return POSTNAT_PASS; /* a reply of a flow into the source */
     if (v && !(v->flags & CT_F_DEFERRED) && v->generation == generation && v->epoch == epoch)
         return POSTNAT_PASS; /* judged with this very tuple: at the source hook, or before */
