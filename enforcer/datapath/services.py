@@ -52,17 +52,29 @@ def encode(desired: ServiceMaps) -> dict[str, dict[bytes, bytes]]:
     }
 
 
-def sync(maps: Mapping[str, bpfsys.Map], desired: ServiceMaps) -> int:
-    """Write the difference; returns the number of map operations."""
+def sync(
+    maps: Mapping[str, bpfsys.Map],
+    desired: ServiceMaps,
+    written: dict[str, dict[bytes, bytes]] | None = None,
+) -> int:
+    """Write the difference; returns the number of map operations.
+
+    `written` caches what the maps hold (filled from the maps on first use, then kept up to
+    date here), so a sync after a pod event costs a comparison, not a read of every entry."""
     ops = 0
+    cache = written if written is not None else {}
     for name, want in encode(desired).items():
         m = maps[name]
-        have = dict(m.items())
+        if name not in cache:
+            cache[name] = dict(m.items())
+        have = cache[name]
         for key, value in want.items():
             if have.get(key) != value:
                 m.update(key, value)
+                have[key] = value
                 ops += 1
         for key in have.keys() - want.keys():
             m.delete(key)
+            del have[key]
             ops += 1
     return ops

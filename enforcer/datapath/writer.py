@@ -91,6 +91,7 @@ class Datapath:
         self._lock = threading.Lock()  # writers may be called from several threads
         self._generation = 0
         self._counter_slots: dict[int, int] = {}  # ifindex -> row pair in fwd_counters
+        self._services_written: dict[str, dict[bytes, bytes]] = {}  # see services.sync
         for key, value in maps["ep_config"].items():
             _, generation, _, slot = EP_CONFIG.unpack(value)
             self._generation = max(self._generation, generation)
@@ -174,11 +175,12 @@ class Datapath:
         """Service frontends, local endpoint addresses and hairpin backends, as a whole."""
         with self._lock:
             try:
-                ops = services.sync(self._maps, desired)
+                ops = services.sync(self._maps, desired, self._services_written)
                 if ops:
                     self._bump_epoch()
                 return ops
             except OSError as exc:
+                self._services_written.clear()  # read back next time: partly written
                 self._bump_epoch()  # some of it may be written
                 if exc.errno in bpfsys.FULL_ERRNOS:
                     self.map_full_total += 1
