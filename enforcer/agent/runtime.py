@@ -30,6 +30,7 @@ from enforcer.agent.services import (
     DEFAULT_NODE_INTERFACE_PATTERN,
     desired_maps,
     local_addresses,
+    may_change_maps,
     node_interfaces,
 )
 from enforcer.compiler import (
@@ -44,7 +45,6 @@ from enforcer.compiler import (
 )
 from enforcer.datapath.types import FIRST_IDENTITY, IDENTITY_ANY, DropEvent, EndpointPolicy
 from enforcer.model.cluster import ClusterState
-from enforcer.model.objects import Namespace, NetworkPolicy, Pod
 from enforcer.model.services import EndpointSlice, Service
 from enforcer.sources.base import EventType, Source, SourceEvent
 from enforcer.sources.gcpause import gc_paused
@@ -192,7 +192,7 @@ class Agent:
 
     def _sync_services(self) -> None:
         """Rewrite the Service maps if what they are made of changed: a service-relevant
-        object (see _services_relevant), the node's addresses, or a local endpoint's
+        object (see may_change_maps), the node's addresses, or a local endpoint's
         interface, id, addresses or first generation. The writer writes only the difference,
         but desired_maps walks every Service, so batches that cannot change it skip it."""
         if not self.status.synced_once:
@@ -343,7 +343,7 @@ class Agent:
         which compiles everything at once, and for Services, which are no policy)."""
         if change is None:
             return None
-        if self._services_relevant(change):
+        if may_change_maps(self.state, change.old, change.new, self.endpoints, self.node_addresses):
             self._services_dirty = True
         obj = change.new if change.new is not None else change.old
         if not self.status.synced_once or isinstance(obj, Service | EndpointSlice):
@@ -351,26 +351,6 @@ class Agent:
         if change.new is None:
             return self.compiler.on_remove(change.old)
         return self.compiler.on_upsert(change.new)
-
-    def _services_relevant(self, change: ObjectChange) -> bool:
-        """Whether the change can alter desired_maps (enforcer.agent.services), exactly:
-        Services and slices; a local pod (its addresses, and selector backends it may join or
-        leave); any other pod only through its addresses, when a slice lists one (the
-        address's owner decides whether the backend is a pod) or it is a node address (a
-        frontend with a backend here is not deferred). Namespaces and policies never."""
-        objs = [o for o in (change.old, change.new) if o is not None]
-        if any(isinstance(o, Service | EndpointSlice) for o in objs):
-            return True
-        pods = [o for o in objs if isinstance(o, Pod)]
-        if not pods:
-            assert all(isinstance(o, Namespace | NetworkPolicy) for o in objs), objs
-            return False
-        if pods[0].key in self.endpoints:
-            return True
-        services = self.state.services
-        return any(
-            ip in self.node_addresses or services.lists_address(ip) for p in pods for ip in p.ips
-        )
 
     # -- endpoints and interfaces -------------------------------------------------------------
 

@@ -11,14 +11,14 @@ NodePorts are not deferred: kube-proxy masquerades what it sends through a NodeP
 the DNAT the source pod can no longer be recognised. A pod connecting to a NodePort is judged
 at its own hook on the node address and port it names (fail closed).
 
-Recomputed whole after a batch of events that touched Services, pods or endpoints; the
-writer only writes the difference.
+Recomputed whole after a batch of events that may change it (may_change_maps) or changed a
+local endpoint; the writer only writes the difference.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Container, Iterable, Mapping
 from ipaddress import ip_address
 from typing import Protocol
 
@@ -27,6 +27,7 @@ from pyroute2 import IPRoute
 from enforcer.datapath.services import Frontend, ServiceMaps
 from enforcer.datapath.types import IPAddress
 from enforcer.model.cluster import ClusterState
+from enforcer.model.objects import Namespace, NetworkPolicy, Pod
 
 # Interfaces where a local pod's traffic leaves the node after DNAT: uplinks, bonds, tunnels
 # of common CNIs (flannel, Calico's IPIP/VXLAN, Cilium's, WireGuard), and the lab's uplink.
@@ -82,6 +83,31 @@ def desired_maps(
                 for fe in fes:
                     out.self_backends[(fe, eid)] = backend.port
     return out
+
+
+def may_change_maps(
+    state: ClusterState,
+    old: object,
+    new: object,
+    local_pods: Container[str],
+    node_addresses: Collection[IPAddress],
+) -> bool:
+    """Whether replacing object `old` by `new` (either None) in `state` can change what
+    desired_maps returns, exactly (never False when it can): Services and slices always; a
+    local pod (its addresses, the selector backends it joins or leaves); any other pod only
+    through its addresses, when a slice lists one (the address's owner decides whether that
+    backend is a pod) or one is a node address (a frontend with a backend here is not
+    deferred). Namespaces and policies never: no Service reads them."""
+    objs = [o for o in (old, new) if o is not None]
+    if all(isinstance(o, Namespace | NetworkPolicy) for o in objs):
+        return False
+    pods = [o for o in objs if isinstance(o, Pod)]
+    if len(pods) != len(objs):
+        return True  # Services, slices, and any kind this check does not know
+    if pods[0].key in local_pods:
+        return True
+    services = state.services
+    return any(ip in node_addresses or services.lists_address(ip) for p in pods for ip in p.ips)
 
 
 def node_interfaces(pattern: str) -> Mapping[int, str]:
