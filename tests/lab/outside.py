@@ -49,7 +49,7 @@ def outside_host(state: lab.LabState, port: int) -> Iterator[Outside]:
             state.fabric_netns,
             [
                 f"link add out0 type veth peer name eth0 netns {netns}",
-                "link set out0 master fab",
+                f"link set out0 master {topo.FABRIC_BRIDGE}",
                 "link set out0 up",
             ],
         )
