@@ -22,7 +22,7 @@ from enforcer.lab.probe import ProbeEndpoint, _capture_socket, answered_by, prob
 from enforcer.netnsutil import run_in_netns
 from tests.lab import upstream
 from tests.lab.outside import outside_host
-from tests.lab.test_lab_services import cluster_ip, service, web_cluster
+from tests.lab.service_manifests import cluster_ip, external_service, service, web_cluster
 
 pytestmark = pytest.mark.kernel
 
@@ -184,30 +184,7 @@ def test_service_with_an_external_endpoint_is_judged_on_the_endpoint(
     state = lab_factory([write_manifests(web_cluster())], nodes=2, cni_masquerade=masquerade)
     netns = state.pods["x/client"]["netns"]
     with outside_host(state, 9999) as out:
-        lab.apply(
-            state,
-            [
-                write_manifests(
-                    [
-                        service(
-                            "x", "ext", ports=[{"name": "api", "port": 443, "targetPort": 9999}]
-                        ),
-                        {
-                            "apiVersion": "discovery.k8s.io/v1",
-                            "kind": "EndpointSlice",
-                            "metadata": {
-                                "namespace": "x",
-                                "name": "ext-1",
-                                "labels": {"kubernetes.io/service-name": "ext"},
-                            },
-                            "addressType": "IPv4",
-                            "endpoints": [{"addresses": [str(out.ip)]}],
-                            "ports": [{"name": "api", "port": 9999}],
-                        },
-                    ]
-                )
-            ],
-        )
+        lab.apply(state, [write_manifests(external_service(out.ip, 9999))])
         vip = cluster_ip(state, "x/ext")
 
         def egress(cidr: str, port: int) -> None:

@@ -17,38 +17,9 @@ from enforcer.lab.probe import answered_by
 from enforcer.netnsutil import run_in_netns
 from tests.lab import upstream
 from tests.lab.outside import outside_host
+from tests.lab.service_manifests import cluster_ip, external_service, service, web_cluster
 
 pytestmark = pytest.mark.kernel
-
-
-def service(ns: str, name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"namespace": ns, "name": name},
-        "spec": spec,
-    }
-
-
-def cluster_ip(state: lab.LabState, key: str) -> Any:
-    return ip_address(state.cluster_ips[key][0])
-
-
-def web_cluster() -> list[dict[str, Any]]:
-    """x/client on node1, web backends x/b on node1 and x/c on node2."""
-
-    def pod(name: str, node: str, labels: dict[str, str]) -> dict[str, Any]:
-        p = upstream.pod("x", name, labels)
-        p["spec"]["nodeName"] = node
-        return p
-
-    return [
-        upstream.namespace("x"),
-        pod("client", "node1", {"app": "client"}),
-        pod("b", "node1", {"app": "web", "backend": "b"}),
-        pod("c", "node2", {"app": "web", "backend": "c"}),
-        service("x", "web", selector={"app": "web"}, ports=[{"port": 8080, "targetPort": 80}]),
-    ]
 
 
 def test_per_pod_services_probe_like_pods_and_dns_answers(lab_factory, write_manifests) -> None:
@@ -140,22 +111,7 @@ def test_node_port_snat_from_outside_is_judged_as_the_node_ip_not_as_node_traffi
 def test_a_service_with_an_endpoint_outside_the_cluster(lab_factory, write_manifests) -> None:
     state = lab_factory([write_manifests(web_cluster())], nodes=2)
     with outside_host(state, 9999) as out:
-        external = [
-            service("x", "ext", ports=[{"name": "api", "port": 443, "targetPort": 9999}]),
-            {
-                "apiVersion": "discovery.k8s.io/v1",
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "namespace": "x",
-                    "name": "ext-1",
-                    "labels": {"kubernetes.io/service-name": "ext"},
-                },
-                "addressType": "IPv4",
-                "endpoints": [{"addresses": [str(out.ip)]}],
-                "ports": [{"name": "api", "port": 9999}],
-            },
-        ]
-        lab.apply(state, [write_manifests(external)])
+        lab.apply(state, [write_manifests(external_service(out.ip, 9999))])
         netns = state.pods["x/client"]["netns"]
         assert answered_by(netns, cluster_ip(state, "x/ext"), 443) == "outside"
         assert run_in_netns(netns, lambda: True)
