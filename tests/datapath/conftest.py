@@ -11,9 +11,10 @@ import pytest
 
 from enforcer.datapath import Datapath
 from enforcer.datapath.types import CounterRow, Direction, DropReason, EndpointPolicy
-from enforcer.topology import Pod, Topology
+from enforcer.topology import Mode, Pod, Topology
 
 FIRST_POD_IDENTITY = 100
+IN, OUT = Direction.INGRESS, Direction.EGRESS
 
 
 @dataclass
@@ -60,24 +61,23 @@ def _match(row: CounterRow, pod: Pod, direction: Direction, reason: DropReason |
         row.reason == reason
 
 
-@pytest.fixture(params=["routed", "bridged"])
-def env(request: pytest.FixtureRequest, datapath: Datapath) -> Iterator[Env]:
-    with Topology(request.param) as topo:
+def _env(mode: Mode, datapath: Datapath) -> Iterator[Env]:
+    with Topology(mode) as topo:
         e = Env(topo, datapath)
         try:
             yield e
         finally:
             e.cleanup()
+
+
+@pytest.fixture(params=["routed", "bridged"])
+def env(request: pytest.FixtureRequest, datapath: Datapath) -> Iterator[Env]:
+    yield from _env(request.param, datapath)
 
 
 @pytest.fixture
 def routed_env(datapath: Datapath) -> Iterator[Env]:
-    with Topology("routed") as topo:
-        e = Env(topo, datapath)
-        try:
-            yield e
-        finally:
-            e.cleanup()
+    yield from _env("routed", datapath)
 
 
 @pytest.fixture(params=[4, 6], ids=["ipv4", "ipv6"])

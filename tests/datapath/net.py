@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Self
 
 from pyroute2 import IPRoute
 
@@ -45,14 +46,12 @@ def next_hop_mac(topo: Topology, src: Pod, dst: Pod) -> str:
     return mac_of(src.node.netns, src.host_ifname)
 
 
-class TcpServer:
-    """Listens in a pod; accepts and echoes in a thread."""
+class _Server:
+    """Serves from a pod in a thread until closed; a context manager too."""
 
-    def __init__(self, pod: Pod, family: int, port: int) -> None:
-        self.sock = pod.run(lambda: socket.socket(family_af(family), socket.SOCK_STREAM))
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((addr(pod, family), port))
-        self.sock.listen(128)
+    sock: socket.socket
+
+    def _start(self) -> None:
         self.sock.settimeout(0.2)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -61,10 +60,38 @@ class TcpServer:
     def _serve(self) -> None:
         while not self._stop.is_set():
             try:
-                conn, _ = self.sock.accept()
+                self._serve_one()
             except (TimeoutError, OSError):
                 continue
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    def _serve_one(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TcpServer(_Server):
+    """Listens in a pod; accepts and echoes in a thread."""
+
+    def __init__(self, pod: Pod, family: int, port: int) -> None:
+        self.sock = pod.run(lambda: socket.socket(family_af(family), socket.SOCK_STREAM))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((addr(pod, family), port))
+        self.sock.listen(128)
+        self._start()
+
+    def _serve_one(self) -> None:
+        conn, _ = self.sock.accept()
+        threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
 
     @staticmethod
     def _echo(conn: socket.socket) -> None:
@@ -76,53 +103,67 @@ class TcpServer:
             except OSError:
                 pass
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
 
-
-class UdpServer:
+class UdpServer(_Server):
     """Echoes datagrams from a pod."""
 
     def __init__(self, pod: Pod, family: int, port: int) -> None:
         self.sock = pod.run(lambda: socket.socket(family_af(family), socket.SOCK_DGRAM))
         self.sock.bind((addr(pod, family), port))
-        self.sock.settimeout(0.2)
         self.received: list[bytes] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        self._start()
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(65536)
-            except (TimeoutError, OSError):
-                continue
-            self.received.append(data)
-            with contextlib.suppress(OSError):
-                self.sock.sendto(data, peer)
+    def _serve_one(self) -> None:
+        data, peer = self.sock.recvfrom(65536)
+        self.received.append(data)
+        with contextlib.suppress(OSError):
+            self.sock.sendto(data, peer)
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
+
+def tcp_echo(sock: socket.socket, dest: str, port: int, timeout: float) -> bool:
+    """Connect `sock` (made in the namespace to send from), send a random payload: True if it
+    comes back (so replies must pass too). The socket is closed."""
+    sock.settimeout(timeout)
+    try:
+        sock.connect((dest, port))
+        payload = secrets.token_bytes(16)
+        sock.sendall(payload)
+        return sock.recv(64) == payload
+    except OSError:
+        return False
+    finally:
+        sock.close()
 
 
 def tcp_connect(src: Pod, dst: Pod, family: int, port: int, timeout: float = 1.0) -> bool:
     """A full connection: handshake plus one echoed message (so replies must pass too)."""
-    s = src.run(lambda: socket.socket(family_af(family), socket.SOCK_STREAM))
-    s.settimeout(timeout)
+    sock = src.run(lambda: socket.socket(family_af(family), socket.SOCK_STREAM))
+    return tcp_echo(sock, addr(dst, family), port, timeout)
+
+
+@contextlib.contextmanager
+def established_tcp(src: Pod, dst: Pod, family: int, port: int) -> Iterator[socket.socket]:
+    """A connection from src to an echo server on dst, one round trip done."""
+    with TcpServer(dst, family, port):
+        client = src.run(lambda: socket.socket(family_af(family), socket.SOCK_STREAM))
+        client.settimeout(1.0)
+        try:
+            client.connect((addr(dst, family), port))
+            client.sendall(b"one")
+            assert client.recv(10) == b"one"
+            yield client
+        finally:
+            client.close()
+
+
+def is_cut(client: socket.socket) -> bool:
+    """True if the connection's next message gets no answer (dropped, not reset)."""
+    client.sendall(b"two")
     try:
-        s.connect((addr(dst, family), port))
-        payload = secrets.token_bytes(16)
-        s.sendall(payload)
-        return s.recv(64) == payload
-    except OSError:
-        return False
-    finally:
-        s.close()
+        client.recv(10)
+    except TimeoutError:
+        return True
+    return False
 
 
 def udp_roundtrip(src: Pod, dst: Pod, family: int, port: int, timeout: float = 0.5) -> bool:

@@ -25,7 +25,7 @@ from enforcer.datapath.types import (
 )
 from enforcer.netnsutil import run_in_netns
 from enforcer.topology import Pod
-from tests.datapath.conftest import Env
+from tests.datapath.conftest import IN, OUT, Env
 from tests.datapath.crafted import marker
 from tests.datapath.net import (
     Injector,
@@ -33,15 +33,17 @@ from tests.datapath.net import (
     UdpServer,
     addr,
     capture,
+    established_tcp,
     family_af,
+    is_cut,
     next_hop_mac,
     tcp_connect,
+    tcp_echo,
     udp_roundtrip,
 )
 
 pytestmark = pytest.mark.kernel
 
-IN, OUT = Direction.INGRESS, Direction.EGRESS
 DENY_ALL = EndpointPolicy(True, True)
 
 
@@ -145,16 +147,8 @@ def test_host_originated_traffic_passes_spoofed_node_ip_does_not(env: Env, famil
     server = TcpServer(b, family, 8080)
     try:
         def from_node() -> bool:
-            s = socket.socket(family_af(family), socket.SOCK_STREAM)
-            s.settimeout(1)
-            try:
-                s.connect((addr(b, family), 8080))
-                s.sendall(b"probe")
-                return s.recv(10) == b"probe"
-            except OSError:
-                return False
-            finally:
-                s.close()
+            return tcp_echo(socket.socket(family_af(family), socket.SOCK_STREAM),
+                            addr(b, family), 8080, 1.0)
 
         assert run_in_netns(b.node.netns, from_node)  # kubelet-style probe
         node_ip = str(b.node.ipv4 if family == 4 else b.node.ipv6)
@@ -182,22 +176,11 @@ def test_revocation_cuts_an_established_flow_at_its_next_packet(env: Env, family
     allowing = EndpointPolicy(True, False, frozenset({allow(IN, env.ident(a), PROTO_TCP, 80,
                                                             80)}))
     env.policy(b, allowing)
-    server = TcpServer(b, family, 80)
-    client = a.run(lambda: socket.socket(family_af(family), socket.SOCK_STREAM))
-    client.settimeout(1.0)
-    try:
-        client.connect((addr(b, family), 80))
-        client.sendall(b"one")
-        assert client.recv(10) == b"one"
+    with established_tcp(a, b, family, 80) as client:
         before = env.count(b, IN, DropReason.POLICY_DENIED)
         env.policy(b, EndpointPolicy(True, False))
-        client.sendall(b"two")
-        with pytest.raises(TimeoutError):
-            client.recv(10)
+        assert is_cut(client)
         assert env.count(b, IN, DropReason.POLICY_DENIED) > before
-    finally:
-        client.close()
-        server.close()
 
 
 def _all_drops(env: Env, *pods: Pod) -> int:
@@ -319,13 +302,9 @@ def test_a_generation_that_does_not_fit_keeps_the_previous_one(env: Env) -> None
     assert env.dp.map_full_total == full_before + 1
     state = env.dp.endpoints()[b.host_ifindex]
     assert state.generation == gen and state.policy == small
-    udp53, udp54 = UdpServer(b, 4, 53), UdpServer(b, 4, 54)
-    try:
+    with UdpServer(b, 4, 53), UdpServer(b, 4, 54):
         assert udp_roundtrip(a, b, 4, 53)
         assert not udp_roundtrip(a, b, 4, 54, timeout=0.3)
-    finally:
-        udp53.close()
-        udp54.close()
 
 
 def test_icmp_a_pod_sends_grants_its_peer_nothing(env: Env, family: int) -> None:
@@ -354,17 +333,6 @@ def test_a_peer_changing_identity_loses_its_established_flows(env: Env, family: 
     env.policy(a, EndpointPolicy.allow_all())
     env.policy(b, EndpointPolicy(True, False, frozenset({allow(IN, env.ident(a), PROTO_TCP, 80,
                                                               80)})))
-    server = TcpServer(b, family, 80)
-    client = a.run(lambda: socket.socket(family_af(family), socket.SOCK_STREAM))
-    client.settimeout(1.0)
-    try:
-        client.connect((addr(b, family), 80))
-        client.sendall(b"one")
-        assert client.recv(10) == b"one"
+    with established_tcp(a, b, family, 80) as client:
         env.dp.set_identities({ip_network(addr(a, family)): 4242})
-        client.sendall(b"two")
-        with pytest.raises(TimeoutError):
-            client.recv(10)
-    finally:
-        client.close()
-        server.close()
+        assert is_cut(client)

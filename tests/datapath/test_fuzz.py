@@ -212,13 +212,9 @@ def _fuzz(env: Env, seed: int) -> None:
     assert sum(oracle.allows(f) for f in from_src) > 50  # the capture sees what passes
     assert not wrong, f"{len(wrong)} denied frames delivered, e.g. {wrong[:3]}"
     # Still enforcing, and still forwarding what is allowed.
-    server80, server81 = TcpServer(dst, 4, 80), TcpServer(dst, 4, 81)
-    try:
+    with TcpServer(dst, 4, 80), TcpServer(dst, 4, 81):
         assert tcp_connect(src, dst, 4, 80)
         assert not tcp_connect(src, dst, 4, 81, timeout=0.3)
-    finally:
-        server80.close()
-        server81.close()
 
 
 def _ethertype_of(base: bytes) -> bytes:

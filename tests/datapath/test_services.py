@@ -4,6 +4,7 @@ backend's veth judges the source's egress against the backend and target port.""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Iterator
 from ipaddress import ip_address
@@ -20,7 +21,7 @@ from enforcer.datapath.types import (
 )
 from enforcer.topology import Pod
 from tests.datapath.conftest import Env
-from tests.datapath.net import TcpServer, addr, family_af
+from tests.datapath.net import TcpServer, addr, family_af, tcp_echo
 
 pytestmark = pytest.mark.kernel
 
@@ -55,18 +56,8 @@ def _dnat(env: Env, family: int, vip: str, backend: Pod, port: int) -> None:
 
 
 def _connect(src: Pod, family: int, vip: str) -> bool:
-    import socket
-
-    s = src.run(lambda: socket.socket(family_af(family), socket.SOCK_STREAM))
-    s.settimeout(0.5)
-    try:
-        s.connect((vip, 80))
-        s.sendall(b"hello")
-        return s.recv(16) == b"hello"
-    except OSError:
-        return False
-    finally:
-        s.close()
+    return tcp_echo(src.run(lambda: socket.socket(family_af(family), socket.SOCK_STREAM)), vip,
+                    80, 0.5)
 
 
 @pytest.fixture
