@@ -24,6 +24,19 @@ def two_pods(*policies, a_labels=WEB, b_labels=DB):
     )
 
 
+def two_namespaces(*policies, a="a", b="b"):
+    """x/<a> (web) and y/<b> (db)."""
+    return cluster(ns("x"), ns("y"), pod("x", a, WEB), pod("y", b, DB), *policies)
+
+
+NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+def named_namespace(name):
+    """A peer: every pod of the namespace called `name`."""
+    return {"namespaceSelector": {"matchLabels": {NAME_LABEL: name}}}
+
+
 def db_ingress(*rules, name="p"):
     """A policy that isolates the db pods' ingress and allows `rules`."""
     return policy("x", name, podSelector={"matchLabels": DB}, ingress=list(rules))
@@ -58,22 +71,14 @@ def test_empty_pod_selector_without_types_denies_ingress_only():
 
 def test_trap_egress_empty_list_without_policy_types_isolates_ingress_not_egress():
     # `egress: []` defaults policyTypes to [Ingress]: egress stays open, ingress is denied.
-    s = cluster(
-        ns("x"), ns("y"), pod("x", "a", WEB), pod("y", "b", DB), policy("x", "p", egress=[])
-    )
+    s = two_namespaces(policy("x", "p", egress=[]))
     assert s.policies["x/p"].policy_types == {"Ingress"}
     assert allowed(s, "x/a", "y/b")  # egress of x/a not isolated
     assert not allowed(s, "y/b", "x/a")  # ingress of x/a denied
 
 
 def test_egress_rules_without_policy_types_also_isolate_ingress():
-    s = cluster(
-        ns("x"),
-        ns("y"),
-        pod("x", "a", WEB),
-        pod("y", "b", DB),
-        policy("x", "p", egress=[{"to": [{"namespaceSelector": {}}]}]),
-    )
+    s = two_namespaces(policy("x", "p", egress=[{"to": [{"namespaceSelector": {}}]}]))
     assert s.policies["x/p"].policy_types == {"Ingress", "Egress"}
     assert allowed(s, "x/a", "y/b")
     assert not allowed(s, "y/b", "x/a")
@@ -109,13 +114,7 @@ def test_ingress_with_one_empty_rule_allows_all():
 
 
 def test_trap_from_empty_list_matches_all_sources():
-    s = cluster(
-        ns("x"),
-        ns("y"),
-        pod("x", "a", WEB),
-        pod("y", "b", DB),
-        policy("x", "p", ingress=[{"from": []}]),
-    )
+    s = two_namespaces(policy("x", "p", ingress=[{"from": []}]))
     assert allowed(s, "y/b", "x/a")
 
 
@@ -220,28 +219,14 @@ def test_peers_select_exactly(peers, sources):
 def test_namespace_name_label_selects_by_name_and_cannot_be_spoofed():
     s = cluster(
         ns("x"),
-        ns("evil", **{"kubernetes.io/metadata.name": "trusted"}),
+        ns("evil", **{NAME_LABEL: "trusted"}),
         pod("x", "dst", DB),
         pod("evil", "src", WEB),
         pod("trusted", "src", WEB),
-        policy(
-            "x",
-            "p",
-            ingress=[
-                {
-                    "from": [
-                        {
-                            "namespaceSelector": {
-                                "matchLabels": {"kubernetes.io/metadata.name": "trusted"}
-                            }
-                        }
-                    ]
-                }
-            ],
-        ),
+        policy("x", "p", ingress=[from_(named_namespace("trusted"))]),
     )
     # "trusted" has no Namespace object: its identity comes from the pods' namespace field.
-    assert s.namespace_identity("evil").labels["kubernetes.io/metadata.name"] == "evil"
+    assert s.namespace_identity("evil").labels[NAME_LABEL] == "evil"
     assert sources_allowed(s, "x/dst") == {"trusted/src"}
 
 
@@ -433,13 +418,11 @@ def test_policies_are_additive():
 
 
 def test_source_egress_denial_wins_even_if_destination_allows():
-    s = cluster(
-        ns("x"),
-        ns("y"),
-        pod("x", "client", WEB),
-        pod("y", "server", DB),
+    s = two_namespaces(
         policy("x", "deny-egress", policyTypes=["Egress"]),
         policy("y", "allow-all", ingress=[{}]),
+        a="client",
+        b="server",
     )
     v = evaluate(s, "x/client", "y/server", 80, "TCP")
     assert not v.allowed and v.ingress.allowed and not v.egress.allowed
@@ -447,28 +430,16 @@ def test_source_egress_denial_wins_even_if_destination_allows():
 
 
 def test_both_directions_allowed_gives_allowed():
-    s = cluster(
-        ns("x"),
-        ns("y"),
-        pod("x", "client", WEB),
-        pod("y", "server", DB),
+    s = two_namespaces(
         policy(
             "x",
             "e",
             policyTypes=["Egress"],
             egress=[{"to": [{"namespaceSelector": {}}], "ports": [{"port": 80}]}],
         ),
-        policy(
-            "y",
-            "i",
-            ingress=[
-                {
-                    "from": [
-                        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "x"}}}
-                    ]
-                }
-            ],
-        ),
+        policy("y", "i", ingress=[from_(named_namespace("x"))]),
+        a="client",
+        b="server",
     )
     assert allowed(s, "x/client", "y/server", 80)
     assert not allowed(s, "x/client", "y/server", 81)
