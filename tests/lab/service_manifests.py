@@ -1,5 +1,6 @@
 """Service manifests the lab's Service tests share: a Service, a Service whose endpoint lives
-outside the cluster, a small web cluster across two nodes, and a Service's ClusterIP."""
+outside the cluster, a small web cluster across two nodes with Services to its backends, and a
+Service's ClusterIP."""
 
 from __future__ import annotations
 
@@ -44,6 +45,36 @@ def cluster_ip(state: lab.LabState, key: str) -> Any:
 
 
 def web_cluster() -> list[dict[str, Any]]:
+    """web_pods() with Service x/web (8080 to port 80 of x/b and x/c)."""
+    return [
+        *web_pods(),
+        service("x", "web", selector={"app": "web"}, ports=[{"port": 8080, "targetPort": 80}]),
+    ]
+
+
+def udp_service_to(backend: str) -> dict[str, Any]:
+    """x/one: UDP 53 to port 80 of x/<backend> only."""
+    return service(
+        "x",
+        "one",
+        selector={"backend": backend},
+        ports=[{"port": 53, "targetPort": 80, "protocol": "UDP"}],
+    )
+
+
+def node_port_to_c(name: str, port: int, node_port: int, **spec: Any) -> dict[str, Any]:
+    """A NodePort Service in x to port 80 of x/c (on node2)."""
+    return service(
+        "x",
+        name,
+        type="NodePort",
+        selector={"backend": "c"},
+        ports=[{"port": port, "targetPort": 80, "nodePort": node_port}],
+        **spec,
+    )
+
+
+def web_pods() -> list[dict[str, Any]]:
     """x/client on node1, web backends x/b on node1 and x/c on node2."""
 
     def pod(name: str, node: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -56,5 +87,4 @@ def web_cluster() -> list[dict[str, Any]]:
         pod("client", "node1", {"app": "client"}),
         pod("b", "node1", {"app": "web", "backend": "b"}),
         pod("c", "node2", {"app": "web", "backend": "c"}),
-        service("x", "web", selector={"app": "web"}, ports=[{"port": 8080, "targetPort": 80}]),
     ]

@@ -22,7 +22,14 @@ from enforcer.lab.probe import ProbeEndpoint, _capture_socket, answered_by, prob
 from enforcer.netnsutil import run_in_netns
 from tests.lab import upstream
 from tests.lab.outside import outside_host
-from tests.lab.service_manifests import cluster_ip, external_service, service, web_cluster
+from tests.lab.service_manifests import (
+    cluster_ip,
+    external_service,
+    node_port_to_c,
+    udp_service_to,
+    web_cluster,
+    web_pods,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -212,13 +219,8 @@ def test_revoking_egress_cuts_a_flow_through_a_service_at_its_next_packet(
     lab_factory, write_manifests, backend: str
 ) -> None:
     objects = [
-        *web_cluster()[:-1],
-        service(
-            "x",
-            "one",
-            selector={"backend": backend},
-            ports=[{"port": 53, "targetPort": 80, "protocol": "UDP"}],
-        ),
+        *web_pods(),
+        udp_service_to(backend),
     ]
     state = lab_factory([write_manifests(objects)], nodes=2)
     vip = cluster_ip(state, "x/one")
@@ -282,13 +284,8 @@ def test_a_spoofed_source_address_does_not_borrow_another_pods_egress(
     lab_factory, write_manifests
 ) -> None:
     objects = [
-        *web_cluster()[:-1],
-        service(
-            "x",
-            "one",
-            selector={"backend": "c"},
-            ports=[{"port": 53, "targetPort": 80, "protocol": "UDP"}],
-        ),
+        *web_pods(),
+        udp_service_to("c"),
     ]
     state = lab_factory([write_manifests(objects)], nodes=2)
     vip = cluster_ip(state, "x/one")
@@ -321,14 +318,8 @@ def test_a_pod_connecting_to_a_node_port_is_judged_on_the_node_address(
     lab_factory, write_manifests
 ) -> None:
     objects = [
-        *web_cluster()[:-1],
-        service(
-            "x",
-            "web",
-            type="NodePort",
-            selector={"backend": "c"},
-            ports=[{"port": 8080, "targetPort": 80, "nodePort": 30080}],
-        ),
+        *web_pods(),
+        node_port_to_c("web", 8080, 30080),
     ]
     state = lab_factory([write_manifests(objects)], nodes=2)
     node1, node2 = state.node_nets()

@@ -17,7 +17,13 @@ from enforcer.lab.probe import answered_by
 from enforcer.netnsutil import run_in_netns
 from tests.lab import upstream
 from tests.lab.outside import outside_host
-from tests.lab.service_manifests import cluster_ip, external_service, service, web_cluster
+from tests.lab.service_manifests import (
+    cluster_ip,
+    external_service,
+    node_port_to_c,
+    web_cluster,
+    web_pods,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -72,22 +78,9 @@ def test_node_port_snat_from_outside_is_judged_as_the_node_ip_not_as_node_traffi
     lab_factory, write_manifests
 ) -> None:
     objects = [
-        *web_cluster()[:-1],
-        service(
-            "x",
-            "web",
-            type="NodePort",
-            selector={"backend": "c"},  # x/c, on node2
-            ports=[{"port": 8080, "targetPort": 80, "nodePort": 30080}],
-        ),
-        service(
-            "x",
-            "web-local",
-            type="NodePort",
-            externalTrafficPolicy="Local",
-            selector={"backend": "c"},
-            ports=[{"port": 8081, "targetPort": 80, "nodePort": 30081}],
-        ),
+        *web_pods(),
+        node_port_to_c("web", 8080, 30080),
+        node_port_to_c("web-local", 8081, 30081, externalTrafficPolicy="Local"),
     ]
     state = lab_factory([write_manifests(objects)], nodes=2)
     node1, node2 = state.node_nets()
