@@ -117,13 +117,23 @@ class PrelistFeed:
     first full sync, so this is exactly what the loop would do with them); that SYNCED and
     everything after it is queued for the loop, which starts from a state already built.
 
+    At that SYNCED, the relist it ends is finished and `on_synced` runs (the first full
+    compile, see enforcer.agent.runtime.EarlyCompile) before the SYNCED is queued: the loop
+    sees the state exactly as it was compiled.
+
     The cyclic GC is paused until then: building the state allocates only long-lived objects,
     and collections triggered by the allocation count would walk the whole growing state
     again and again (the agent freezes it once it is enforced)."""
 
-    def __init__(self, intake: Intake, out: queue.Queue[QueuedEvent]) -> None:
+    def __init__(
+        self,
+        intake: Intake,
+        out: queue.Queue[QueuedEvent],
+        on_synced: Callable[[], None] | None = None,
+    ) -> None:
         self.intake = intake
         self.queue = out
+        self.on_synced = on_synced
         self._lock = threading.Lock()  # a source may emit from several threads (one per kind)
         self._prelisting = True
         self._gc_pause = contextlib.ExitStack()
@@ -140,5 +150,12 @@ class PrelistFeed:
                 return
             if self._prelisting:
                 self._prelisting = False
-                self._gc_pause.close()
+                try:
+                    self.intake.finish_relist()  # before the first sync nothing is compiled
+                    if self.on_synced is not None:
+                        self.on_synced()
+                except Exception:  # a bug: the loop compiles again (EarlyCompile.delta None)
+                    self.intake.log.exception("compiling the first full sync failed")
+                finally:
+                    self._gc_pause.close()
             self.queue.put((time.monotonic(), event))

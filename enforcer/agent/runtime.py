@@ -84,6 +84,20 @@ class EndpointRecord:
     locate_delay: float = 0.01
 
 
+class EarlyCompile:
+    """The first full compile, run where the first full sync arrives (PrelistFeed.on_synced),
+    which is usually while bcc still compiles the datapath. It numbers identities from
+    FIRST_IDENTITY: the agent uses it only if no pinned state names identities (a cold start;
+    after a restart it compiles again, above the pinned numbers)."""
+
+    def __init__(self, state: ClusterState, node_name: str | None) -> None:
+        self.compiler = Compiler(state, node_name, FIRST_IDENTITY)
+        self.delta: CompileDelta | None = None
+
+    def __call__(self) -> None:
+        self.delta = self.compiler.full()
+
+
 @dataclass
 class AgentStatus:
     ready: bool = False  # the first full sync is written to the maps (enforced)
@@ -104,10 +118,12 @@ class Agent:
         started_queue: queue.Queue[tuple[float, SourceEvent | LinkEvent]] | None = None,
         node_interface_pattern: str = DEFAULT_NODE_INTERFACE_PATTERN,
         intake: Intake | None = None,
+        early: EarlyCompile | None = None,
     ) -> None:
         """started_queue: the source already runs and feeds this queue (it was started
         before the datapath's compile, so listing the cluster and compiling overlap);
-        intake: the objects it has delivered so far (see enforcer.agent.intake.PrelistFeed)."""
+        intake: the objects it has delivered so far (see enforcer.agent.intake.PrelistFeed);
+        early: the first full compile, done by the time the first SYNCED is queued."""
         self.node_name = node_name
         self.source = source
         self.datapath = datapath
@@ -119,7 +135,13 @@ class Agent:
         self.state: ClusterState = self.intake.state
         # Number identities above any that pinned tables from a previous run name: a number
         # that meant another class then must not mean this one while old tables are in force.
-        self.compiler = Compiler(self.state, node_name, self._first_free_identity())
+        first_identity = self._first_free_identity()
+        self._early = early if early is not None and first_identity == FIRST_IDENTITY else None
+        self.compiler = (
+            self._early.compiler
+            if self._early is not None
+            else Compiler(self.state, node_name, first_identity)
+        )
         self.queue: queue.Queue[tuple[float, SourceEvent | LinkEvent]] = (
             started_queue if started_queue is not None else queue.Queue()
         )
@@ -296,7 +318,14 @@ class Agent:
         self.metrics.invalid_objects.labels(kind=kind).inc()
 
     def _full_delta(self, first: bool) -> CompileDelta:
-        delta = self.compiler.full()
+        early, self._early = self._early, None
+        if first and early is not None and early.delta is not None:
+            delta = early.delta  # the state has not changed since: see PrelistFeed
+        elif first and early is not None:  # it failed part way: start from a fresh compiler
+            self.compiler = Compiler(self.state, self.node_name, FIRST_IDENTITY)
+            delta = self.compiler.full()
+        else:
+            delta = self.compiler.full()
         if first:
             # Pinned state from a previous run: its identity numbers mean other classes than
             # ours (we number above them), so its prefixes are deleted once the new tables

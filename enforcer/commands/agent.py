@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from enforcer.agent.intake import Intake, PrelistFeed
     from enforcer.agent.interfaces import InterfaceDiscovery
     from enforcer.agent.metrics import AgentMetrics, DatapathCollector, SourceCollector
-    from enforcer.agent.runtime import Agent
+    from enforcer.agent.runtime import Agent, EarlyCompile
     from enforcer.datapath import Datapath
     from enforcer.kheaders import configure_bcc_headers
     from enforcer.sources.base import source_from_spec
@@ -120,13 +120,13 @@ def run(args: argparse.Namespace) -> int:
     source = source_from_spec(args.source, kubeconfig=args.kubeconfig, node_name=args.node_name)
     stop = threading.Event()
     metrics = AgentMetrics()
-    # The source lists the cluster, and the listing is parsed into the cluster state, while
-    # bcc compiles (the slow steps of a cold start); the loop starts at the first SYNCED.
+    # The source lists the cluster, the listing is parsed into the cluster state and compiled,
+    # while bcc compiles (the slow steps of a cold start); the loop starts at the first SYNCED.
     intake = Intake(source.describe, lambda kind: metrics.invalid_objects.labels(kind=kind).inc())
+    first_compile = EarlyCompile(intake.state, args.node_name)
     early: queue.Queue[Any] = queue.Queue()
-    threading.Thread(
-        target=source.run, args=(PrelistFeed(intake, early), stop), name="source", daemon=True
-    ).start()
+    feed = PrelistFeed(intake, early, on_synced=first_compile)
+    threading.Thread(target=source.run, args=(feed, stop), name="source", daemon=True).start()
     datapath = Datapath.open(Path(args.pin_dir), datapath_config(args))
     datapath.set_unknown_verdict(args.unknown_endpoint_verdict == "allow")
     hub = EventHub(on_lost=metrics.events_lost.inc)
@@ -140,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         started_queue=early,
         node_interface_pattern=args.node_interface_pattern,
         intake=intake,
+        early=first_compile,
     )
     metrics.add_collector(
         DatapathCollector(datapath.counters, agent.pod_for_ifindex, datapath.map_pressure)
