@@ -224,6 +224,23 @@ def test_change_is_seen_within_a_few_polls(folder: Path, run_source: RunSource) 
     assert delays[2] < 0.25 and delays[-1] < 0.5, delays  # median about one poll
 
 
+def test_inotify_wakes_the_poll_for_a_renamed_in_file(folder: Path, run_source: RunSource) -> None:
+    """With a poll of seconds, a file renamed into the folder (or a subfolder) is still seen
+    at once: inotify wakes the scan."""
+    (folder / "sub").mkdir()
+    source = DirectorySource(folder, interval=2.0)
+    rec = run_source(source)
+    rec.wait(lambda r: r.synced == 1)
+    time.sleep(0.1)  # past the first scan, which sets the watches
+    delays = []
+    for i in range(4):
+        began = time.monotonic()
+        write(folder / ("sub" if i % 2 else ".") / f"p{i}.yaml", pod(f"p{i}", "prod"))
+        rec.wait(lambda r, i=i: ("Pod", "prod", f"p{i}") in r.state, timeout=5.0)
+        delays.append(time.monotonic() - began)
+    assert max(delays) < 0.5, delays
+
+
 def test_source_from_spec_dir(folder: Path) -> None:
     source = source_from_spec(f"dir:{folder}", kubeconfig=None, node_name=None)
     assert isinstance(source, DirectorySource)
