@@ -22,8 +22,8 @@ waiting, mostly in the kernel for the RCU grace period of each policy map swap),
 first full enforcement after a cold start (no pinned maps, fresh veths without a program: agent
 start until /readyz is 200, which the agent reports once its first full sync is in the maps,
 checked by probes giving the policy's verdicts; see Node.cold_start), and its VmRSS then. The
-directory source polls its folder (every 20 ms), which bounds how fast a change can be seen;
-the figures include that wait.
+directory source sees a change when inotify reports the rename (its 20 ms poll is only the
+fallback); the figures include reading and parsing the file.
 
 A cold start's first rounds are not special: /readyz used to turn 200 before the first full
 sync was written, so the first pod add was timed while the agent still wrote it (the ~1 s p99
