@@ -11,6 +11,7 @@ needed around them; readers (/status, metrics) get snapshots built by the loop.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import queue
 import threading
@@ -320,7 +321,9 @@ class Agent:
     def _full_delta(self, first: bool) -> CompileDelta:
         early, self._early = self._early, None
         if first and early is not None and early.delta is not None:
-            delta = early.delta  # the state has not changed since: see PrelistFeed
+            # The state has not changed since (see PrelistFeed). Taken, not kept: the first
+            # delta names every address of the cluster.
+            delta, early.delta = early.delta, None
         elif first and early is not None:  # it failed part way: start from a fresh compiler
             self.compiler = Compiler(self.state, self.node_name, FIRST_IDENTITY)
             delta = self.compiler.full()
@@ -366,6 +369,7 @@ class Agent:
         # collection first: it would hold the GIL (and /readyz) for a quarter second at 10,000
         # pods to free about a thousand objects of cyclic garbage (measured).
         gc.freeze()
+        _release_free_heap()
 
     def _compile(self, change: ObjectChange | None) -> CompileDelta | None:
         """The compiler's delta for an applied change (None before the first full sync,
@@ -630,3 +634,13 @@ def _identity_runs(
         yield step
     if run:
         yield run
+
+
+def _release_free_heap() -> None:
+    """Give the C heap's free memory back to the system (glibc's malloc_trim). bcc's compiler
+    frees much of what it used while the cluster was parsed and compiled beside it, and the
+    long-lived objects allocated meanwhile keep that memory mapped otherwise."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):  # not glibc
+        pass
