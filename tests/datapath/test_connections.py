@@ -100,24 +100,30 @@ def test_forwarded_counts_are_per_endpoint_and_a_reused_slot_starts_from_zero(
     env.policy(server, EndpointPolicy.allow_all())
     srv = TcpServer(server, 4, 7003)
     try:
-        for _ in range(10):
+        for _ in range(20):
             assert tcp_connect(client, server, 4, 7003)
     finally:
         srv.close()
-    into_server, out_of_client = env.count(server, IN, None), env.count(client, OUT, None)
-    assert into_server >= 30 and out_of_client >= 30  # SYN, ACK, data per connection
+    assert env.count(server, IN, None) >= 60 and env.count(client, OUT, None) >= 60
     slots = env.dp._counter_slots
     slot = slots[server.host_ifindex]
     assert slots[client.host_ifindex] != slot
+
+    def row_packets() -> int:
+        # The row itself (counters() also adds what the per-interface hash holds for this
+        # ifindex, which earlier tests' namespaces may have used too).
+        row = env.dp._maps["fwd_counters"].lookup(U32.pack(slot * 2 + IN))
+        assert row is not None
+        return sum(p for p, _ in COUNTER_VAL.iter_unpack(row))
+
+    counted = row_packets()
+    assert counted >= 60  # SYN, ACK and data of each connection, at least
     env.dp.remove_endpoint(server.host_ifindex)
     late = env.pod("late")
     env.policy(late, EndpointPolicy.allow_all())
     assert env.dp._counter_slots[late.host_ifindex] == slot  # the freed row, reused
-    # The row itself (counts() also adds what the per-interface hash holds for this ifindex,
-    # which earlier tests' namespaces may have used too).
-    row = env.dp._maps["fwd_counters"].lookup(U32.pack(slot * 2 + IN))
-    assert row is not None
-    assert sum(p for p, _ in COUNTER_VAL.iter_unpack(row)) < 5  # at most its own ND so far
+    # Zeroed: only what reached `late` since (its neighbour discovery, a few packets).
+    assert row_packets() < counted // 4
 
 
 def test_unknown_interface_gets_configured_verdict(env: Env) -> None:
