@@ -81,6 +81,7 @@ class Figure:
             "command": self.command,
             "description": self.description,
             "baseline": self.baseline,
+            "paired_ratios": self.paired_ratios,
             "ratio": None,
             "target": None,
         }
