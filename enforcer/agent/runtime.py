@@ -92,11 +92,21 @@ class EarlyCompile:
     after a restart it compiles again, above the pinned numbers)."""
 
     def __init__(self, state: ClusterState, node_name: str | None) -> None:
-        self.compiler = Compiler(state, node_name, FIRST_IDENTITY)
+        self.compiler: Compiler | None = Compiler(state, node_name, FIRST_IDENTITY)
         self.delta: CompileDelta | None = None
 
     def __call__(self) -> None:
-        self.delta = self.compiler.full()
+        compiler = self.compiler
+        if compiler is None:
+            return  # not wanted (cancelled)
+        delta = compiler.full()
+        if self.compiler is compiler:
+            self.delta = delta
+
+    def cancel(self) -> None:
+        """Not used (pinned state, or done): hold no compiler state (a cluster's worth)."""
+        self.compiler = None
+        self.delta = None
 
 
 @dataclass
@@ -137,12 +147,14 @@ class Agent:
         # Number identities above any that pinned tables from a previous run name: a number
         # that meant another class then must not mean this one while old tables are in force.
         first_identity = self._first_free_identity()
-        self._early = early if early is not None and first_identity == FIRST_IDENTITY else None
-        self.compiler = (
-            self._early.compiler
-            if self._early is not None
-            else Compiler(self.state, node_name, first_identity)
-        )
+        self._early: EarlyCompile | None = None
+        if early is not None and early.compiler is not None and first_identity == FIRST_IDENTITY:
+            self._early = early
+            self.compiler = early.compiler
+        else:
+            if early is not None:
+                early.cancel()
+            self.compiler = Compiler(self.state, node_name, first_identity)
         self.queue: queue.Queue[tuple[float, SourceEvent | LinkEvent]] = (
             started_queue if started_queue is not None else queue.Queue()
         )
@@ -321,10 +333,12 @@ class Agent:
     def _full_delta(self, first: bool) -> CompileDelta:
         early, self._early = self._early, None
         if first and early is not None and early.delta is not None:
-            # The state has not changed since (see PrelistFeed). Taken, not kept: the first
-            # delta names every address of the cluster.
-            delta, early.delta = early.delta, None
+            # The state has not changed since (see PrelistFeed). Not kept: the first delta
+            # names every address of the cluster.
+            delta = early.delta
+            early.cancel()
         elif first and early is not None:  # it failed part way: start from a fresh compiler
+            early.cancel()
             self.compiler = Compiler(self.state, self.node_name, FIRST_IDENTITY)
             delta = self.compiler.full()
         else:
@@ -369,7 +383,7 @@ class Agent:
         # collection first: it would hold the GIL (and /readyz) for a quarter second at 10,000
         # pods to free about a thousand objects of cyclic garbage (measured).
         gc.freeze()
-        _release_free_heap()
+        threading.Thread(target=self._release_free_heap, name="trim", daemon=True).start()
 
     def _compile(self, change: ObjectChange | None) -> CompileDelta | None:
         """The compiler's delta for an applied change (None before the first full sync,
@@ -384,6 +398,19 @@ class Agent:
         if change.new is None:
             return self.compiler.on_remove(change.old)
         return self.compiler.on_upsert(change.new)
+
+    def _release_free_heap(self) -> None:
+        """Give the C heap's free memory back to the system (glibc's malloc_trim): bcc's
+        compiler freed much of what it used while the cluster was parsed and compiled beside
+        it, and the long-lived objects allocated meanwhile keep that memory mapped otherwise.
+        On its own thread (ctypes lets go of the GIL): it takes tens of milliseconds, which
+        the first events after readiness must not wait for."""
+        began = time.monotonic()
+        try:
+            ctypes.CDLL(None).malloc_trim(0)
+        except (AttributeError, OSError):  # not glibc
+            return
+        self.log.info("free heap returned", ms=round((time.monotonic() - began) * 1000, 1))
 
     # -- endpoints and interfaces -------------------------------------------------------------
 
@@ -634,13 +661,3 @@ def _identity_runs(
         yield step
     if run:
         yield run
-
-
-def _release_free_heap() -> None:
-    """Give the C heap's free memory back to the system (glibc's malloc_trim). bcc's compiler
-    frees much of what it used while the cluster was parsed and compiled beside it, and the
-    long-lived objects allocated meanwhile keep that memory mapped otherwise."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (AttributeError, OSError):  # not glibc
-        pass

@@ -91,7 +91,9 @@ def test_egress_through_a_service_from_the_api(node: NodeHarness) -> None:
     objects = [service(), endpoint_slice(node, "x/b")]
     kube_proxy(node, objects)
     # kube-proxy translates, but the agent does not know the Service yet: the ClusterIP is
-    # just an address x/a's egress does not allow.
+    # just an address x/a's egress does not allow (once the policy is in force: x/a -> y/c
+    # denied; x/a -> x/b allowed either way).
+    node.expect("x/a", "y/c", False)
     node.expect("x/a", "x/b", True)
     assert not through_service("x/b")
     for obj in objects:
