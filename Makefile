@@ -32,6 +32,7 @@ demo: setup
 
 bench: setup
 	$(PY) -m bench.run
+	$(PY) -m bench.readme
 
 bench-quick: setup
 	$(PY) -m bench.run --quick

@@ -127,3 +127,17 @@ def test_settled_needs_every_earlier_attempt_resolved() -> None:
     assert settled(_attempts(True, False, False, False), False, 3)
     assert not settled(_attempts(False, None, False, False), False, 3)
     assert not settled(_attempts(False, False), False, 3)
+
+
+def test_readme_splice_replaces_only_the_performance_section() -> None:
+    from bench.readme import splice
+
+    readme = "# T\n\nintro\n\n## Performance\n\nold table\n\n## Install\n\nsteps\n"
+    out = splice(readme, "## Performance\n\nnew table\n")
+    assert out == "# T\n\nintro\n\n## Performance\n\nnew table\n\n## Install\n\nsteps\n"
+    last = splice("# T\n## Performance\nold\n", "## Performance\nnew\n")  # the last section
+    assert last == "# T\n## Performance\nnew\n\n"
+    with pytest.raises(ValueError, match="no '## Performance'"):
+        splice("# T\n## Other\n", "## Performance\nx\n")
+    with pytest.raises(ValueError, match="does not start"):
+        splice(readme, "table without its heading\n")
