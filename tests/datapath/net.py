@@ -135,8 +135,9 @@ def tcp_echo(sock: socket.socket, dest: str, port: int, timeout: float) -> bool:
         sock.close()
 
 
-def tcp_connect(src: Pod, dst: Pod, family: int, port: int, timeout: float = 1.0) -> bool:
-    """A full connection: handshake plus one echoed message (so replies must pass too)."""
+def tcp_connect(src: Pod, dst: Pod, family: int, port: int, timeout: float = 2.0) -> bool:
+    """A full connection: handshake plus one echoed message (so replies must pass too).
+    Checks of a denial pass a short timeout; the default leaves a loaded machine room."""
     sock = src.run(lambda: socket.socket(family_af(family), socket.SOCK_STREAM))
     return tcp_echo(sock, addr(dst, family), port, timeout)
 
