@@ -16,7 +16,7 @@ import ctypes
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from enforcer.datapath.layout import (
     CFG_UNKNOWN_ALLOW,
     COUNTER_KEY,
     COUNTER_VAL,
+    CT_IFINDEX_OFFSET,
     CT_KEY,
     EP_CONFIG,
     EVENT,
@@ -267,9 +268,9 @@ class Datapath:
             self._maps["pol_outer"].delete(U32.pack(endpoint_id))
         # A later veth may reuse the ifindex: it must not inherit this one's flows.
         ct = self._maps["ct"]
-        for key in ct.keys_batched():
-            if CT_KEY.unpack(key)[1] == ifindex:
-                ct.delete(key)
+        raw = ct.keys_raw()
+        for index in _key_indexes(raw, CT_KEY.size, U32.pack(ifindex), (CT_IFINDEX_OFFSET,)):
+            ct.delete(raw[index * CT_KEY.size : (index + 1) * CT_KEY.size])
 
     def _put(self, name: str, key: bytes, value: bytes) -> None:
         try:
@@ -413,19 +414,25 @@ class Datapath:
         return out
 
 
+def _key_indexes(raw: bytes, size: int, pattern: bytes, at: tuple[int, ...]) -> Iterator[int]:
+    """Indexes of the keys (fixed `size`, concatenated in `raw`) holding `pattern` at one of
+    the offsets `at`: a C-speed search of the whole buffer, not a loop over its keys."""
+    start = raw.find(pattern)
+    while start != -1:
+        index, within = divmod(start, size)
+        if within in at:
+            yield index
+        start = raw.find(pattern, start + 1)
+
+
 def _keys_naming(
     raw: bytes, size: int, wanted: Mapping[bytes, int], at: tuple[int, ...], family_at: int
 ) -> list[bytes]:
-    """Keys (fixed `size`, concatenated in `raw`) holding one of the `wanted` 16-byte
-    addresses at one of the offsets `at`, with that address's family at `family_at`."""
-    hits: set[int] = set()
-    for pattern, family in wanted.items():
-        start = raw.find(pattern)
-        while start != -1:
-            index, within = divmod(start, size)
-            if within in at and raw[index * size + family_at] == family:
-                hits.add(index)
-            start = raw.find(pattern, start + 1)
+    """Keys holding one of the `wanted` 16-byte addresses at one of the offsets `at`, with
+    that address's family at `family_at`."""
+    hits = {index for pattern, family in wanted.items()
+            for index in _key_indexes(raw, size, pattern, at)
+            if raw[index * size + family_at] == family}
     return [raw[i * size : (i + 1) * size] for i in sorted(hits)]
 
 

@@ -14,6 +14,7 @@ from enforcer.datapath.types import (
     EndpointPolicy,
     PolicyEntry,
 )
+from enforcer.topology import Pod
 from tests.datapath.conftest import IN, OUT, Env
 from tests.datapath.net import TcpServer, UdpServer, addr, tcp_connect, udp_roundtrip
 
@@ -142,3 +143,28 @@ def test_unknown_interface_gets_configured_verdict(env: Env) -> None:
         assert not tcp_connect(client, server, 4, 7002, timeout=0.3)
     finally:
         srv.close()
+
+
+def test_removing_an_endpoint_forgets_its_interfaces_flows_only(routed_env: Env) -> None:
+    """A later veth may reuse the ifindex: it must not inherit the removed one's flows; the
+    peer's entries for the same flow stay (its interface is still in use)."""
+    from enforcer.datapath.layout import CT_KEY
+
+    env = routed_env
+    client, server = env.pod("client"), env.pod("server")
+    env.policy(client, EndpointPolicy.allow_all())
+    env.policy(server, EndpointPolicy.allow_all())
+    srv = TcpServer(server, 4, 7004)
+    try:
+        assert tcp_connect(client, server, 4, 7004)
+    finally:
+        srv.close()
+
+    def flows_at(pod: Pod) -> int:
+        raw = env.dp._maps["ct"].keys_raw()
+        return sum(1 for key in CT_KEY.iter_unpack(raw) if key[1] == pod.host_ifindex)
+
+    assert flows_at(client) >= 1 and flows_at(server) >= 1
+    env.dp.remove_endpoint(server.host_ifindex)
+    assert flows_at(server) == 0
+    assert flows_at(client) >= 1
