@@ -15,8 +15,10 @@ touches only what it affects:
 
 IP ownership follows ClusterState.pods_by_ip (the newest claim of an endpoint pod), keyed by
 pod key and UID: a late delete of an old owner never removes the newer owner's entry, and
-every owner change is reported in ip_owner_changes. full() uses the same rule, so an
-incremental run and a rebuild agree.
+every change of owner (and every address losing its owner) is reported in ip_owner_changes;
+an address gaining an owner incrementally is not (see _reassign). full() reports every
+address whose owner differs from its previous run's, from nobody included: at a start it
+flushes what changed while no agent watched.
 """
 
 from __future__ import annotations
@@ -263,7 +265,10 @@ class Compiler:
             self._owners[ip] = _Owner(pod.key, pod.uid, ident)
             if old is not None:
                 self._release(old.identity)
-            if old is None or (old.pod_key, old.uid) != (pod.key, pod.uid):
+            # From nobody needs no flush: the address's flows were flushed when its last owner
+            # went, and flows made since were judged against no pod; the new host prefix
+            # bumps the policy epoch, so they are re-checked at their next packet.
+            if old is not None and (old.pod_key, old.uid) != (pod.key, pod.uid):
                 self._txn.owner_changes.add(ip)
         self._refresh(host_prefix(ip))
 

@@ -15,7 +15,8 @@ class CompileDelta:
     # local pod key -> its complete new policy (new endpoints and changed ones only)
     endpoints: dict[str, EndpointPolicy] = field(default_factory=dict)
     removed_endpoints: set[str] = field(default_factory=set)
-    # IPs whose owning pod (key, UID) changed, to or from nobody included: flush their conntrack
+    # IPs whose owning pod (key, UID) changed or went (and, in full(), came from nobody): flush
+    # their conntrack
     ip_owner_changes: set[IPAddress] = field(default_factory=set)
     # identities that name addresses after this step and did not before, and the reverse
     # (plan_writes needs them to order writes; identity numbers are never reused)

@@ -355,6 +355,21 @@ def test_ip_reuse_follows_uids_and_late_deletes_do_not_remove_the_new_owner() ->
     assert h.ident("10.0.0.1") == new_ident and not delta.identity_changes
 
 
+def test_an_address_gaining_an_owner_is_not_flushed_but_changes_its_identity() -> None:
+    """Flushed when its owner went; what was made since is re-checked at its next packet
+    because the address's identity changes (the kernel's policy epoch moves)."""
+    h = Harness(pod("a", "x", ["10.0.0.2"]))
+    first = pod("a", "p", ["10.0.0.1"], {"app": "p"}, uid="u1")
+    delta = h.upsert(first)
+    assert not delta.ip_owner_changes
+    assert ip_network("10.0.0.1/32") in delta.identity_changes
+    delta = h.remove(first)
+    assert delta.ip_owner_changes == {ip_address("10.0.0.1")}
+    delta = h.upsert(pod("a", "q", ["10.0.0.1"], {"app": "p"}, uid="u2"))  # same labels
+    assert not delta.ip_owner_changes
+    assert delta.identity_changes.get(ip_network("10.0.0.1/32")) is not None
+
+
 def test_pod_delete_removes_its_entries_and_endpoint() -> None:
     h = Harness(pod("a", "p", ["10.0.0.1", "fd00::1"]))
     delta = h.remove(h.state.pods["a/p"])
