@@ -73,6 +73,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
          entry->epoch == epoch)) {
         if (p.frag == FRAG_FIRST)
             frag_remember(&p);
+        /* A reset ends the flow: its entry goes now rather than at the LRU's next eviction
+         * (with short connections a full table makes every new flow pay for an eviction). */
+        if (state != CT_RELATED && p.flow.proto == IPPROTO_TCP && (p.tcp_flags & TCP_RST))
+            ct_forget(&p, ifindex, dir);
         return forward(skb, dir, slot);
     }
 

@@ -16,7 +16,7 @@ from enforcer.datapath.types import (
 )
 from enforcer.topology import Pod
 from tests.datapath.conftest import IN, OUT, Env
-from tests.datapath.net import TcpServer, UdpServer, addr, tcp_connect, udp_roundtrip
+from tests.datapath.net import TcpServer, UdpServer, addr, tcp_connect, udp_roundtrip, wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -168,3 +168,35 @@ def test_removing_an_endpoint_forgets_its_interfaces_flows_only(routed_env: Env)
     env.dp.remove_endpoint(server.host_ifindex)
     assert flows_at(server) == 0
     assert flows_at(client) >= 1
+
+
+def test_a_reset_removes_the_flows_entries(routed_env: Env) -> None:
+    """A connection closed with RST (SO_LINGER 0) leaves no conntrack entry at either veth,
+    so short connections do not fill the LRU table with dead flows."""
+    import socket
+    import struct
+
+    from enforcer.datapath.layout import CT_KEY
+
+    env = routed_env
+    client, server = env.pod("client"), env.pod("server")
+    env.policy(client, EndpointPolicy.allow_all())
+    env.policy(server, EndpointPolicy.allow_all())
+
+    def flows_at(pod: Pod) -> int:
+        raw = env.dp._maps["ct"].keys_raw()
+        return sum(1 for key in CT_KEY.iter_unpack(raw) if key[1] == pod.host_ifindex)
+
+    srv = TcpServer(server, 4, 7005)
+    try:
+        sock = client.run(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        sock.settimeout(2.0)
+        sock.connect((str(server.ipv4), 7005))
+        sock.sendall(b"ping")
+        assert sock.recv(16) == b"ping"
+        assert flows_at(client) == 1 and flows_at(server) == 1
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # sends a RST
+        assert wait_until(lambda: flows_at(client) == 0 and flows_at(server) == 0, 2.0)
+    finally:
+        srv.close()
