@@ -34,6 +34,7 @@ METRICS = {
     "enforcer_drop_count_total",
     "enforcer_forward_count_total",
     "enforcer_policy_implementation_delay_seconds",
+    "enforcer_policy_implementation_cpu_seconds",
     "enforcer_bpf_map_pressure",
     "enforcer_endpoints",
     "enforcer_watch_restarts_total",
@@ -41,7 +42,10 @@ METRICS = {
     "enforcer_ready",
     "enforcer_map_full_total",
 }
-HISTOGRAMS = {"enforcer_policy_implementation_delay_seconds"}
+HISTOGRAMS = {
+    "enforcer_policy_implementation_delay_seconds",
+    "enforcer_policy_implementation_cpu_seconds",
+}
 
 
 def series_names() -> set[str]:
