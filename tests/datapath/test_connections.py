@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from enforcer.datapath.layout import COUNTER_VAL, U32
+from enforcer.datapath.layout import COUNTER_VAL, CT_KEY, U32
 from enforcer.datapath.types import (
     PROTO_TCP,
     PROTO_UDP,
@@ -91,14 +91,26 @@ def test_allowed_traffic_is_counted_as_forwarded(env: Env) -> None:
     assert env.count(server, IN, None) >= before + 3  # SYN, ACK, data at least
 
 
+def _open_pair(env: Env) -> tuple[Pod, Pod]:
+    """A client and a server pod whose tables allow everything."""
+    client, server = env.pod("client"), env.pod("server")
+    env.policy(client, EndpointPolicy.allow_all())
+    env.policy(server, EndpointPolicy.allow_all())
+    return client, server
+
+
+def _flows_at(env: Env, pod: Pod) -> int:
+    """Conntrack entries at the pod's host veth."""
+    raw = env.dp._maps["ct"].keys_raw()
+    return sum(1 for key in CT_KEY.iter_unpack(raw) if key[1] == pod.host_ifindex)
+
+
 def test_forwarded_counts_are_per_endpoint_and_a_reused_slot_starts_from_zero(
         routed_env: Env) -> None:
     """Forwarded packets are counted in per-endpoint counter rows (no hashing on the hot
     path); a row freed by a removed endpoint is zeroed before a new endpoint takes it."""
     env = routed_env
-    client, server = env.pod("client"), env.pod("server")
-    env.policy(client, EndpointPolicy.allow_all())
-    env.policy(server, EndpointPolicy.allow_all())
+    client, server = _open_pair(env)
     srv = TcpServer(server, 4, 7003)
     try:
         for _ in range(20):
@@ -148,26 +160,18 @@ def test_unknown_interface_gets_configured_verdict(env: Env) -> None:
 def test_removing_an_endpoint_forgets_its_interfaces_flows_only(routed_env: Env) -> None:
     """A later veth may reuse the ifindex: it must not inherit the removed one's flows; the
     peer's entries for the same flow stay (its interface is still in use)."""
-    from enforcer.datapath.layout import CT_KEY
-
     env = routed_env
-    client, server = env.pod("client"), env.pod("server")
-    env.policy(client, EndpointPolicy.allow_all())
-    env.policy(server, EndpointPolicy.allow_all())
+    client, server = _open_pair(env)
     srv = TcpServer(server, 4, 7004)
     try:
         assert tcp_connect(client, server, 4, 7004)
     finally:
         srv.close()
 
-    def flows_at(pod: Pod) -> int:
-        raw = env.dp._maps["ct"].keys_raw()
-        return sum(1 for key in CT_KEY.iter_unpack(raw) if key[1] == pod.host_ifindex)
-
-    assert flows_at(client) >= 1 and flows_at(server) >= 1
+    assert _flows_at(env, client) >= 1 and _flows_at(env, server) >= 1
     env.dp.remove_endpoint(server.host_ifindex)
-    assert flows_at(server) == 0
-    assert flows_at(client) >= 1
+    assert _flows_at(env, server) == 0
+    assert _flows_at(env, client) >= 1
 
 
 def test_a_reset_removes_the_flows_entries(routed_env: Env) -> None:
@@ -176,16 +180,8 @@ def test_a_reset_removes_the_flows_entries(routed_env: Env) -> None:
     import socket
     import struct
 
-    from enforcer.datapath.layout import CT_KEY
-
     env = routed_env
-    client, server = env.pod("client"), env.pod("server")
-    env.policy(client, EndpointPolicy.allow_all())
-    env.policy(server, EndpointPolicy.allow_all())
-
-    def flows_at(pod: Pod) -> int:
-        raw = env.dp._maps["ct"].keys_raw()
-        return sum(1 for key in CT_KEY.iter_unpack(raw) if key[1] == pod.host_ifindex)
+    client, server = _open_pair(env)
 
     srv = TcpServer(server, 4, 7005)
     try:
@@ -194,9 +190,9 @@ def test_a_reset_removes_the_flows_entries(routed_env: Env) -> None:
         sock.connect((str(server.ipv4), 7005))
         sock.sendall(b"ping")
         assert sock.recv(16) == b"ping"
-        assert flows_at(client) == 1 and flows_at(server) == 1
+        assert _flows_at(env, client) == 1 and _flows_at(env, server) == 1
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()  # sends a RST
-        assert wait_until(lambda: flows_at(client) == 0 and flows_at(server) == 0, 2.0)
+        assert wait_until(lambda: _flows_at(env, client) == 0 and _flows_at(env, server) == 0, 2.0)
     finally:
         srv.close()
