@@ -14,10 +14,9 @@ from enforcer.analysis.matrix import reachability
 from enforcer.analysis.service_matrix import service_document
 from enforcer.cli import main
 from enforcer.lab.services import PER_POD_ANNOTATION, endpoint_slices, per_pod_service
-from enforcer.model.cluster import ClusterState
-from enforcer.model.loader import parse_object
 from enforcer.model.parse_services import parse_service_object
 from tests.lab import upstream
+from tests.model.netpol_builders import state_of
 
 
 def _with_ips(objects: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -29,15 +28,6 @@ def _with_ips(objects: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
     return objects, ips
 
 
-def _state(objects: list[dict[str, Any]]) -> ClusterState:
-    state = ClusterState()
-    for raw in objects:
-        obj = parse_object(raw) or parse_service_object(raw)
-        assert obj is not None
-        state.upsert(obj)
-    return state
-
-
 @pytest.mark.parametrize("case", sorted(upstream.cases({"x/a": "1.1.1.1", "x/b": "1.1.1.2"})))
 def test_service_matrix_equals_pod_matrix_with_a_service_per_pod(case: str) -> None:
     cluster, ips = _with_ips(upstream.cluster())
@@ -47,7 +37,7 @@ def test_service_matrix_equals_pod_matrix_with_a_service_per_pod(case: str) -> N
         for o in cluster
         if o["kind"] == "Pod"
     ]
-    state = _state(cluster + services + upstream.cases(ips)[case])
+    state = state_of(*cluster, *services, *upstream.cases(ips)[case])
     # The lab's EndpointSlice controller gives each per-pod Service its pod.
     per_pod = {
         f"{o['metadata']['namespace']}/{o['metadata']['name']}": o["metadata"]["annotations"][

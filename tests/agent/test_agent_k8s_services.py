@@ -13,10 +13,8 @@ import pytest
 from enforcer.lab import kubeproxy
 from enforcer.lab import topology as topo
 from enforcer.lab.probe import ProbeEndpoint, probe_pair
-from enforcer.model.cluster import ClusterState
-from enforcer.model.loader import parse_object
-from enforcer.model.parse_services import parse_service_object
 from tests.agent.harness import NODE, NodeHarness, eventually, policy
+from tests.model.netpol_builders import state_of
 
 pytestmark = pytest.mark.kernel
 
@@ -52,11 +50,7 @@ def endpoint_slice(h: NodeHarness, backend: str) -> dict[str, Any]:
 
 def kube_proxy(h: NodeHarness, objects: list[dict[str, Any]]) -> None:
     """What kube-proxy would write for these objects, in the node namespace."""
-    state = ClusterState()
-    for raw in [*h.api.objects("Pod"), *objects]:
-        obj = parse_object(raw) or parse_service_object(raw)
-        assert obj is not None
-        state.upsert(obj)
+    state = state_of(*h.api.objects("Pod"), *objects)
     table = kubeproxy.nat_table(state, 4, topo.POD_V4, NODE, {})
     kubeproxy.restore(h.node.netns, 4, table)
 

@@ -9,11 +9,10 @@ from ipaddress import ip_address
 from typing import Any
 
 from enforcer.agent.services import desired_maps, may_change_maps
-from enforcer.model.cluster import ClusterState
 from enforcer.model.loader import parse_object
 from enforcer.model.objects import Pod
-from enforcer.model.parse_services import parse_service_object
 from tests.lab import upstream
+from tests.model.netpol_builders import state_of
 
 
 @dataclass
@@ -22,15 +21,6 @@ class Record:
     ifindex: int | None
     endpoint_id: int
     generation: int = 1
-
-
-def _state(*objects: dict[str, Any]) -> ClusterState:
-    state = ClusterState()
-    for raw in objects:
-        obj = parse_object(raw) or parse_service_object(raw)
-        assert obj is not None
-        state.upsert(obj)
-    return state
 
 
 def _pod(name: str, ip: str, label: str) -> dict[str, Any]:
@@ -50,7 +40,7 @@ def _service(name: str, **spec: Any) -> dict[str, Any]:
 
 
 def test_desired_maps_from_services_and_local_endpoints() -> None:
-    state = _state(
+    state = state_of(
         _pod("a", "10.0.0.1", "web"),
         _pod("b", "10.0.0.2", "web"),
         _pod("c", "10.0.0.3", "db"),
@@ -97,7 +87,7 @@ def test_a_frontend_with_a_backend_on_this_node_itself_is_not_deferred() -> None
         "endpoints": [{"addresses": ["192.0.2.10"]}],
         "ports": [{"port": 6443}],
     }
-    state = _state(
+    state = state_of(
         _service("api", clusterIP="10.96.0.1", ports=[{"port": 443, "targetPort": 6443}]),
         host_backed,
     )
@@ -126,7 +116,7 @@ def test_may_change_maps_is_never_false_when_the_maps_change() -> None:
     """Random pod, namespace and policy changes against selector and slice Services: every
     change judged irrelevant leaves desired_maps as it was (the agent then skips it)."""
     rng = random.Random(4)
-    state = _state(
+    state = state_of(
         _service("web", clusterIP="10.96.0.1", selector={"app": "web"}, ports=[{"port": 80}]),
         _service("api", clusterIP="10.96.0.2", ports=[{"port": 443, "targetPort": 6443}]),
         # A remote pod's address, an external one, a local pod's address.

@@ -7,8 +7,19 @@ from typing import Any
 
 from enforcer.model.cluster import ClusterState
 from enforcer.model.loader import parse_object
+from enforcer.model.parse_services import parse_service_object
 
 _next_ip = itertools.count(10)
+
+
+def state_of(*objects: dict[str, Any]) -> ClusterState:
+    """A cluster state holding these manifests (policy objects and Services), parsed."""
+    state = ClusterState()
+    for raw in objects:
+        obj = parse_object(raw) or parse_service_object(raw)
+        assert obj is not None, raw
+        state.upsert(obj)
+    return state
 
 
 def ns(name: str, **labels: str) -> dict[str, Any]:

@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 
-from enforcer.model.cluster import ClusterState
 from enforcer.model.evaluate_service import evaluate_frontend, evaluate_service
-from enforcer.model.loader import ValidationError, load_text, parse_object
+from enforcer.model.loader import ValidationError, load_text
 from enforcer.model.parse_services import parse_service_object
 from enforcer.model.services import Backend, EndpointSlice, Service
-from tests.model.netpol_builders import ns, pod
+from tests.model.netpol_builders import ns, pod, state_of
 
 
 def service(name: str = "s", namespace: str = "x", **spec: Any) -> dict[str, Any]:
@@ -44,15 +43,6 @@ def endpoint_slice(
         ],
         "ports": ports,
     }
-
-
-def state_of(*objects: dict[str, Any]) -> ClusterState:
-    state = ClusterState()
-    for raw in objects:
-        obj = parse_object(raw) or parse_service_object(raw)
-        assert obj is not None
-        state.upsert(obj)
-    return state
 
 
 def web(name: str, ip: str, port: int = 8080, **labels: str) -> dict[str, Any]:
