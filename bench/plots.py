@@ -30,6 +30,13 @@ def _named(figures: Iterable[Figure], name: str) -> list[Figure]:
     return [f for f in figures if f.name == name]
 
 
+def _by_rules(ax: Axes, figs: Sequence[Figure], **kw: object) -> None:
+    """One line of figures against their rule count (nothing if there are none)."""
+    series = sorted(figs, key=lambda f: int(f.params["rules"]))
+    if series:
+        _errorbar(ax, [int(f.params["rules"]) for f in series], series, **kw)
+
+
 def _errorbar(
     ax: Axes, xs: Sequence[float], figs: Sequence[Figure], scale: float = 1.0, **kw: object
 ) -> None:
@@ -75,37 +82,25 @@ def datapath(figures: Sequence[Figure], out: Path) -> Path | None:
             ax.axhline(med, color=COLORS["none"], ls="--", label=LABELS["none"])
             ax.axhspan(min(base[0].values), max(base[0].values), color=COLORS["none"], alpha=0.15)
         for variant in ("ours", "iptables"):
-            series = sorted(
-                (f for f in figs if f.params.get("variant") == variant and "rules" in f.params),
-                key=lambda f: int(f.params["rules"]),
+            _by_rules(
+                ax,
+                [f for f in figs if f.params.get("variant") == variant and "rules" in f.params],
+                color=COLORS[variant],
+                label=LABELS[variant],
             )
-            if series:
-                _errorbar(
-                    ax,
-                    [int(f.params["rules"]) for f in series],
-                    series,
-                    color=COLORS[variant],
-                    label=LABELS[variant],
-                )
         if name == "datapath.program_time_per_packet":
             for packet, style in (("established", ":"), ("denied_new_flow", "-.")):
-                series = sorted(
-                    (
+                _by_rules(
+                    ax,
+                    [
                         f
                         for f in figures
                         if f.name == "datapath.test_run_time" and f.params.get("packet") == packet
-                    ),
-                    key=lambda f: int(f.params["rules"]),
+                    ],
+                    ls=style,
+                    color=COLORS["ours"],
+                    label=f"test run, {packet.replace('_', ' ')} packet",
                 )
-                if series:
-                    _errorbar(
-                        ax,
-                        [int(f.params["rules"]) for f in series],
-                        series,
-                        ls=style,
-                        color=COLORS["ours"],
-                        label=f"test run, {packet.replace('_', ' ')} packet",
-                    )
         ax.set_xscale("log")
         ax.set_xticks(rules, [f"{r:,}" for r in rules])
         ax.set_xlabel("allow rules on the destination pod")
