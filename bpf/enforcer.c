@@ -21,6 +21,19 @@ static __always_inline int forward(struct __sk_buff *skb, __u8 dir, __u32 counte
     return TC_ACT_UNSPEC;
 }
 
+/* A packet of a tracked flow passes: its first fragment is remembered for the later ones,
+ * and a reset ends the flow (its entry goes now rather than at the LRU's next eviction: with
+ * short connections a full table makes every new flow pay for an eviction). */
+static __always_inline int pass_tracked(struct __sk_buff *skb, const struct pkt *p, int state,
+                                        __u32 ifindex, __u8 dir, __u32 counter_slot)
+{
+    if (p->frag == FRAG_FIRST)
+        frag_remember(p);
+    if (state != CT_RELATED && p->flow.proto == IPPROTO_TCP && (p->tcp_flags & TCP_RST))
+        ct_forget(p, ifindex, dir);
+    return forward(skb, dir, counter_slot);
+}
+
 static __always_inline int drop(struct __sk_buff *skb, const struct pkt *p, __u8 dir,
                                 __u8 reason, __u32 endpoint_id, __u32 identity)
 {
@@ -39,6 +52,19 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
     if (reason == 0 && p.l3 == L3_ARP)
         return forward(skb, dir, 0);
+    if (reason == 0 && p.l3 == L3_IP && p.frag == FRAG_LATER)
+        reason = frag_resolve(&p);
+    int tracked = reason == 0 && p.l3 == L3_IP && !p.nd;
+
+    /* The fast path: a flow checked under the node's current policy epoch passes after one
+     * conntrack lookup. The agent bumps the epoch on every identity, endpoint (policy
+     * generation, removal) and Service map change, so a current entry means nothing it was
+     * checked against has moved; its counter row travels in the entry. */
+    __u64 epoch = cfg_get(CFG_POLICY_EPOCH);
+    struct ct_val *entry = 0;
+    int state = tracked ? ct_lookup(&p, ifindex, dir, &entry) : CT_MISS;
+    if (entry && entry->epoch == epoch)
+        return pass_tracked(skb, &p, state, ifindex, dir, entry->counter_slot);
 
     struct ep_config *ep = ep_config.lookup(&ifindex);
     if (!ep) {
@@ -50,35 +76,21 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     __u32 endpoint_id = ep->endpoint_id;
     __u32 generation = ep->generation;
     __u32 slot = ep->counter_slot;
+    int open = (ep->flags & EP_F_OPEN(dir)) != 0;
 
-    if (reason == 0 && p.l3 == L3_IP && p.frag == FRAG_LATER)
-        reason = frag_resolve(&p);
     if (reason != 0 || p.l3 != L3_IP) {
         /* What we cannot see passes only where the direction allows everything anyway. */
-        if (policy_allows_everything(endpoint_id, dir))
+        if (open || policy_allows_everything(endpoint_id, dir))
             return forward(skb, dir, slot);
         return drop(skb, &p, dir, reason ? reason : DROP_UNSUPPORTED_L3, endpoint_id, 0);
     }
     if (p.nd)
         return forward(skb, dir, slot); /* neighbour discovery always passes */
 
-    /* A flow is re-checked when its endpoint's generation or the node's policy epoch (any
-     * identity, policy or Service map change) moved since it was last checked; until then
-     * its packets need nothing but the one conntrack lookup. */
-    __u64 epoch = cfg_get(CFG_POLICY_EPOCH);
-    struct ct_val *entry = 0;
-    int state = ct_lookup(&p, ifindex, dir, &entry);
-    if (state == CT_REPLY || state == CT_RELATED ||
-        (state == CT_ESTABLISHED && entry && entry->generation == generation &&
-         entry->epoch == epoch)) {
-        if (p.frag == FRAG_FIRST)
-            frag_remember(&p);
-        /* A reset ends the flow: its entry goes now rather than at the LRU's next eviction
-         * (with short connections a full table makes every new flow pay for an eviction). */
-        if (state != CT_RELATED && p.flow.proto == IPPROTO_TCP && (p.tcp_flags & TCP_RST))
-            ct_forget(&p, ifindex, dir);
-        return forward(skb, dir, slot);
-    }
+    /* Replies and related errors pass whatever the epoch: policy decides which flows start.
+     * An establishing packet under an older epoch is checked again. */
+    if (state == CT_REPLY || state == CT_RELATED)
+        return pass_tracked(skb, &p, state, ifindex, dir, slot);
 
     /* To a pod, from a local pod: that pod's egress is judged here, after any DNAT, against
      * this pod and port (lib/services.h). A pod reaching itself always passes. */
@@ -107,10 +119,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     }
 
     /* New flow, or an established one to re-check. */
-    __u32 identity = peer_identity(&p.flow, dir);
     __u32 flags = self ? CT_F_SELF : 0;
-    if (dir == DIR_EGRESS && svc_defer(skb, &p, endpoint_id, ifindex, state == CT_MISS)) {
-        /* To a Service frontend: judged after DNAT against the backend chosen. */
+    /* To a Service frontend: judged after DNAT against the backend chosen. An open egress
+     * has nothing to judge, but a pod that isolates its ingress still needs the hairpin
+     * note svc_defer leaves (its own flow back to itself). */
+    if (dir == DIR_EGRESS && !(open && (ep->flags & EP_F_OPEN(DIR_INGRESS))) &&
+        svc_defer(skb, &p, endpoint_id, ifindex, state == CT_MISS)) {
         flags = CT_F_DEFERRED;
         self = 1; /* nothing to judge here */
     }
@@ -120,18 +134,22 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     int host = from_node;
     if (host)
         flags |= CT_F_HOST;
-    if (!host && !self &&
-        !policy_lookup(endpoint_id, dir, identity, p.flow.proto, p.flow.dport)) {
-        if (state == CT_ESTABLISHED)
-            ct_forget(&p, ifindex, dir);
-        return drop(skb, &p, dir, DROP_POLICY_DENIED, endpoint_id, identity);
+    __u32 identity = 0; /* looked up only where a verdict or an event needs it */
+    if (!host && !self && !open) {
+        identity = peer_identity(&p.flow, dir);
+        if (!policy_lookup(endpoint_id, dir, identity, p.flow.proto, p.flow.dport)) {
+            if (state == CT_ESTABLISHED)
+                ct_forget(&p, ifindex, dir);
+            return drop(skb, &p, dir, DROP_POLICY_DENIED, endpoint_id, identity);
+        }
     }
-    if (!p.no_ct && ct_write(&p, ifindex, dir, generation, epoch, flags) < 0)
+    if (!p.no_ct && ct_write(&p, ifindex, dir, generation, epoch, flags, slot) < 0)
         return drop(skb, &p, dir, DROP_MAP_FULL, endpoint_id, identity);
     if (p.frag == FRAG_FIRST)
         frag_remember(&p); /* on failure later fragments drop: fail closed */
     if (state == CT_MISS && cfg_get(CFG_EVENT_ALLOWED))
-        emit(skb, &p, dir, REASON_FORWARDED, endpoint_id, identity);
+        emit(skb, &p, dir, REASON_FORWARDED, endpoint_id,
+             identity ? identity : peer_identity(&p.flow, dir));
     return forward(skb, dir, slot);
 }
 

@@ -56,9 +56,14 @@ struct flow {
 struct ep_config {
     __u32 endpoint_id;
     __u32 generation;
-    __u32 flags;
+    __u32 flags;        /* EP_F_*: facts about this generation's tables */
     __u32 counter_slot; /* its row pair in fwd_counters (0: none, counted in `counters`) */
 };
+/* The generation allows everything in a direction (not isolated, or a rule for any peer and
+ * protocol): no identity or policy lookup needed. Written with the generation number, after
+ * the tables swap, so a packet seeing the flag is allowed by the old or the new generation.
+ * 0 (an older writer) just means "look it up". */
+#define EP_F_OPEN(dir) (1u << (dir))
 
 /* Config array slots (u64 each). */
 #define CFG_UNKNOWN_ALLOW 0  /* 1: interfaces without endpoint config pass */

@@ -77,27 +77,25 @@ static __always_inline struct ct_val *ct_find(const struct flow *f, __u32 ifinde
     return v;
 }
 
-/* Classifies the packet. For CT_ESTABLISHED, *out points at the entry (what the flow was
- * checked under). No per-packet writes to the entry: the LRU keeps live flows. */
+/* Classifies the packet; *out points at the entry it belongs to (what the flow was checked
+ * under). No per-packet writes to the entry: the LRU keeps live flows. */
 static __always_inline int ct_lookup(const struct pkt *p, __u32 ifindex, __u8 dir,
                                      struct ct_val **out)
 {
     int reply = 0;
     if (p->icmp_error) {
         /* An error about a packet of a tracked flow (either way) travels against it. */
-        return ct_find(&p->inner, ifindex, dir ^ 1, &reply) ? CT_RELATED : CT_MISS;
+        *out = ct_find(&p->inner, ifindex, dir ^ 1, &reply);
+        return *out ? CT_RELATED : CT_MISS;
     }
-    struct ct_val *v = ct_find(&p->flow, ifindex, dir, &reply);
-    if (!v)
+    *out = ct_find(&p->flow, ifindex, dir, &reply);
+    if (!*out)
         return CT_MISS;
-    if (reply)
-        return CT_REPLY;
-    *out = v;
-    return CT_ESTABLISHED;
+    return reply ? CT_REPLY : CT_ESTABLISHED;
 }
 
 static __always_inline int ct_write(const struct pkt *p, __u32 ifindex, __u8 dir, __u32 gen,
-                                    __u64 epoch, __u32 flags)
+                                    __u64 epoch, __u32 flags, __u32 counter_slot)
 {
     struct ct_key k = {};
     struct ct_val v = {};
@@ -105,6 +103,7 @@ static __always_inline int ct_write(const struct pkt *p, __u32 ifindex, __u8 dir
         flags |= CT_F_SWAPPED;
     v.generation = gen;
     v.flags = flags;
+    v.counter_slot = counter_slot <= 0xffff ? counter_slot : 0; /* else counted in the hash */
     v.epoch = epoch;
     return ct.update(&k, &v);
 }

@@ -61,7 +61,11 @@ struct ct_key {
 };
 struct ct_val {
     __u32 generation; /* the endpoint generation the establishing direction was checked under */
-    __u32 flags;
+    __u16 flags;
+    /* The interface's forwarded-packet counter row (ep_config.counter_slot; 0: none), so the
+     * fast path needs no endpoint lookup. Was the upper half of a u32 `flags` that was always
+     * zero: entries of the earlier program read as "no row" (counted in the hash). */
+    __u16 counter_slot;
     __u64 epoch; /* the policy epoch it was checked under (CFG_POLICY_EPOCH) */
 };
 #define CT_F_HOST 1     /* created for a host-originated packet */

@@ -217,6 +217,8 @@ static __always_inline int postnat_egress(const struct pkt *p, const struct lep_
         return POSTNAT_DENY; /* its interface has no policy (yet): the unknown verdict */
     __u32 generation = sep->generation;
     *src_endpoint = sep->endpoint_id;
+    if (sep->flags & EP_F_OPEN(DIR_EGRESS))
+        return POSTNAT_PASS; /* its egress allows everything: nothing to judge or track */
     int reply = 0;
     struct ct_val *v = ct_find(&p->flow, src_ifindex, DIR_EGRESS, &reply);
     if (v && reply)
@@ -229,7 +231,8 @@ static __always_inline int postnat_egress(const struct pkt *p, const struct lep_
             ct_forget(p, src_ifindex, DIR_EGRESS);
         return POSTNAT_DENY;
     }
-    if (!p->no_ct && ct_write(p, src_ifindex, DIR_EGRESS, generation, epoch, CT_F_POSTNAT) < 0)
+    if (!p->no_ct && ct_write(p, src_ifindex, DIR_EGRESS, generation, epoch, CT_F_POSTNAT,
+                              sep->counter_slot) < 0)
         return POSTNAT_FULL;
     return POSTNAT_PASS;
 }

@@ -4,7 +4,9 @@ pin left by an earlier run has exactly the layout this program expects.
 bcc reuses a pinned map by path without comparing anything (a 16-byte key program runs
 against a 12-byte-key map), so we compare type, key size, value size and max entries before
 compiling. A mismatch is an error: we never silently reuse, and never delete state.
-Bump LAYOUT_VERSION with any change to bpf/lib/maps.h structures; pins live under v<N>/.
+Bump LAYOUT_VERSION with any change to bpf/lib/maps.h structures that the old or the new
+program would misread; pins live under v<N>/. (A field carved out of bytes the earlier program
+always wrote as zero, and ignores, is no such change: ct_val.counter_slot.)
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class DatapathConfig:
 # Struct formats mirroring bpf/lib/*.h (little-endian host; big-endian fields as raw bytes).
 FLOW = struct.Struct("<16s16s2s2sBB2x")
 EP_CONFIG = struct.Struct("<IIII")  # endpoint id, generation, flags, counter slot
+EP_F_OPEN = 1  # shifted by Direction: the generation allows everything that way (common.h)
 IDENT4_KEY = struct.Struct("<I4s")
 IDENT6_KEY = struct.Struct("<I16s")
 U32 = struct.Struct("<I")
@@ -67,7 +70,7 @@ POL_KEY = struct.Struct("<IB3x4sBx2s")
 POL_VAL = struct.Struct("<HHI")
 CT_KEY = struct.Struct("<40sIB3x")  # flow, ifindex, direction
 CT_IFINDEX_OFFSET = 40
-CT_VAL = struct.Struct("<IIQ")
+CT_VAL = struct.Struct("<IHHQ")  # generation, flags, counter slot, epoch
 FRAG_KEY = struct.Struct("<16s16sIBB2x")
 FRAG_VAL = struct.Struct("<2s2sHBx")
 COUNTER_KEY = struct.Struct("<IBBH")

@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections import defaultdict
 
 from enforcer.datapath.layout import POL_KEY, POL_VAL
-from enforcer.datapath.types import PROTO_ANY, Direction, EndpointPolicy, PolicyEntry
+from enforcer.datapath.types import (
+    IDENTITY_ANY,
+    PROTO_ANY,
+    Direction,
+    EndpointPolicy,
+    PolicyEntry,
+)
 
 PREFIX_DIRECTION = 32
 PREFIX_IDENTITY = 64
@@ -88,6 +94,17 @@ def encode(policy: EndpointPolicy) -> list[tuple[bytes, bytes]]:
         for base, bits in port_blocks(e.port_lo, e.port_hi):
             out.append((_key(PREFIX_PROTO + bits, e.direction, e.peer, e.protocol, base), value))
     return out
+
+
+def open_directions(policy: EndpointPolicy) -> frozenset[Direction]:
+    """The directions a policy allows everything in (not isolated, or a rule for any peer
+    and any protocol): the datapath skips their identity and policy lookups (EP_F_OPEN)."""
+    norm = normalize(policy)
+    out = {d for d, isolated in ((Direction.INGRESS, norm.ingress_isolated),
+                                 (Direction.EGRESS, norm.egress_isolated)) if not isolated}
+    out |= {e.direction for e in norm.entries
+            if e.peer == IDENTITY_ANY and e.protocol == PROTO_ANY}
+    return frozenset(out)
 
 
 def decode(pairs: list[tuple[bytes, bytes]]) -> EndpointPolicy:

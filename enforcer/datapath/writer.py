@@ -33,6 +33,7 @@ from enforcer.datapath.layout import (
     CT_IFINDEX_OFFSET,
     CT_KEY,
     EP_CONFIG,
+    EP_F_OPEN,
     EVENT,
     FLOW,
     FRAG_KEY,
@@ -92,9 +93,11 @@ class Datapath:
         self._lock = threading.Lock()  # writers may be called from several threads
         self._generation = 0
         self._counter_slots: dict[int, int] = {}  # ifindex -> row pair in fwd_counters
+        self._interfaces_of: dict[int, set[int]] = {}  # endpoint id -> ifindexes (ep_config)
         self._services_written: dict[str, dict[bytes, bytes]] = {}  # see services.sync
         for key, value in maps["ep_config"].items():
-            _, generation, _, slot = EP_CONFIG.unpack(value)
+            endpoint_id, generation, _, slot = EP_CONFIG.unpack(value)
+            self._interfaces_of.setdefault(endpoint_id, set()).add(U32.unpack(key)[0])
             self._generation = max(self._generation, generation)
             if slot:
                 self._counter_slots[U32.unpack(key)[0]] = slot
@@ -226,8 +229,20 @@ class Datapath:
         self._generation += 1
         generation = self._generation
         slot = self._counter_slot(ifindex)
+        flags = sum(EP_F_OPEN << d for d in policykeys.open_directions(policy))
+        sharing = self._interfaces_of.setdefault(endpoint_id, set())
+        sharing.add(ifindex)
+        if len(sharing) > 1:
+            # Interfaces sharing one table: a flag kept on another would outlive its table.
+            flags = 0
+            for other in sharing - {ifindex}:
+                raw = self._maps["ep_config"].lookup(U32.pack(other))
+                if raw is not None:
+                    eid, gen, _, other_slot = EP_CONFIG.unpack(raw)
+                    self._put("ep_config", U32.pack(other),
+                              EP_CONFIG.pack(eid, gen, 0, other_slot))
         self._put("ep_config", U32.pack(ifindex),
-                  EP_CONFIG.pack(endpoint_id, generation, 0, slot))
+                  EP_CONFIG.pack(endpoint_id, generation, flags, slot))
         # Others' flows to or from this endpoint were judged by its old tables (Services:
         # its egress is checked at the peer's hook too).
         self._bump_epoch()
@@ -261,6 +276,7 @@ class Datapath:
         endpoint_id = EP_CONFIG.unpack(raw)[0]
         self._maps["ep_config"].delete(U32.pack(ifindex))
         self._counter_slots.pop(ifindex, None)
+        self._interfaces_of.get(endpoint_id, set()).discard(ifindex)
         self._bump_epoch()
         still_used = any(EP_CONFIG.unpack(v)[0] == endpoint_id
                          for _, v in self._maps["ep_config"].items())

@@ -14,6 +14,7 @@ from scapy.all import ICMP, IP, TCP, Ether, ICMPv6EchoReply, ICMPv6EchoRequest, 
 
 from enforcer.datapath import MapFullError, tc
 from enforcer.datapath.types import (
+    IDENTITY_ANY,
     PROTO_ANY,
     PROTO_TCP,
     PROTO_UDP,
@@ -336,3 +337,39 @@ def test_a_peer_changing_identity_loses_its_established_flows(env: Env, family: 
     with established_tcp(a, b, family, 80) as client:
         env.dp.set_identities({ip_network(addr(a, family)): 4242})
         assert is_cut(client)
+
+
+def test_an_open_direction_follows_its_generation(env: Env) -> None:
+    """An endpoint whose ingress allows everything skips the lookups (EP_F_OPEN); the next
+    generation that isolates it judges the very next new connection, and opening it again
+    lets it through without a rule."""
+    a, b = env.pod("a"), env.pod("b")
+    env.policy(a, EndpointPolicy.allow_all())
+    srv = TcpServer(b, 4, 7010)
+    try:
+        env.policy(b, EndpointPolicy(False, True))  # ingress open, egress isolated
+        assert tcp_connect(a, b, 4, 7010)
+        env.policy(b, EndpointPolicy(True, True, frozenset({allow(OUT, env.ident(a))})))
+        assert not tcp_connect(a, b, 4, 7010, timeout=0.3)
+        # An isolated direction with a rule for any peer and protocol is open too.
+        env.policy(b, EndpointPolicy(True, True, frozenset({allow(IN, IDENTITY_ANY)})))
+        assert tcp_connect(a, b, 4, 7010)
+    finally:
+        srv.close()
+
+
+def test_interfaces_sharing_an_endpoint_table_are_judged_by_its_latest_generation(
+        env: Env) -> None:
+    """Two interfaces under one endpoint id share one policy table: writing the table through
+    one of them must not leave the other passing on what its older generation allowed."""
+    a, b, c = env.pod("a"), env.pod("b"), env.pod("c")
+    env.policy(a, EndpointPolicy.allow_all())
+    shared = env.endpoint_id(b)
+    srv = TcpServer(b, 4, 7011)
+    try:
+        env.dp.set_endpoint(b.host_ifindex, shared, EndpointPolicy.allow_all())
+        assert tcp_connect(a, b, 4, 7011)
+        env.dp.set_endpoint(c.host_ifindex, shared, EndpointPolicy(True, False))
+        assert not tcp_connect(a, b, 4, 7011, timeout=0.3)
+    finally:
+        srv.close()
