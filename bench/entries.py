@@ -445,6 +445,22 @@ def _datapath_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
                     "local pod at the destination's hook, or a denied new flow's",
                 )
             )
+    for mode, field in (("one by one", "one_by_one_ms"), ("batched", "batched_ms")):
+        figures.append(
+            Figure(
+                "datapath.table_swap_time",
+                "ms",
+                [c["swap"][field] for c in calls],
+                {"endpoints": mod.SWAP_ENDPOINTS, "mode": mode},
+                description="a new table swapped in for each of that many endpoints (a policy "
+                "change selecting that many local pods): one set_endpoint each, every one "
+                "waiting for the kernel's RCU grace period, or one set_endpoints call (the "
+                "agent's way: one wait per plan phase); median of 3",
+                baseline=None if mode == "one by one" else key(
+                    "datapath.table_swap_time",
+                    {"endpoints": mod.SWAP_ENDPOINTS, "mode": "one by one"}),
+            )
+        )
     figures.append(
         Figure(
             "datapath.bcc_compile_time",
@@ -467,6 +483,8 @@ def _datapath_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
 
 def _datapath_promises(cfg: Config) -> list[str]:
     out = ["datapath.bcc_compile_time", "datapath.loader_rss"]
+    out += [key("datapath.table_swap_time", {"endpoints": 50, "mode": m})
+            for m in ("one by one", "batched")]
     variants: list[Params] = [
         {"variant": "none"},
         *({"variant": "ours", "rules": n} for n in (1, 100, 1000, 10000)),

@@ -16,7 +16,7 @@ import gc
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address
 from itertools import islice
@@ -55,7 +55,9 @@ class DatapathWriter(Protocol):
     """What the loop needs of enforcer.datapath (kept narrow so tests can read it at a glance)."""
 
     def attach(self, ifindex: int, netns: str | None = None) -> None: ...
-    def set_endpoint(self, ifindex: int, endpoint_id: int, policy: EndpointPolicy) -> int: ...
+    def set_endpoints(
+        self, items: Sequence[tuple[int, int, EndpointPolicy]]
+    ) -> dict[int, int | Exception]: ...
     def remove_endpoint(self, ifindex: int) -> None: ...
     def set_identities(self, changes: Mapping[Any, int | None]) -> None: ...
     def flush_conntrack(self, ip: Any) -> int: ...
@@ -502,20 +504,30 @@ class Agent:
         return None
 
     def _write_endpoint(self, record: EndpointRecord, table: EndpointPolicy | None = None) -> None:
-        table = table or record.policy
-        assert record.ifindex is not None and table is not None
-        record.endpoint_id = self._endpoint_id_for(record.ifindex)
-        try:
-            record.generation = self.datapath.set_endpoint(
-                record.ifindex, record.endpoint_id, table
-            )
-            record.error = None
-        except Exception as exc:  # map full or kernel error: previous generation stays
-            self.status.map_full += 1
-            self.metrics.map_full.inc()
-            record.error = str(exc)
-            self.status.last_error = str(exc)
-            self.log.error("endpoint policy not written", pod=record.pod, error=str(exc))
+        self._write_endpoints([(record, table or record.policy)])
+
+    def _write_endpoints(
+        self, writes: Sequence[tuple[EndpointRecord, EndpointPolicy | None]]
+    ) -> None:
+        """Swap in each record's table together (one kernel wait for running programs, not one
+        per endpoint). A table that cannot be written keeps that endpoint's previous one."""
+        items = []
+        for record, table in writes:
+            assert record.ifindex is not None and table is not None
+            record.endpoint_id = self._endpoint_id_for(record.ifindex)
+            items.append((record.ifindex, record.endpoint_id, table))
+        results = self.datapath.set_endpoints(items)
+        for record, _ in writes:
+            result = results[record.ifindex]  # type: ignore[index]
+            if isinstance(result, Exception):  # map full or kernel error
+                self.status.map_full += 1
+                self.metrics.map_full.inc()
+                record.error = str(result)
+                self.status.last_error = str(result)
+                self.log.error("endpoint policy not written", pod=record.pod, error=str(result))
+            else:
+                record.generation = result
+                record.error = None
 
     # -- writing a compile delta --------------------------------------------------------------
 
@@ -538,16 +550,20 @@ class Agent:
         ifindex_of = {
             k: self.endpoints[k].ifindex for k in delta.removed_endpoints if k in self.endpoints
         }
-        for step in _identity_runs(plan_writes(delta, previous)):
+        for step in _runs(plan_writes(delta, previous)):
             if isinstance(step, dict):
                 self.datapath.set_identities(step)
-            elif isinstance(step, WritePolicy):
-                record = self.endpoints[step.pod_key]
-                # What is in force now (a transition table may also be the final one:
-                # plan_writes then emits no second write for it).
-                record.policy = step.policy
-                if record.ifindex is not None:
-                    self._write_endpoint(record, step.policy)
+            elif isinstance(step, list):
+                writes = []
+                for write in step:
+                    record = self.endpoints[write.pod_key]
+                    # What is in force now (a transition table may also be the final one:
+                    # plan_writes then emits no second write for it).
+                    record.policy = write.policy
+                    if record.ifindex is not None:
+                        writes.append((record, write.policy))
+                if writes:
+                    self._write_endpoints(writes)
             elif isinstance(step, FlushConntrack):
                 flushed = self.datapath.flush_conntrack_many(step.ips)
                 # One line per change, not per address: a full sync changes thousands.
@@ -640,24 +656,37 @@ class Agent:
         }
 
 
-def _identity_runs(
+def _runs(
     steps: Iterable[WriteStep],
-) -> Iterator[WriteStep | dict[Any, int | None]]:
-    """The plan with each run of consecutive identity upserts (or deletes) as one mapping, in
-    the plan's order: one set_identities call per run instead of one per prefix (a full sync
-    writes tens of thousands). Upserts and deletes are never merged: the writer applies a
-    mapping's deletes first, which would reorder plan_writes' phases."""
-    run: dict[Any, int | None] = {}
+) -> Iterator[WriteStep | dict[Any, int | None] | list[WritePolicy]]:
+    """The plan with its runs of consecutive writes of one kind batched, in the plan's order:
+    - identity upserts (or deletes) as one mapping: one set_identities call per run instead of
+      one per prefix (a full sync writes tens of thousands). Upserts and deletes are never
+      merged: the writer applies a mapping's deletes first, which would reorder the phases;
+    - table writes of one phase (transitional or final) as one list: swapped in with one
+      set_endpoints call, so the kernel waits for running programs once per phase, as the
+      phases need, rather than once per endpoint."""
+    identities: dict[Any, int | None] = {}
+    tables: list[WritePolicy] = []
     for step in steps:
+        if identities and not (
+            isinstance(step, WriteIdentity)
+            and (step.identity is None) == (next(iter(identities.values())) is None)
+        ):
+            yield identities
+            identities = {}
+        if tables and not (
+            isinstance(step, WritePolicy) and step.transitional == tables[0].transitional
+        ):
+            yield tables
+            tables = []
         if isinstance(step, WriteIdentity):
-            if run and (step.identity is None) != (next(iter(run.values())) is None):
-                yield run
-                run = {}
-            run[step.prefix] = step.identity
-            continue
-        if run:
-            yield run
-            run = {}
-        yield step
-    if run:
-        yield run
+            identities[step.prefix] = step.identity
+        elif isinstance(step, WritePolicy):
+            tables.append(step)
+        else:
+            yield step
+    if identities:
+        yield identities
+    if tables:
+        yield tables

@@ -28,6 +28,7 @@ OBJ_PIN = 6
 OBJ_GET = 7
 MAP_GET_FD_BY_ID = 14
 MAP_LOOKUP_BATCH = 24
+MAP_UPDATE_BATCH = 26
 ENOTSUPP = 524  # the kernel's own errno for unsupported operations (not in errno)
 OBJ_GET_INFO_BY_FD = 15
 
@@ -137,6 +138,28 @@ class Map:
         k = ctypes.create_string_buffer(key, self.key_size)
         v = ctypes.create_string_buffer(value, max(self.value_size, len(value)))
         _bpf(MAP_UPDATE_ELEM, _attr("<IIQQQ", self.fd, 0, _addr(k), _addr(v), flags))
+
+    def update_batch(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        """Write several elements in one BPF_MAP_UPDATE_BATCH call. For a map of maps this is
+        what makes several swaps cheap: the kernel waits for running programs (an RCU grace
+        period, milliseconds) once per call, not once per element. Falls back to one update
+        per element where the kernel or the map type has no batch update. On an error,
+        `processed` on the OSError says how many elements (in order) were written."""
+        if not pairs:
+            return
+        keys = ctypes.create_string_buffer(b"".join(k for k, _ in pairs))
+        values = ctypes.create_string_buffer(b"".join(v for _, v in pairs))
+        attr = _attr("<QQQQIIQQ", 0, 0, _addr(keys), _addr(values), len(pairs), self.fd, 0, 0)
+        try:
+            _bpf(MAP_UPDATE_BATCH, attr)
+        except OSError as exc:
+            processed = struct.unpack_from("<I", attr, 32)[0]
+            if exc.errno in (errno.EINVAL, ENOTSUPP) and processed == 0:
+                for key, value in pairs:
+                    self.update(key, value)
+                return
+            exc.processed = processed  # type: ignore[attr-defined]
+            raise
 
     def delete(self, key: bytes) -> bool:
         k = ctypes.create_string_buffer(key, self.key_size)

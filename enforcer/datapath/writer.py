@@ -16,7 +16,7 @@ import ctypes
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
@@ -196,10 +196,70 @@ class Datapath:
     def set_endpoint(self, ifindex: int, endpoint_id: int, policy: EndpointPolicy) -> int:
         """Install a complete policy generation for an endpoint; returns its generation.
         Raises MapFullError (and keeps the previous generation) when it does not fit."""
-        with self._lock:
-            return self._set_endpoint(ifindex, endpoint_id, policy)
+        result = self.set_endpoints([(ifindex, endpoint_id, policy)])[ifindex]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    def _set_endpoint(self, ifindex: int, endpoint_id: int, policy: EndpointPolicy) -> int:
+    def set_endpoints(
+        self, items: Sequence[tuple[int, int, EndpointPolicy]]
+    ) -> dict[int, int | Exception]:
+        """Install a generation for each (ifindex, endpoint id, policy), swapped in together
+        with one batch write (the kernel's wait for running programs once, not per endpoint).
+        Returns each ifindex's new generation, or the error that kept its previous one
+        (MapFullError when its table does not fit). Each endpoint is still all old or all
+        new; the endpoints among themselves switch in order, within microseconds."""
+        with self._lock:
+            out: dict[int, int | Exception] = {}
+            if len({eid for _, eid, _ in items}) < len(items):
+                # One table per endpoint id per swap: a repeated id is written in turn.
+                for item in items:
+                    out.update(self._set_endpoints([item]))
+                return out
+            return self._set_endpoints(items)
+
+    def _set_endpoints(
+        self, items: Sequence[tuple[int, int, EndpointPolicy]]
+    ) -> dict[int, int | Exception]:
+        out: dict[int, int | Exception] = {}
+        tables: list[tuple[int, int, EndpointPolicy, int]] = []
+        try:
+            for ifindex, endpoint_id, policy in items:
+                try:
+                    tables.append((ifindex, endpoint_id, policy,
+                                   self._fill_generation(endpoint_id, policy)))
+                except (MapFullError, OSError) as exc:
+                    out[ifindex] = exc
+            try:
+                self._maps["pol_outer"].update_batch(
+                    [(U32.pack(eid), U32.pack(fd)) for _, eid, _, fd in tables])
+                swapped = len(tables)
+            except OSError as exc:
+                swapped = getattr(exc, "processed", 0)
+                error: Exception = exc
+                if exc.errno in bpfsys.FULL_ERRNOS:
+                    self.map_full_total += 1
+                    error = MapFullError("pol_outer", str(exc))
+                for ifindex, *_ in tables[swapped:]:
+                    out[ifindex] = error
+        finally:
+            for *_, fd in tables:
+                os.close(fd)  # the outer map holds the reference of those swapped in
+        try:
+            for ifindex, endpoint_id, policy, _ in tables[:swapped]:
+                try:
+                    out[ifindex] = self._publish_generation(ifindex, endpoint_id, policy)
+                except MapFullError as exc:  # a new interface: it keeps the unknown verdict
+                    out[ifindex] = exc
+        finally:
+            if swapped:
+                # Others' flows to or from these endpoints were judged by their old tables
+                # (Services: an egress is checked at the peer's hook too).
+                self._bump_epoch()
+        return out
+
+    def _fill_generation(self, endpoint_id: int, policy: EndpointPolicy) -> int:
+        """A new inner table holding the whole policy; returns its fd (the caller closes it)."""
         pairs = policykeys.encode(policy)
         spec = layout.inner_policy_spec(self.config)
         if len(pairs) > spec.max_entries:
@@ -211,17 +271,18 @@ class Datapath:
                                      f"enf_pol_{endpoint_id}")
         try:
             inner = bpfsys.Map(inner_fd, spec.key_size, spec.value_size)
-            try:
-                for key, value in pairs:
-                    inner.update(key, value)
-            except OSError as exc:
-                if exc.errno in bpfsys.FULL_ERRNOS:
-                    self.map_full_total += 1
-                    raise MapFullError("policy", f"endpoint {endpoint_id}: {exc}") from exc
-                raise
-            self._put("pol_outer", U32.pack(endpoint_id), U32.pack(inner_fd))
-        finally:
-            os.close(inner_fd)  # the outer map holds the reference now
+            for key, value in pairs:
+                inner.update(key, value)
+        except OSError as exc:
+            os.close(inner_fd)
+            if exc.errno in bpfsys.FULL_ERRNOS:
+                self.map_full_total += 1
+                raise MapFullError("policy", f"endpoint {endpoint_id}: {exc}") from exc
+            raise
+        return inner_fd
+
+    def _publish_generation(self, ifindex: int, endpoint_id: int, policy: EndpointPolicy) -> int:
+        """The endpoint's config after its table swap: generation number, flags, counter row."""
         # Monotonic per interface even if another process (an older agent) wrote meanwhile:
         # a reused number would make stale conntrack entries look current.
         current = self._maps["ep_config"].lookup(U32.pack(ifindex))
@@ -243,9 +304,6 @@ class Datapath:
                               EP_CONFIG.pack(eid, gen, 0, other_slot))
         self._put("ep_config", U32.pack(ifindex),
                   EP_CONFIG.pack(endpoint_id, generation, flags, slot))
-        # Others' flows to or from this endpoint were judged by its old tables (Services:
-        # its egress is checked at the peer's hook too).
-        self._bump_epoch()
         return generation
 
     def _counter_slot(self, ifindex: int) -> int:

@@ -308,6 +308,32 @@ def test_a_generation_that_does_not_fit_keeps_the_previous_one(env: Env) -> None
         assert not udp_roundtrip(a, b, 4, 54, timeout=0.3)
 
 
+def test_tables_swapped_together_each_take_effect_or_keep_their_previous_one(
+        env: Env) -> None:
+    """set_endpoints swaps several tables with one batch write: each one that fits is in force
+    at once; one that does not fit keeps its previous generation, the others still change."""
+    a, b, c = env.pod("a"), env.pod("b"), env.pod("c")
+    env.policy(a, EndpointPolicy.allow_all())
+    udp53 = EndpointPolicy(True, False, frozenset({allow(IN, env.ident(a), PROTO_UDP, 53, 53)}))
+    udp54 = EndpointPolicy(True, False, frozenset({allow(IN, env.ident(a), PROTO_UDP, 54, 54)}))
+    gen_c = env.policy(c, udp53)
+    huge = EndpointPolicy(True, False, frozenset(
+        allow(IN, 5000 + i, PROTO_TCP, 80, 80) for i in range(env.dp.config.max_policy_entries)
+    ) | {allow(IN, env.ident(a), PROTO_UDP, 54, 54)})
+    results = env.dp.set_endpoints([(b.host_ifindex, env.endpoint_id(b), udp54),
+                                    (c.host_ifindex, env.endpoint_id(c), huge)])
+    assert isinstance(results[c.host_ifindex], MapFullError)
+    gen_b = results[b.host_ifindex]
+    assert isinstance(gen_b, int) and gen_b > gen_c
+    held = env.dp.endpoints()
+    assert held[b.host_ifindex].policy == udp54 and held[b.host_ifindex].generation == gen_b
+    assert held[c.host_ifindex].policy == udp53 and held[c.host_ifindex].generation == gen_c
+    with UdpServer(b, 4, 54), UdpServer(c, 4, 53), UdpServer(c, 4, 54):
+        assert udp_roundtrip(a, b, 4, 54)
+        assert udp_roundtrip(a, c, 4, 53)
+        assert not udp_roundtrip(a, c, 4, 54, timeout=0.3)
+
+
 def test_icmp_a_pod_sends_grants_its_peer_nothing(env: Env, family: int) -> None:
     """Errors and echo replies are not tracked as flows: answering them back must not work."""
     a, b = env.pod("a"), env.pod("b")

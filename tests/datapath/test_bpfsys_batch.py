@@ -42,3 +42,20 @@ def test_keys_naming_matches_address_and_family_only() -> None:
     wanted = {addr_bytes(ip_address("198.18.1.3")): 4, addr_bytes(ip_address("c612:102::")): 4}
     # The v6 key starts with the same bytes as 198.18.1.2 but is family 6: no match for it.
     assert _keys_naming(b"".join(keys), CT_KEY.size, wanted, (0, 16), 37) == keys[:2]
+
+
+def test_update_batch_writes_every_element_and_reports_how_far_it_got() -> None:
+    fd = bpfsys.map_create(bpfsys.MAP_TYPE_HASH, 4, 8, 4, 0, "enf_test_upd")
+    m = bpfsys.Map(fd, 4, 8)
+    try:
+        m.update_batch([(struct.pack("<I", i), struct.pack("<Q", i * 3)) for i in range(3)])
+        assert {k: m.lookup(k) for k in m.keys()} == {
+            struct.pack("<I", i): struct.pack("<Q", i * 3) for i in range(3)}
+        # Room for one more: the batch stops at the fifth key (the map's max is 4).
+        with pytest.raises(OSError) as err:
+            m.update_batch([(struct.pack("<I", i), struct.pack("<Q", 7)) for i in range(2, 6)])
+        assert err.value.processed == 2  # type: ignore[attr-defined]
+        assert m.lookup(struct.pack("<I", 3)) == struct.pack("<Q", 7)
+        assert m.lookup(struct.pack("<I", 4)) is None
+    finally:
+        m.close()
