@@ -58,7 +58,7 @@ class DatapathWriter(Protocol):
     def set_endpoints(
         self, items: Sequence[tuple[int, int, EndpointPolicy]]
     ) -> dict[int, int | Exception]: ...
-    def remove_endpoint(self, ifindex: int) -> None: ...
+    def remove_endpoints(self, ifindexes: Iterable[int]) -> None: ...
     def set_identities(self, changes: Mapping[Any, int | None]) -> None: ...
     def flush_conntrack(self, ip: Any) -> int: ...
     def flush_conntrack_many(self, ips: Any) -> int: ...
@@ -553,6 +553,16 @@ class Agent:
         for step in _runs(plan_writes(delta, previous)):
             if isinstance(step, dict):
                 self.datapath.set_identities(step)
+            elif isinstance(step, list) and isinstance(step[0], RemoveEndpoint):
+                gone = []
+                for removal in step:
+                    record = self.endpoints.pop(removal.pod_key, None)
+                    ifindex = ifindex_of.get(removal.pod_key)
+                    if record is not None and ifindex is not None:
+                        gone.append(ifindex)
+                        self.pod_of_ifindex.pop(ifindex, None)
+                # If an interface lingers, it falls back to the unknown-endpoint verdict.
+                self.datapath.remove_endpoints(gone)
             elif isinstance(step, list):
                 writes = []
                 for write in step:
@@ -573,13 +583,6 @@ class Agent:
                     sample=sorted(str(ip) for ip in islice(step.ips, 5)),
                     entries=flushed,
                 )
-            elif isinstance(step, RemoveEndpoint):
-                record = self.endpoints.pop(step.pod_key, None)
-                ifindex = ifindex_of.get(step.pod_key)
-                if record is not None and ifindex is not None:
-                    # If the interface lingers, it falls back to the unknown-endpoint verdict.
-                    self.datapath.remove_endpoint(ifindex)
-                    self.pod_of_ifindex.pop(ifindex, None)
         if adopt:
             self._reconcile_pinned()
         self.metrics.endpoints.set(sum(1 for r in self.endpoints.values() if r.generation))
@@ -587,9 +590,7 @@ class Agent:
     def _reconcile_pinned(self) -> None:
         """Drop pinned endpoint entries that no current pod owns (state adopted from before)."""
         owned = {r.ifindex for r in self.endpoints.values() if r.ifindex is not None}
-        for ifindex in list(self.datapath.endpoints()):
-            if ifindex not in owned:
-                self.datapath.remove_endpoint(ifindex)
+        self.datapath.remove_endpoints(i for i in self.datapath.endpoints() if i not in owned)
 
     # -- observability ------------------------------------------------------------------------
 
@@ -658,16 +659,16 @@ class Agent:
 
 def _runs(
     steps: Iterable[WriteStep],
-) -> Iterator[WriteStep | dict[Any, int | None] | list[WritePolicy]]:
+) -> Iterator[FlushConntrack | dict[Any, int | None] | list[WritePolicy] | list[RemoveEndpoint]]:
     """The plan with its runs of consecutive writes of one kind batched, in the plan's order:
     - identity upserts (or deletes) as one mapping: one set_identities call per run instead of
       one per prefix (a full sync writes tens of thousands). Upserts and deletes are never
       merged: the writer applies a mapping's deletes first, which would reorder the phases;
     - table writes of one phase (transitional or final) as one list: swapped in with one
       set_endpoints call, so the kernel waits for running programs once per phase, as the
-      phases need, rather than once per endpoint."""
+      phases need, rather than once per endpoint; endpoint removals likewise."""
     identities: dict[Any, int | None] = {}
-    tables: list[WritePolicy] = []
+    batch: list[Any] = []  # WritePolicy of one phase, or RemoveEndpoint
     for step in steps:
         if identities and not (
             isinstance(step, WriteIdentity)
@@ -675,18 +676,22 @@ def _runs(
         ):
             yield identities
             identities = {}
-        if tables and not (
-            isinstance(step, WritePolicy) and step.transitional == tables[0].transitional
-        ):
-            yield tables
-            tables = []
+        if batch and not _same_batch(batch[0], step):
+            yield batch
+            batch = []
         if isinstance(step, WriteIdentity):
             identities[step.prefix] = step.identity
-        elif isinstance(step, WritePolicy):
-            tables.append(step)
+        elif isinstance(step, WritePolicy | RemoveEndpoint):
+            batch.append(step)
         else:
             yield step
     if identities:
         yield identities
-    if tables:
-        yield tables
+    if batch:
+        yield batch
+
+
+def _same_batch(first: WriteStep, step: WriteStep) -> bool:
+    if isinstance(first, WritePolicy):
+        return isinstance(step, WritePolicy) and step.transitional == first.transitional
+    return isinstance(first, RemoveEndpoint) and isinstance(step, RemoveEndpoint)

@@ -29,6 +29,7 @@ OBJ_GET = 7
 MAP_GET_FD_BY_ID = 14
 MAP_LOOKUP_BATCH = 24
 MAP_UPDATE_BATCH = 26
+MAP_DELETE_BATCH = 27
 ENOTSUPP = 524  # the kernel's own errno for unsupported operations (not in errno)
 OBJ_GET_INFO_BY_FD = 15
 
@@ -160,6 +161,27 @@ class Map:
                 return
             exc.processed = processed  # type: ignore[attr-defined]
             raise
+
+    def delete_batch(self, keys: list[bytes]) -> int:
+        """Delete several keys with as few BPF_MAP_DELETE_BATCH calls as possible (one kernel
+        wait for running programs per call in a map of maps); missing keys are skipped.
+        Returns how many were deleted."""
+        deleted = 0
+        while keys:
+            buf = ctypes.create_string_buffer(b"".join(keys))
+            attr = _attr("<QQQQIIQQ", 0, 0, _addr(buf), 0, len(keys), self.fd, 0, 0)
+            try:
+                _bpf(MAP_DELETE_BATCH, attr)
+                return deleted + len(keys)
+            except OSError as exc:
+                processed = struct.unpack_from("<I", attr, 32)[0]
+                if exc.errno in (errno.EINVAL, ENOTSUPP) and processed == 0 and not deleted:
+                    return sum(self.delete(k) for k in keys)
+                if exc.errno != errno.ENOENT:
+                    raise
+                deleted += processed
+                keys = keys[processed + 1 :]  # the missing one skipped
+        return deleted
 
     def delete(self, key: bytes) -> bool:
         k = ctypes.create_string_buffer(key, self.key_size)

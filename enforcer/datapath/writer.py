@@ -324,27 +324,37 @@ class Datapath:
 
     def remove_endpoint(self, ifindex: int) -> None:
         """Forget an interface's endpoint: its packets get the unknown-endpoint verdict."""
-        with self._lock:
-            self._remove_endpoint(ifindex)
+        self.remove_endpoints([ifindex])
 
-    def _remove_endpoint(self, ifindex: int) -> None:
-        raw = self._maps["ep_config"].lookup(U32.pack(ifindex))
-        if raw is None:
-            return
-        endpoint_id = EP_CONFIG.unpack(raw)[0]
-        self._maps["ep_config"].delete(U32.pack(ifindex))
-        self._counter_slots.pop(ifindex, None)
-        self._interfaces_of.get(endpoint_id, set()).discard(ifindex)
-        self._bump_epoch()
-        still_used = any(EP_CONFIG.unpack(v)[0] == endpoint_id
-                         for _, v in self._maps["ep_config"].items())
-        if not still_used:
-            self._maps["pol_outer"].delete(U32.pack(endpoint_id))
-        # A later veth may reuse the ifindex: it must not inherit this one's flows.
-        ct = self._maps["ct"]
-        raw = ct.keys_raw()
-        for index in _key_indexes(raw, CT_KEY.size, U32.pack(ifindex), (CT_IFINDEX_OFFSET,)):
-            ct.delete(raw[index * CT_KEY.size : (index + 1) * CT_KEY.size])
+    def remove_endpoints(self, ifindexes: Iterable[int]) -> None:
+        """Forget several interfaces' endpoints together: their tables go in one batch (one
+        kernel wait for running programs) and conntrack is read once for all of them."""
+        with self._lock:
+            gone: list[int] = []
+            tables: list[bytes] = []
+            for ifindex in ifindexes:
+                raw = self._maps["ep_config"].lookup(U32.pack(ifindex))
+                if raw is None:
+                    continue
+                endpoint_id = EP_CONFIG.unpack(raw)[0]
+                self._maps["ep_config"].delete(U32.pack(ifindex))
+                self._counter_slots.pop(ifindex, None)
+                sharing = self._interfaces_of.get(endpoint_id, set())
+                sharing.discard(ifindex)
+                if not sharing:
+                    tables.append(U32.pack(endpoint_id))
+                gone.append(ifindex)
+            if not gone:
+                return
+            self._bump_epoch()
+            self._maps["pol_outer"].delete_batch(tables)
+            # A later veth may reuse an ifindex: it must not inherit the removed one's flows.
+            ct = self._maps["ct"]
+            raw = ct.keys_raw()
+            for ifindex in gone:
+                for index in _key_indexes(raw, CT_KEY.size, U32.pack(ifindex),
+                                          (CT_IFINDEX_OFFSET,)):
+                    ct.delete(raw[index * CT_KEY.size : (index + 1) * CT_KEY.size])
 
     def _put(self, name: str, key: bytes, value: bytes) -> None:
         try:

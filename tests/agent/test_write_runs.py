@@ -26,9 +26,9 @@ def _i(net: str, identity: int | None) -> WriteIdentity:
 
 def test_runs_of_one_kind_are_batched_in_the_plans_order() -> None:
     flush = FlushConntrack(frozenset())
-    remove = RemoveEndpoint("x/gone")
+    remove = [RemoveEndpoint("x/gone"), RemoveEndpoint("x/left")]
     plan = [_t("x/a"), _t("x/b"), _i("10.0.0.1/32", 5), _i("10.0.0.2/32", 6),
-            _i("10.0.0.3/32", None), flush, _f("x/a"), _f("x/b"), remove]
+            _i("10.0.0.3/32", None), flush, _f("x/a"), _f("x/b"), *remove]
     assert list(_runs(plan)) == [
         [_t("x/a"), _t("x/b")],
         {ip_network("10.0.0.1/32"): 5, ip_network("10.0.0.2/32"): 6},

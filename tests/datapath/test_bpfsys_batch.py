@@ -59,3 +59,16 @@ def test_update_batch_writes_every_element_and_reports_how_far_it_got() -> None:
         assert m.lookup(struct.pack("<I", 4)) is None
     finally:
         m.close()
+
+
+def test_delete_batch_skips_missing_keys() -> None:
+    fd = bpfsys.map_create(bpfsys.MAP_TYPE_HASH, 4, 8, 16, 0, "enf_test_del")
+    m = bpfsys.Map(fd, 4, 8)
+    try:
+        for i in range(6):
+            m.update(struct.pack("<I", i), bytes(8))
+        wanted = [struct.pack("<I", i) for i in (0, 9, 2, 3, 11)]  # 9 and 11 are not there
+        assert m.delete_batch(wanted) == 3
+        assert sorted(struct.unpack("<I", k)[0] for k in m.keys()) == [1, 4, 5]
+    finally:
+        m.close()

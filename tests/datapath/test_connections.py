@@ -174,6 +174,32 @@ def test_removing_an_endpoint_forgets_its_interfaces_flows_only(routed_env: Env)
     assert _flows_at(env, client) >= 1
 
 
+def test_endpoints_removed_together_lose_their_flows_and_tables(routed_env: Env) -> None:
+    env = routed_env
+    client, one = _open_pair(env)
+    two = env.pod("two")
+    env.policy(two, EndpointPolicy.allow_all())
+    for port, server in ((7005, one), (7006, two)):
+        srv = TcpServer(server, 4, port)
+        try:
+            assert tcp_connect(client, server, 4, port)
+        finally:
+            srv.close()
+    env.dp.remove_endpoints([one.host_ifindex, two.host_ifindex, 987654])  # one unknown
+    assert _flows_at(env, one) == 0 and _flows_at(env, two) == 0
+    assert _flows_at(env, client) >= 2
+    held = env.dp.endpoints()
+    assert one.host_ifindex not in held and two.host_ifindex not in held
+    tables = {U32.unpack(k)[0] for k in env.dp._maps["pol_outer"].keys()}
+    assert env.endpoint_id(one) not in tables and env.endpoint_id(two) not in tables
+    assert env.endpoint_id(client) in tables
+    srv = TcpServer(one, 4, 7005)
+    try:  # its interface is still attached: the unknown-endpoint verdict (deny)
+        assert not tcp_connect(client, one, 4, 7005, timeout=0.3)
+    finally:
+        srv.close()
+
+
 def test_a_reset_removes_the_flows_entries(routed_env: Env) -> None:
     """A connection closed with RST (SO_LINGER 0) leaves no conntrack entry at either veth,
     so short connections do not fill the LRU table with dead flows."""
