@@ -277,24 +277,39 @@ def run(quick: bool = False) -> dict[str, Any]:
             results["swap"] = swap_costs(dp)
             samples: dict[str, list[dict[str, float]]] = {}
             n_max = max(counts)
-            try:
-                # Rounds interleave the scenarios so drift in machine load hits all alike.
-                for _ in range(repeats):
-                    detach()
-                    samples.setdefault("no program", []).append(sample(client, server, seconds))
+            def no_program() -> dict[str, float]:
+                detach()
+                return sample(client, server, seconds)
+
+            def ours(n: int) -> Callable[[], dict[str, float]]:
+                def measure() -> dict[str, float]:
                     for pod in (client, server):
-                        dp.attach(pod.host_ifindex, pod.node.netns)
-                    for n in counts:
-                        dp.set_endpoint(server.host_ifindex, 2, policy_with(n, client_identity))
-                        samples.setdefault(f"ours, {n} rules", []).append(
-                            sample(client, server, seconds))
-                    detach()
-                    iptables_rules(node, server, client, n_max)
-                    try:
-                        samples.setdefault(f"iptables+ipset, {n_max} rules", []).append(
-                            sample(client, server, seconds))
-                    finally:
-                        iptables_rules(node, server, client, n_max, undo=True)
+                        dp.attach(pod.host_ifindex, pod.node.netns)  # in place if attached
+                    dp.set_endpoint(server.host_ifindex, 2, policy_with(n, client_identity))
+                    return sample(client, server, seconds)
+                return measure
+
+            def iptables() -> dict[str, float]:
+                detach()
+                iptables_rules(node, server, client, n_max)
+                try:
+                    return sample(client, server, seconds)
+                finally:
+                    iptables_rules(node, server, client, n_max, undo=True)
+
+            scenarios: list[tuple[str, Callable[[], dict[str, float]]]] = [
+                ("no program", no_program),
+                *((f"ours, {n} rules", ours(n)) for n in counts),
+                (f"iptables+ipset, {n_max} rules", iptables),
+            ]
+            try:
+                # Rounds interleave the scenarios so drift in machine load hits all alike, and
+                # each round starts one scenario later: a place in the order that runs faster
+                # or slower (seen here: up to 10% on TCP) favours none of them.
+                for r in range(repeats):
+                    k = r % len(scenarios)
+                    for name, measure in scenarios[k:] + scenarios[:k]:
+                        samples.setdefault(name, []).append(measure())
                 # The kernel's run-time statistics cost every program run two clock reads:
                 # on only for these extra runs, never while the ratios above are measured.
                 for pod in (client, server):
