@@ -6,6 +6,7 @@ State lives in /run/enforcer/labs/NAME/ (state.json, the agents' manifest folder
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -648,5 +649,7 @@ def down(name: str, progress: Progress = _quiet) -> None:
     names.sort(key=lambda ns: (0 if "-p" in ns[len(prefix) - 1 :] else 1, ns))
     topo.delete_netns(names)
     shutil.rmtree(PIN_ROOT / name, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the last lab leaves no empty directory in bpffs
+        PIN_ROOT.rmdir()
     shutil.rmtree(LAB_ROOT / name, ignore_errors=True)
     progress(f"lab {name} removed ({len(names)} namespaces)")

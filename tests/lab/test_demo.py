@@ -21,6 +21,7 @@ def test_demo_runs_and_cleans_up() -> None:
         }
 
     before = demo_leftovers()
+    pin_root_existed = lab.PIN_ROOT.exists()  # another lab's pins, if any
     proc = subprocess.run(
         [sys.executable, "-m", "enforcer.cli", "demo"],
         capture_output=True,
@@ -39,3 +40,4 @@ def test_demo_runs_and_cleans_up() -> None:
     after = out.split("2. Applying", 1)[1]
     assert "5432/TCP" in after
     assert demo_leftovers() == before
+    assert pin_root_existed or not lab.PIN_ROOT.exists()  # not even an empty bpffs folder
