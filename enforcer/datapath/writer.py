@@ -286,7 +286,11 @@ class Datapath:
         # Monotonic per interface even if another process (an older agent) wrote meanwhile:
         # a reused number would make stale conntrack entries look current.
         current = self._maps["ep_config"].lookup(U32.pack(ifindex))
-        self._generation = max(self._generation, EP_CONFIG.unpack(current)[1] if current else 0)
+        if current:
+            previous_id, previous_generation, _, _ = EP_CONFIG.unpack(current)
+            self._generation = max(self._generation, previous_generation)
+            if previous_id != endpoint_id:  # the interface moved to another table
+                self._interfaces_of.get(previous_id, set()).discard(ifindex)
         self._generation += 1
         generation = self._generation
         slot = self._counter_slot(ifindex)

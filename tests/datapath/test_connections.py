@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from enforcer.datapath.layout import COUNTER_VAL, CT_KEY, U32
+from enforcer.datapath.layout import COUNTER_VAL, CT_KEY, EP_CONFIG, U32
 from enforcer.datapath.types import (
     PROTO_TCP,
     PROTO_UDP,
@@ -198,6 +198,26 @@ def test_endpoints_removed_together_lose_their_flows_and_tables(routed_env: Env)
         assert not tcp_connect(client, one, 4, 7005, timeout=0.3)
     finally:
         srv.close()
+
+
+def test_an_interface_moved_to_another_table_no_longer_counts_as_sharing_the_old_one(
+        routed_env: Env) -> None:
+    """The writer's own index of which interfaces use which table decides the open flags
+    and when a table goes: an interface written under a new endpoint id leaves the old id.
+    Fake interfaces: only the maps are read."""
+    dp = routed_env.dp
+    first, second, old_id, new_id = 300001, 300002, 70001, 70002
+    try:
+        dp.set_endpoint(first, old_id, EndpointPolicy.allow_all())
+        dp.set_endpoint(first, new_id, EndpointPolicy.allow_all())
+        dp.set_endpoint(second, old_id, EndpointPolicy.allow_all())
+        flags = EP_CONFIG.unpack(dp._maps["ep_config"].lookup(U32.pack(second)))[2]
+        assert flags == 0b11  # open both ways: old_id is second's alone
+        dp.remove_endpoint(second)
+        tables = {U32.unpack(k)[0] for k in dp._maps["pol_outer"].keys()}
+        assert old_id not in tables and new_id in tables
+    finally:
+        dp.remove_endpoints([first, second])
 
 
 def test_a_reset_removes_the_flows_entries(routed_env: Env) -> None:
