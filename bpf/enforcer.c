@@ -21,16 +21,15 @@ static __always_inline int forward(struct __sk_buff *skb, __u8 dir, __u32 counte
     return TC_ACT_UNSPEC;
 }
 
-/* A packet of a tracked flow passes: its first fragment is remembered for the later ones,
- * and a reset ends the flow (its entry goes now rather than at the LRU's next eviction: with
- * short connections a full table makes every new flow pay for an eviction). */
-static __always_inline int pass_tracked(struct __sk_buff *skb, const struct pkt *p, int state,
-                                        __u32 ifindex, __u8 dir, __u32 counter_slot)
+/* A packet of a tracked flow passes; its first fragment is remembered for the later ones.
+ * A closed flow's entry (FIN or RST) stays until the LRU evicts it, as the kernel's own
+ * conntrack keeps one for a while: deleting it on a reset cost more than the eviction it
+ * saves, since a busy node's table is full anyway (bpf/README.md, "Costs"). */
+static __always_inline int pass_tracked(struct __sk_buff *skb, const struct pkt *p, __u8 dir,
+                                        __u32 counter_slot)
 {
     if (p->frag == FRAG_FIRST)
         frag_remember(p);
-    if (state != CT_RELATED && p->flow.proto == IPPROTO_TCP && (p->tcp_flags & TCP_RST))
-        ct_forget(p, ifindex, dir);
     return forward(skb, dir, counter_slot);
 }
 
@@ -64,7 +63,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     struct ct_val *entry = 0;
     int state = tracked ? ct_lookup(&p, ifindex, dir, &entry) : CT_MISS;
     if (entry && entry->epoch == epoch)
-        return pass_tracked(skb, &p, state, ifindex, dir, entry->counter_slot);
+        return pass_tracked(skb, &p, dir, entry->counter_slot);
 
     struct ep_config *ep = ep_config.lookup(&ifindex);
     if (!ep) {
@@ -90,7 +89,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     /* Replies and related errors pass whatever the epoch: policy decides which flows start.
      * An establishing packet under an older epoch is checked again. */
     if (state == CT_REPLY || state == CT_RELATED)
-        return pass_tracked(skb, &p, state, ifindex, dir, slot);
+        return pass_tracked(skb, &p, dir, slot);
 
     /* To a pod, from a local pod: that pod's egress is judged here, after any DNAT, against
      * this pod and port (lib/services.h). A pod reaching itself always passes. */

@@ -65,8 +65,6 @@ struct pkt {
     __u32 l4_off;      /* where the L4 header starts (lib/services.h reads past the ports) */
 };
 
-#define TCP_RST 0x04
-
 #define ICMP_ECHOREPLY_ 0
 #define ICMP_DEST_UNREACH_ 3
 #define ICMP_ECHO_ 8
