@@ -8,7 +8,9 @@ TCP throughput (iperf3), UDP packet rate (iperf3, 64-byte datagrams) and new-con
 - the same allow rules as iptables + ipset in the node namespace (kube-router style),
 
 each as the median of a few rounds (each round runs every scenario back to back), and as the
-median over rounds of the ratio to that round's baseline. Also the bcc compile time
+median over rounds of the ratio to that round's baseline. The new-connection rate gets more,
+shorter rounds of its own (on this small VM its samples swing most), with the client and
+server processes pinned to different CPUs in every scenario alike. Also the bcc compile time
 and this process's RSS after loading.
 
     .venv/bin/python -m bench.datapath [--quick]
@@ -79,9 +81,16 @@ def udp_rate(client: Pod, server: Pod, seconds: float) -> float:
     return (s["packets"] - s["lost_packets"]) / s["seconds"] / 1e3
 
 
+def pinned(cpu: int, *cmd: str) -> list[str]:
+    """The connection client and server each on a CPU of their own (when there are two): a
+    connection is a few microseconds of work handed back and forth, and where the scheduler
+    happens to put the two processes moved its rate more than anything measured."""
+    return ["taskset", "-c", str(cpu), *cmd] if (os.cpu_count() or 1) >= 2 else list(cmd)
+
+
 def conn_rate(client: Pod, server: Pod, seconds: float) -> float:
     code = CONN_CLIENT.format(ip=server.ipv4, port=CONN_PORT, seconds=seconds)
-    out = subprocess.run(in_ns(client.netns, sys.executable, "-c", code),
+    out = subprocess.run(in_ns(client.netns, *pinned(0, sys.executable, "-c", code)),
                          capture_output=True, text=True, check=True).stdout
     return float(out.strip()) / 1e3
 
@@ -137,8 +146,9 @@ def iptables_rules(node: str, server: Pod, client: Pod, n: int, undo: bool = Fal
     ipt("-A", "FORWARD", "-o", dev, "-j", "DROP")
 
 
-def sample(client: Pod, server: Pod, seconds: float) -> dict[str, float]:
-    return {key: fn(client, server, seconds) for key, (_, fn) in METRICS.items()}
+def sample(client: Pod, server: Pod, seconds: float,
+           keys: tuple[str, ...] = tuple(METRICS)) -> dict[str, float]:
+    return {key: METRICS[key][1](client, server, seconds) for key in keys}
 
 
 def prog_stats(dp: Datapath) -> tuple[int, int]:
@@ -241,9 +251,12 @@ def rss_mb() -> float:
 
 def run(quick: bool = False) -> dict[str, Any]:
     seconds, repeats = (1.0, 1) if quick else (2.0, 5)
+    conn_seconds, conn_rounds = (1.0, 2) if quick else (1.0, 15)
     counts = RULE_COUNTS
     pin_root = Path("/sys/fs/bpf") / f"enf-bench-{secrets.token_hex(4)}"
-    results: dict[str, Any] = {"seconds": seconds, "repeats": repeats, "scenarios": {}}
+    results: dict[str, Any] = {"seconds": seconds, "repeats": repeats,
+                               "conn_seconds": conn_seconds, "conn_rounds": conn_rounds,
+                               "scenarios": {}}
     procs: list[subprocess.Popen[bytes]] = []
     try:
         with Topology("routed") as topo:
@@ -251,9 +264,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             node = server.node.netns
             procs.append(subprocess.Popen(in_ns(server.netns, "iperf3", "-s", "-p",
                                                 str(IPERF_PORT)), stdout=subprocess.DEVNULL))
-            procs.append(subprocess.Popen(in_ns(server.netns, sys.executable, "-c",
-                                                CONN_SERVER.format(ip=server.ipv4,
-                                                                   port=CONN_PORT))))
+            procs.append(subprocess.Popen(in_ns(server.netns, *pinned(
+                1, sys.executable, "-c", CONN_SERVER.format(ip=server.ipv4, port=CONN_PORT)))))
             time.sleep(0.5)
             rss_before = rss_mb()
             dp = Datapath.open(pin_root, DatapathConfig(max_identities=max(counts) + 16))
@@ -275,29 +287,32 @@ def run(quick: bool = False) -> dict[str, Any]:
 
             results["test_run"] = test_run_costs(dp, counts)
             results["swap"] = swap_costs(dp)
-            samples: dict[str, list[dict[str, float]]] = {}
+            # samples[metric][scenario]: one value per round, rounds in order.
+            samples: dict[str, dict[str, list[float]]] = {k: {} for k in METRICS}
             n_max = max(counts)
-            def no_program() -> dict[str, float]:
-                detach()
-                return sample(client, server, seconds)
+            Measure = Callable[[tuple[str, ...], float], dict[str, float]]
 
-            def ours(n: int) -> Callable[[], dict[str, float]]:
-                def measure() -> dict[str, float]:
+            def no_program(keys: tuple[str, ...], secs: float) -> dict[str, float]:
+                detach()
+                return sample(client, server, secs, keys)
+
+            def ours(n: int) -> Measure:
+                def measure(keys: tuple[str, ...], secs: float) -> dict[str, float]:
                     for pod in (client, server):
                         dp.attach(pod.host_ifindex, pod.node.netns)  # in place if attached
                     dp.set_endpoint(server.host_ifindex, 2, policy_with(n, client_identity))
-                    return sample(client, server, seconds)
+                    return sample(client, server, secs, keys)
                 return measure
 
-            def iptables() -> dict[str, float]:
+            def iptables(keys: tuple[str, ...], secs: float) -> dict[str, float]:
                 detach()
                 iptables_rules(node, server, client, n_max)
                 try:
-                    return sample(client, server, seconds)
+                    return sample(client, server, secs, keys)
                 finally:
                     iptables_rules(node, server, client, n_max, undo=True)
 
-            scenarios: list[tuple[str, Callable[[], dict[str, float]]]] = [
+            scenarios: list[tuple[str, Measure]] = [
                 ("no program", no_program),
                 *((f"ours, {n} rules", ours(n)) for n in counts),
                 (f"iptables+ipset, {n_max} rules", iptables),
@@ -306,14 +321,20 @@ def run(quick: bool = False) -> dict[str, Any]:
                 # Rounds interleave the scenarios so drift in machine load hits all alike, and
                 # each round starts one scenario later: a place in the order that runs faster
                 # or slower (seen here: up to 10% on TCP) favours none of them.
-                for r in range(repeats):
-                    k = r % len(scenarios)
-                    for name, measure in scenarios[k:] + scenarios[:k]:
-                        samples.setdefault(name, []).append(measure())
+                def rounds(keys: tuple[str, ...], n: int, secs: float) -> None:
+                    for r in range(n):
+                        k = r % len(scenarios)
+                        for name, measure in scenarios[k:] + scenarios[:k]:
+                            for key, value in measure(keys, secs).items():
+                                samples[key].setdefault(name, []).append(value)
+
+                rounds(("tcp_gbps", "udp_kpps"), repeats, seconds)
+                rounds(("conn_kps",), conn_rounds, conn_seconds)
                 # The kernel's run-time statistics cost every program run two clock reads:
                 # on only for these extra runs, never while the ratios above are measured.
                 for pod in (client, server):
                     dp.attach(pod.host_ifindex, pod.node.netns)
+                ns_per_packet: dict[int, float] = {}
                 stats_fd = bpfsys.enable_run_time_stats()  # released with the fd
                 try:
                     for n in counts:
@@ -322,20 +343,18 @@ def run(quick: bool = False) -> dict[str, Any]:
                         sample(client, server, min(seconds, 1.0))
                         after = prog_stats(dp)
                         runs = after[1] - before[1]
-                        ns = (after[0] - before[0]) / runs if runs else 0.0
-                        for row in samples[f"ours, {n} rules"]:
-                            row["ns_per_packet"] = ns
+                        ns_per_packet[n] = (after[0] - before[0]) / runs if runs else 0.0
                 finally:
                     os.close(stats_fd)
             finally:
                 detach()
                 dp.close()
+            names = list(samples["tcp_gbps"])
             results["scenarios"] = {
-                name: {k: statistics.median(s[k] for s in runs) for k in METRICS}
-                for name, runs in samples.items()}
-            results["ns_per_packet"] = {
-                name: round(statistics.median(s["ns_per_packet"] for s in runs), 1)
-                for name, runs in samples.items() if name.startswith("ours")}
+                name: {k: statistics.median(samples[k][name]) for k in METRICS}
+                for name in names}
+            results["ns_per_packet"] = {f"ours, {n} rules": round(ns, 1)
+                                        for n, ns in ns_per_packet.items()}
     finally:
         for p in procs:
             p.terminate()
@@ -343,12 +362,11 @@ def run(quick: bool = False) -> dict[str, Any]:
         shutil.rmtree(pin_root, ignore_errors=True)
     # Ratios pair each round's run with that round's baseline (machine load drifts between
     # rounds; within one round the scenarios run back to back), then take the median.
-    base_runs = samples["no program"]
     results["ratios"] = {
-        name: {k: round(statistics.median(r[k] / b[k] for r, b in zip(runs, base_runs,
-                                                                         strict=True)
-                                          if b[k]), 3) for k in METRICS}
-        for name, runs in samples.items()}
+        name: {k: round(statistics.median(
+            r / b for r, b in zip(samples[k][name], samples[k]["no program"], strict=True)
+            if b), 3) for k in METRICS}
+        for name in samples["tcp_gbps"]}
     return results
 
 
@@ -370,7 +388,8 @@ def report(results: dict[str, Any]) -> str:
                  f" one, {swap['batched_ms']} ms in one batch")
     lines.append(f"bcc compile: {results['compile_seconds']} s; RSS {results['rss_mb_before_load']}"
                  f" MB before load, {results['rss_mb_after_load']} MB after load")
-    lines.append(f"(median of {results['repeats']} runs of {results['seconds']} s each)")
+    lines.append(f"(median of {results['repeats']} runs of {results['seconds']} s each; new "
+                 f"connections: {results['conn_rounds']} runs of {results['conn_seconds']} s)")
     return "\n".join(lines)
 
 

@@ -400,7 +400,11 @@ def _datapath_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
         note(f"call {i + 1}/{cfg['calls']}: every scenario")
         calls.append(mod.run(cfg["quick"]))
     first = calls[0]
-    each = f"each value: the median of {first['repeats']} round(s) of {first['seconds']:g} s"
+    def each(field: str) -> str:
+        if field == "conn_kps":  # more, shorter rounds of its own (bench/datapath.py)
+            return (f"each value: the median of {first['conn_rounds']} round(s) of "
+                    f"{first['conn_seconds']:g} s")
+        return f"each value: the median of {first['repeats']} round(s) of {first['seconds']:g} s"
     figures = []
     for scenario in first["scenarios"]:
         params = _scenario_params(scenario)
@@ -412,7 +416,7 @@ def _datapath_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
                     unit,
                     [c["scenarios"][scenario][field] for c in calls],
                     params,
-                    description=f"{scenario}; {each}",
+                    description=f"{scenario}; {each(field)}",
                     baseline=None if is_base else key(name, {"variant": "none"}),
                     target=target if params["variant"] == "ours" else None,
                     paired_ratios=None if is_base else
