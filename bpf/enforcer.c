@@ -24,7 +24,7 @@ static __always_inline int forward(struct __sk_buff *skb, __u8 dir, __u32 counte
 /* A packet of a tracked flow passes; its first fragment is remembered for the later ones.
  * A closed flow's entry (FIN or RST) stays until the LRU evicts it, as the kernel's own
  * conntrack keeps one for a while: deleting it on a reset cost more than the eviction it
- * saves, since a busy node's table is full anyway (bpf/README.md, "Costs"). */
+ * saves, since a busy node's table is full anyway (bpf/README.md, "Per packet"). */
 static __always_inline int pass_tracked(struct __sk_buff *skb, const struct pkt *p, __u8 dir,
                                         __u32 counter_slot)
 {
