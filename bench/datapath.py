@@ -3,6 +3,8 @@ TCP throughput (iperf3), UDP packet rate (iperf3, 64-byte datagrams) and new-con
 (a client process opening and closing TCP connections), with
 
 - no program attached (the baseline: the physical limit here),
+- the TC hooks alone: a program that returns at once, attached the way ours is (clsact,
+  direct action, both hooks of both veths): what the attachment itself costs,
 - our program with 1, 100, 1,000 and 10,000 rules in the server's ingress table (and as
   many peer identities in the LPM ipcache),
 - the same allow rules as iptables + ipset in the node namespace (kube-router style),
@@ -34,7 +36,7 @@ from ipaddress import IPv4Address, ip_network
 from pathlib import Path
 from typing import Any
 
-from enforcer.datapath import Datapath, DatapathConfig, bpfsys
+from enforcer.datapath import Datapath, DatapathConfig, bpfsys, tc
 from enforcer.datapath.types import PROTO_TCP, PROTO_UDP, Direction, EndpointPolicy, PolicyEntry
 from enforcer.topology import Pod, Topology
 
@@ -42,6 +44,10 @@ IPERF_PORT = 5201
 CONN_PORT = 7000
 RULE_COUNTS = (1, 100, 1000, 10000)
 FIRST_IDENTITY = 1000
+
+# TC_ACT_UNSPEC at once: the floor any TC program attached like ours stands on.
+EMPTY_PROGRAM = b"int bench_empty(struct __sk_buff *skb) { return -1; }"
+EMPTY_SCENARIO = "TC hooks, empty program"
 
 CONN_SERVER = """
 import socket
@@ -304,6 +310,18 @@ def run(quick: bool = False) -> dict[str, Any]:
                     return sample(client, server, secs, keys)
                 return measure
 
+            from bcc import BPF  # after Datapath.open: bcc's kernel headers are set up
+
+            empty_bpf = BPF(text=EMPTY_PROGRAM)
+            empty_fd = empty_bpf.load_func(b"bench_empty", BPF.SCHED_CLS).fd
+
+            def empty_program(keys: tuple[str, ...], secs: float) -> dict[str, float]:
+                for pod in (client, server):  # in place of ours, same prio and handle
+                    tc.attach(pod.host_ifindex, (empty_fd, "bench_empty"),
+                              (empty_fd, "bench_empty"), dp.config.tc_prio,
+                              dp.config.tc_handle, node)
+                return sample(client, server, secs, keys)
+
             def iptables(keys: tuple[str, ...], secs: float) -> dict[str, float]:
                 detach()
                 iptables_rules(node, server, client, n_max)
@@ -314,6 +332,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
             scenarios: list[tuple[str, Measure]] = [
                 ("no program", no_program),
+                (EMPTY_SCENARIO, empty_program),
                 *((f"ours, {n} rules", ours(n)) for n in counts),
                 (f"iptables+ipset, {n_max} rules", iptables),
             ]

@@ -372,7 +372,8 @@ DATAPATH_METRICS = {
     "udp_kpps": ("datapath.udp_packet_rate", "kpackets/s", None),
     "conn_kps": ("datapath.connection_rate", "kconnections/s", Target(above=0.90)),
 }
-SCENARIO = re.compile(r"^(?:(no program)|(ours|iptables\+ipset), (\d+) rules)$")
+SCENARIO = re.compile(
+    r"^(?:(no program)|(TC hooks, empty program)|(ours|iptables\+ipset), (\d+) rules)$")
 
 
 def _scenario_params(name: str) -> Params:
@@ -381,7 +382,9 @@ def _scenario_params(name: str) -> Params:
         raise ValueError(f"datapath scenario {name!r} not understood")
     if m.group(1):
         return {"variant": "none"}
-    return {"variant": "ours" if m.group(2) == "ours" else "iptables", "rules": int(m.group(3))}
+    if m.group(2):
+        return {"variant": "empty program"}
+    return {"variant": "ours" if m.group(3) == "ours" else "iptables", "rules": int(m.group(4))}
 
 
 TEST_RUN_PACKETS = (
@@ -491,12 +494,13 @@ def _datapath_promises(cfg: Config) -> list[str]:
             for m in ("one by one", "batched")]
     variants: list[Params] = [
         {"variant": "none"},
+        {"variant": "empty program"},
         *({"variant": "ours", "rules": n} for n in (1, 100, 1000, 10000)),
         {"variant": "iptables", "rules": 10000},
     ]
     for name, _, _ in DATAPATH_METRICS.values():
         out += [key(name, v) for v in variants]
-    out += [key("datapath.program_time_per_packet", v) for v in variants[1:-1]]
+    out += [key("datapath.program_time_per_packet", v) for v in variants[2:-1]]
     out += [
         key("datapath.test_run_time", {"rules": n, "packet": p})
         for n in (1, 100, 1000, 10000)

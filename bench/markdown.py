@@ -82,6 +82,16 @@ HEADLINE: list[tuple[str, str, dict[str, Any]]] = [
         )
         for variant, shown in (("ours", "ours"), ("iptables", "iptables + ipset"))
     ),
+    # What attaching any TC program like ours costs before it does anything: the floor.
+    *(
+        (f"{what}, TC hooks with an empty program", f"datapath.{metric}",
+         {"variant": "empty program"})
+        for what, metric in (
+            ("TCP throughput", "tcp_throughput"),
+            ("UDP packet rate", "udp_packet_rate"),
+            ("new connections", "connection_rate"),
+        )
+    ),
     ("program run time per packet, 1 rule", "datapath.program_time_per_packet", {"rules": 1}),
     (
         "program run time per packet, 10,000 rules",

@@ -22,8 +22,10 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from bench.report import Figure
 
 PLAIN = FuncFormatter(lambda v, _: f"{v:,.3g}")  # 0.1, 10, 1,000: no 10^x on log axes
-COLORS = {"none": "#777777", "ours": "#1f77b4", "iptables": "#d62728"}
-LABELS = {"none": "no program", "ours": "ours (eBPF, TC)", "iptables": "iptables + ipset"}
+COLORS = {"none": "#777777", "ours": "#1f77b4", "iptables": "#d62728",
+          "empty program": "#2ca02c"}
+LABELS = {"none": "no program", "ours": "ours (eBPF, TC)", "iptables": "iptables + ipset",
+          "empty program": "TC hooks, empty program"}
 
 
 def _named(figures: Iterable[Figure], name: str) -> list[Figure]:
@@ -81,6 +83,10 @@ def datapath(figures: Sequence[Figure], out: Path) -> Path | None:
             med = statistics.median(base[0].values)
             ax.axhline(med, color=COLORS["none"], ls="--", label=LABELS["none"])
             ax.axhspan(min(base[0].values), max(base[0].values), color=COLORS["none"], alpha=0.15)
+        empty = [f for f in figs if f.params.get("variant") == "empty program"]
+        if empty:  # the attachment's own cost: the floor for any TC program
+            ax.axhline(statistics.median(empty[0].values), color=COLORS["empty program"],
+                       ls=":", label=LABELS["empty program"])
         for variant in ("ours", "iptables"):
             _by_rules(
                 ax,
