@@ -240,8 +240,8 @@ def test_a_full_conntrack_table_evicts_old_flows_and_new_ones_still_pass(
     ct.update_batch([(k, CT_VAL.pack(0, 0, 0, 0)) for k in filler])
     srv = TcpServer(server, 4, 7006)
     try:
-        assert len(ct.keys_raw()) // CT_KEY.size >= capacity * 0.9  # full (the LRU keeps
-        # some free nodes per CPU)
+        # Full: the LRU keeps a few free nodes per CPU, so "full" is within 10% of capacity.
+        assert len(ct.keys_raw()) // CT_KEY.size >= capacity * 0.9
         for _ in range(30):
             assert tcp_connect(client, server, 4, 7006)
         assert _flows_at(env, client) >= 1 and _flows_at(env, server) >= 1
