@@ -257,7 +257,7 @@ def rss_mb() -> float:
 
 def run(quick: bool = False) -> dict[str, Any]:
     seconds, repeats = (1.0, 1) if quick else (2.0, 5)
-    conn_seconds, conn_rounds = (1.0, 2) if quick else (1.0, 15)
+    conn_seconds, conn_rounds = (1.0, 2) if quick else (1.0, 30)
     counts = RULE_COUNTS
     pin_root = Path("/sys/fs/bpf") / f"enf-bench-{secrets.token_hex(4)}"
     results: dict[str, Any] = {"seconds": seconds, "repeats": repeats,
