@@ -6,6 +6,7 @@ so the sources (split by concern under bpf/lib/) are inlined into one text here.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -15,27 +16,39 @@ from typing import Any
 from enforcer.datapath.layout import DatapathConfig
 from enforcer.kheaders import HeaderChoice, configure_bcc_headers
 
-BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
-MAIN_SOURCE = BPF_DIR / "enforcer.c"
+# A checkout has the C sources beside the package; an installed package (the image) does not,
+# and is told where they are.
+BPF_DIR_ENV = "ENFORCER_BPF_DIR"
+CHECKOUT_BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 _INCLUDE = re.compile(r'^\s*#include "(lib/[\w.]+)"\s*$')
 
 
-def program_source(main: Path = MAIN_SOURCE) -> str:
+def bpf_dir() -> Path:
+    found = Path(os.environ.get(BPF_DIR_ENV) or CHECKOUT_BPF_DIR)
+    if not (found / "enforcer.c").is_file():
+        raise FileNotFoundError(
+            f"BPF sources not found: no enforcer.c in {found} (set {BPF_DIR_ENV} to the "
+            "directory holding bpf/enforcer.c and bpf/lib/)")
+    return found
+
+
+def program_source() -> str:
+    root = bpf_dir()
     seen: set[str] = set()
 
     def expand(path: Path) -> list[str]:
-        out = [f"/* --- {path.relative_to(BPF_DIR)} --- */"]
+        out = [f"/* --- {path.relative_to(root)} --- */"]
         for line in path.read_text().splitlines():
             m = _INCLUDE.match(line)
             if m:
                 if m.group(1) not in seen:
                     seen.add(m.group(1))
-                    out.extend(expand(BPF_DIR / m.group(1)))
+                    out.extend(expand(root / m.group(1)))
             elif line.strip() != "#pragma once":
                 out.append(line)
         return out
 
-    return "\n".join(expand(main)) + "\n"
+    return "\n".join(expand(root / "enforcer.c")) + "\n"
 
 
 @dataclass

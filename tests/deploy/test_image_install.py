@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -165,3 +166,64 @@ def test_entrypoint_keeps_a_given_header_tree(tmp_path: Path, stub_enforcer: Pat
     )
     assert result.returncode == 0, result.stderr
     assert "BCC_KERNEL_SOURCE=/given" in result.stdout
+
+
+def _image_env() -> dict[str, str]:
+    """The Dockerfile's ENV settings."""
+    out: dict[str, str] = {}
+    for kind, args in _instructions():
+        if kind == "ENV":
+            for pair in shlex.split(args):
+                key, _, value = pair.partition("=")
+                out[key] = value
+    return out
+
+
+def test_the_installed_package_compiles_from_the_bpf_sources_the_image_ships(
+    tmp_path: Path,
+) -> None:
+    """pip installs the package, not bpf/: the image copies the sources beside it and names
+    them in ENFORCER_BPF_DIR. Rebuilt here: the build context the dockerignore lets through,
+    installed with pip (not editable), the COPY and ENV of the Dockerfile mapped under tmp."""
+    steps = _instructions()
+    workdir = Path(dict(steps)["WORKDIR"])
+    ignore = (DAEMONSET_DIR / "Dockerfile.dockerignore").read_text().splitlines()
+    context = tmp_path / "context"
+    for src in (line[1:].rstrip("/") for line in ignore if line.startswith("!")):
+        target = context / src
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (REPO / src).is_dir():
+            shutil.copytree(REPO / src, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / src, target)
+    image = tmp_path / "image"  # stands for / in the image
+    (copy_bpf,) = [shlex.split(a) for k, a in steps if k == "COPY" and a.startswith("bpf/")]
+    shutil.copytree(context / "bpf", image / workdir.relative_to("/") / copy_bpf[1])
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "--target", str(site), str(context)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    bpf_dir = _image_env()["ENFORCER_BPF_DIR"]
+    probe = (
+        "import enforcer.datapath.loader as l, sys; "
+        f"assert l.__file__.startswith({str(site)!r}), l.__file__; "
+        "src = l.program_source(); print(len(src), 'int tc_from_pod' in src)"
+    )
+
+    def run(env_dir: str | None) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "ENFORCER_BPF_DIR"}
+        env["PYTHONPATH"] = str(site)
+        if env_dir is not None:
+            env["ENFORCER_BPF_DIR"] = env_dir
+        return subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+
+    shipped = run(str(image / Path(bpf_dir).relative_to("/")))
+    assert shipped.returncode == 0, shipped.stderr
+    assert shipped.stdout.split()[1] == "True"
+    # Without the setting the installed package has no sources: the error names the fix.
+    missing = run(None)
+    assert missing.returncode != 0
+    assert "ENFORCER_BPF_DIR" in missing.stderr
