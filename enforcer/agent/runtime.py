@@ -546,7 +546,12 @@ class Agent:
             if record.policy is not None and record.generation:
                 previous[key] = record.policy
             elif record.ifindex in adopted:
-                previous[key] = adopted[record.ifindex].policy  # in force since the last run
+                pinned = adopted[record.ifindex]  # in force since the last run
+                previous[key] = pinned.policy
+                # And stays in force if plan_writes finds nothing to change: the record
+                # must say so (its addresses, status and metrics follow from it).
+                record.policy, record.generation = pinned.policy, pinned.generation
+                record.endpoint_id = pinned.endpoint_id
         ifindex_of = {
             k: self.endpoints[k].ifindex for k in delta.removed_endpoints if k in self.endpoints
         }
