@@ -194,9 +194,11 @@ def test_run_costs(dp: Datapath, counts: tuple[int, ...]) -> dict[str, dict[str,
     }
     out: dict[str, dict[str, float]] = {}
     try:
-        # The peer is a local pod (for the post-DNAT check) that may send anything.
+        # The peer is a local pod (for the post-DNAT check) that may send anything; "me" is
+        # the endpoint measured, speaking from its own address (bpf/lib/source.h).
         dp.set_endpoint(other_if, 98, EndpointPolicy.allow_all())
-        dp.set_services(ServiceMaps(local_endpoints={IPv4Address(peer): (98, other_if)}))
+        dp.set_services(ServiceMaps(local_endpoints={IPv4Address(peer): (98, other_if),
+                                                     IPv4Address(me): (99, lo)}))
         for n in counts:
             entries = {PolicyEntry(Direction.EGRESS, FIRST_IDENTITY + i, PROTO_TCP, 1 + i % 60000,
                                    1 + i % 60000) for i in range(n - 1)}
@@ -293,6 +295,8 @@ def run(quick: bool = False) -> dict[str, Any]:
 
             results["test_run"] = test_run_costs(dp, counts)
             results["swap"] = swap_costs(dp)
+            dp.add_local_endpoints({IPv4Address(client.ipv4): (1, client.host_ifindex),
+                                    IPv4Address(server.ipv4): (2, server.host_ifindex)})
             # samples[metric][scenario]: one value per round, rounds in order.
             samples: dict[str, dict[str, list[float]]] = {k: {} for k in METRICS}
             n_max = max(counts)

@@ -13,6 +13,7 @@
 #include "lib/policy.h"
 #include "lib/metrics.h"
 #include "lib/events.h"
+#include "lib/source.h"
 #include "lib/services.h"
 
 static __always_inline int forward(struct __sk_buff *skb, __u8 dir, __u32 counter_slot)
@@ -49,8 +50,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     int from_node = dir == DIR_INGRESS && skb->sk != 0;
     int reason = parse_packet(skb, &p);
 
-    if (reason == 0 && p.l3 == L3_ARP)
+    if (reason == 0 && p.l3 == L3_ARP) {
+        /* A known pod announces only its own address (lib/source.h); 0.0.0.0 probes. */
+        struct ep_config *arp_ep = 0;
+        if (dir == DIR_EGRESS && p.flow.family == 4 && !anonymous_source(&p.flow) &&
+            !owned_by(p.flow.saddr, 4, ifindex) && (arp_ep = ep_config.lookup(&ifindex)))
+            return drop(skb, &p, dir, DROP_SPOOFED_SOURCE, arp_ep->endpoint_id, 0);
         return forward(skb, dir, 0);
+    }
     if (reason == 0 && p.l3 == L3_IP && p.frag == FRAG_LATER)
         reason = frag_resolve(&p);
     int tracked = reason == 0 && p.l3 == L3_IP && !p.nd;
@@ -83,8 +90,20 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
             return forward(skb, dir, slot);
         return drop(skb, &p, dir, reason ? reason : DROP_UNSUPPORTED_L3, endpoint_id, 0);
     }
-    if (p.nd)
-        return forward(skb, dir, slot); /* neighbour discovery always passes */
+    /* A pod speaks only from its own addresses, whatever its policy; to it, only what is
+     * addressed to it is tracked (lib/source.h). Before replies: a packet wearing another
+     * address is not anyone's reply either. */
+    if (dir == DIR_EGRESS && !owned_by(p.flow.saddr, p.flow.family, ifindex)) {
+        if (!anonymous_source(&p.flow))
+            return drop(skb, &p, dir, DROP_SPOOFED_SOURCE, endpoint_id, 0);
+        p.no_ct = 1;
+    }
+    if (p.nd) {
+        /* Neighbour discovery passes, unless a pod speaks in it for someone else. */
+        if (dir == DIR_EGRESS && nd_claims_another(skb, &p, ifindex))
+            return drop(skb, &p, dir, DROP_SPOOFED_SOURCE, endpoint_id, 0);
+        return forward(skb, dir, slot);
+    }
 
     /* Replies and related errors pass whatever the epoch: policy decides which flows start.
      * An establishing packet under an older epoch is checked again. */
@@ -142,6 +161,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
             return drop(skb, &p, dir, DROP_POLICY_DENIED, endpoint_id, identity);
         }
     }
+    if (dir == DIR_INGRESS && !p.no_ct && !owned_by(p.flow.daddr, p.flow.family, ifindex))
+        p.no_ct = 1; /* flooded to this port, or multicast: judged packet by packet */
     if (!p.no_ct && ct_write(&p, ifindex, dir, generation, epoch, flags, slot) < 0)
         return drop(skb, &p, dir, DROP_MAP_FULL, endpoint_id, identity);
     if (p.frag == FRAG_FIRST)

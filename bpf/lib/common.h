@@ -20,6 +20,7 @@
 
 /* Verdict codes: 0 means forwarded; the rest mirror DropReason in types.py. */
 #define REASON_FORWARDED 0
+#define DROP_SPOOFED_SOURCE 132
 #define DROP_POLICY_DENIED 133
 #define DROP_UNKNOWN_ENDPOINT 140
 #define DROP_TRUNCATED 141

@@ -43,7 +43,8 @@ static __always_inline int load_bytes(struct __sk_buff *skb, __u32 off, void *to
 #define FRAG_FIRST 1
 #define FRAG_LATER 2
 
-#define L3_OTHER 0 /* not IP: ARP passes, the rest needs an allow-everything direction */
+#define L3_OTHER 0 /* not IP: ARP passes (from a pod: its own address), the rest needs an
+                   * allow-everything direction */
 #define L3_ARP 1
 #define L3_IP 2
 
@@ -58,7 +59,7 @@ struct pkt {
     __u8 l3;
     __u8 frag;
     __u8 icmp_error;   /* 1: inner holds a parsed quoted tuple */
-    __u8 nd;           /* ICMPv6 neighbour discovery */
+    __u8 nd;           /* ICMPv6 neighbour discovery: its type (133-137), else 0 */
     __u8 tcp_flags;
     __u8 no_ct;        /* ICMP other than an echo request: has no replies to track */
     __u8 pad[2];
@@ -223,7 +224,7 @@ static __always_inline int parse_icmp(struct __sk_buff *skb, __u32 off, __u32 en
         else if (h[0] >= ICMPV6_DEST_UNREACH_ && h[0] <= ICMPV6_PARAMPROB_)
             p->icmp_error = parse_inner6(skb, off + 8, end, &p->inner);
         else if (h[0] >= NDISC_FIRST && h[0] <= NDISC_LAST)
-            p->nd = 1;
+            p->nd = h[0]; /* its type: lib/source.h checks what a pod may claim */
     }
     return 0;
 }
@@ -233,13 +234,13 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u32 end,
     if (p->frag == FRAG_LATER)
         return 0; /* no L4 header here: ports come from the fragment table */
     __u8 proto = p->flow.proto;
+    p->l4_off = off;
     if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6_) {
         /* ICMP does not fragment in practice; a fragmented one is seen through its ids. */
         if ((proto == IPPROTO_ICMP) != (p->flow.family == 4))
             return 0; /* ICMPv6 over IPv4 or the reverse: no ports, policy decides */
         return parse_icmp(skb, off, end, p);
     }
-    p->l4_off = off;
     return read_ports(skb, off, end, proto, &p->flow, &p->l4_len, &p->tcp_flags,
                       p->frag == FRAG_NONE);
 }
@@ -344,6 +345,13 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
     }
     if (proto == ETH_P_ARP_) {
         p->l3 = L3_ARP;
+        /* IPv4 over Ethernet: the sender's address as the source (lib/source.h). */
+        __u8 arp[18];
+        if (load_bytes(skb, ETH_HLEN_, arp, 18) == 0 && arp[2] == 0x08 && arp[3] == 0 &&
+            arp[4] == 6 && arp[5] == 4) {
+            __builtin_memcpy(p->flow.saddr, arp + 14, 4);
+            p->flow.family = 4;
+        }
         return 0;
     }
     if (proto == ETH_P_IP_) {

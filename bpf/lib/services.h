@@ -24,6 +24,7 @@
 #include "lib/parse.h"
 #include "lib/conntrack.h"
 #include "lib/policy.h"
+#include "lib/source.h"
 
 #define HAIRPIN_NS 2000000000ULL /* a hairpin's first packet crosses the node in microseconds */
 #define SVC_F_OUTSIDE 1 /* svc_val.flags: some backend is outside the cluster (not a pod) */
@@ -39,19 +40,6 @@ struct svc_val {
 };
 BPF_TABLE_PINNED("hash", struct svc_key, struct svc_val, svc_frontends, SVC_MAX,
                  PIN_DIR "/svc_frontends");
-
-/* Local endpoints by address: who sent a packet seen after DNAT. */
-struct lep_key {
-    __u8 addr[16];
-    __u8 family;
-    __u8 pad[3];
-};
-struct lep_val {
-    __u32 endpoint_id;
-    __u32 ifindex; /* its host veth: where its ep_config and CT entries live */
-};
-BPF_TABLE_PINNED("hash", struct lep_key, struct lep_val, local_eps, EP_MAX,
-                 PIN_DIR "/local_eps");
 
 /* (frontend, local endpoint) -> the endpoint's target port behind that frontend. */
 struct self_key {
@@ -126,14 +114,6 @@ static __always_inline void svc_key_of(struct svc_key *k, const struct flow *f)
     k->port = f->dport;
     k->proto = f->proto;
     k->family = f->family;
-}
-
-static __always_inline struct lep_val *local_source(const struct flow *f)
-{
-    struct lep_key k = {};
-    __builtin_memcpy(k.addr, f->saddr, 16);
-    k.family = f->family;
-    return local_eps.lookup(&k);
 }
 
 /* Source hook: is this new flow's destination a Service frontend? Notes a hairpin. */

@@ -44,7 +44,13 @@ from enforcer.compiler import (
     WriteStep,
     plan_writes,
 )
-from enforcer.datapath.types import FIRST_IDENTITY, IDENTITY_ANY, DropEvent, EndpointPolicy
+from enforcer.datapath.types import (
+    FIRST_IDENTITY,
+    IDENTITY_ANY,
+    DropEvent,
+    EndpointPolicy,
+    IPAddress,
+)
 from enforcer.model.cluster import ClusterState
 from enforcer.model.services import EndpointSlice, Service
 from enforcer.sources.base import EventType, Source, SourceEvent
@@ -64,6 +70,7 @@ class DatapathWriter(Protocol):
     def flush_conntrack_many(self, ips: Any) -> int: ...
     def endpoints(self) -> Mapping[int, Any]: ...
     def set_services(self, desired: Any) -> int: ...
+    def add_local_endpoints(self, addresses: Mapping[Any, tuple[int, int]]) -> int: ...
     def attach_node_interface(self, ifindex: int, netns: str | None = None) -> None: ...
 
 
@@ -512,10 +519,21 @@ class Agent:
         """Swap in each record's table together (one kernel wait for running programs, not one
         per endpoint). A table that cannot be written keeps that endpoint's previous one."""
         items = []
+        addresses: dict[IPAddress, tuple[int, int]] = {}
         for record, table in writes:
             assert record.ifindex is not None and table is not None
             record.endpoint_id = self._endpoint_id_for(record.ifindex)
             items.append((record.ifindex, record.endpoint_id, table))
+            pod = self.state.pods.get(record.pod)
+            for ip in pod.ips if pod else ():
+                addresses[ip] = (record.endpoint_id, record.ifindex)
+        # Its addresses before its first policy: a pod's packets pass only from them
+        # (bpf/lib/source.h). Only what differs is written; _sync_services removes the rest.
+        try:
+            self.datapath.add_local_endpoints(addresses)
+        except Exception as exc:  # map full: those pods' packets drop as spoofed (closed)
+            self.status.last_error = str(exc)
+            self.log.error("local endpoint addresses not written", error=str(exc))
         results = self.datapath.set_endpoints(items)
         for record, _ in writes:
             result = results[record.ifindex]  # type: ignore[index]

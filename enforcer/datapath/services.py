@@ -35,16 +35,22 @@ def frontend_key(fe: Frontend) -> bytes:
     )
 
 
+def local_endpoint_entries(
+    local_endpoints: Mapping[IPAddress, tuple[int, int]],
+) -> dict[bytes, bytes]:
+    return {
+        LEP_KEY.pack(layout.addr_bytes(ip), ip.version): LEP_VAL.pack(eid, ifindex)
+        for ip, (eid, ifindex) in local_endpoints.items()
+    }
+
+
 def encode(desired: ServiceMaps) -> dict[str, dict[bytes, bytes]]:
     return {
         "svc_frontends": {
             frontend_key(fe): SVC_VAL.pack(SVC_F_OUTSIDE if fe in desired.outside else 0)
             for fe in desired.frontends
         },
-        "local_eps": {
-            LEP_KEY.pack(layout.addr_bytes(ip), ip.version): LEP_VAL.pack(eid, ifindex)
-            for ip, (eid, ifindex) in desired.local_endpoints.items()
-        },
+        "local_eps": local_endpoint_entries(desired.local_endpoints),
         "self_backends": {
             SELF_KEY.pack(frontend_key(fe), eid): SELF_VAL.pack(target.to_bytes(2, "big"))
             for (fe, eid), target in desired.self_backends.items()
@@ -61,18 +67,41 @@ def sync(
 
     `written` caches what the maps hold (filled from the maps on first use, then kept up to
     date here), so a sync after a pod event costs a comparison, not a read of every entry."""
-    ops = 0
     cache = written if written is not None else {}
-    for name, want in encode(desired).items():
-        m = maps[name]
-        if name not in cache:
-            cache[name] = dict(m.items())
-        have = cache[name]
-        for key, value in want.items():
-            if have.get(key) != value:
-                m.update(key, value)
-                have[key] = value
-                ops += 1
+    return sum(
+        _write(maps[name], _cached(maps[name], name, cache), want, delete=True)
+        for name, want in encode(desired).items()
+    )
+
+
+def add_local_endpoints(
+    maps: Mapping[str, bpfsys.Map],
+    local_endpoints: Mapping[IPAddress, tuple[int, int]],
+    written: dict[str, dict[bytes, bytes]],
+) -> int:
+    """Write these addresses' owners, leaving every other entry alone: a pod's addresses must
+    be in place before its first policy is, or its first packets would not be its own
+    (bpf/lib/source.h). The next sync deletes what the cluster no longer has."""
+    m = maps["local_eps"]
+    return _write(m, _cached(m, "local_eps", written),
+                  local_endpoint_entries(local_endpoints), delete=False)
+
+
+def _cached(m: bpfsys.Map, name: str, cache: dict[str, dict[bytes, bytes]]) -> dict[bytes, bytes]:
+    if name not in cache:
+        cache[name] = dict(m.items())
+    return cache[name]
+
+
+def _write(m: bpfsys.Map, have: dict[bytes, bytes], want: Mapping[bytes, bytes],
+           delete: bool) -> int:
+    ops = 0
+    for key, value in want.items():
+        if have.get(key) != value:
+            m.update(key, value)
+            have[key] = value
+            ops += 1
+    if delete:
         for key in have.keys() - want.keys():
             m.delete(key)
             del have[key]

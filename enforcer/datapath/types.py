@@ -69,6 +69,7 @@ class EndpointPolicy:
 class DropReason(IntEnum):
     """Why a packet was dropped (codes are stable: metrics and events carry them)."""
 
+    SPOOFED_SOURCE = 132  # from a pod, not from its own address (Cilium's DROP_INVALID_SIP)
     POLICY_DENIED = 133  # Cilium's code for the same thing
     UNKNOWN_ENDPOINT = 140  # interface attached before its pod is known
     TRUNCATED = 141  # header shorter than its protocol needs, bogus lengths, IHL < 5

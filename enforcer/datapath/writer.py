@@ -177,9 +177,21 @@ class Datapath:
 
     def set_services(self, desired: services.ServiceMaps) -> int:
         """Service frontends, local endpoint addresses and hairpin backends, as a whole."""
+        return self._write_services(
+            lambda: services.sync(self._maps, desired, self._services_written))
+
+    def add_local_endpoints(self, addresses: Mapping[IPAddress, tuple[int, int]]) -> int:
+        """Address -> (endpoint id, host veth ifindex) for these addresses, before their
+        endpoint's first policy: a pod's packets pass only from its own addresses, and are
+        tracked only to them (bpf/lib/source.h). Leaves every other address alone; the next
+        set_services replaces the whole."""
+        return self._write_services(
+            lambda: services.add_local_endpoints(self._maps, addresses, self._services_written))
+
+    def _write_services(self, write: Callable[[], int]) -> int:
         with self._lock:
             try:
-                ops = services.sync(self._maps, desired, self._services_written)
+                ops = write()
                 if ops:
                     self._bump_epoch()
                 return ops

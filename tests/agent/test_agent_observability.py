@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from scapy.all import IP, UDP, raw
 
 from enforcer.agentclient import get_json
 from enforcer.netnsutil import run_in_netns
@@ -184,3 +186,33 @@ def test_monitor_streams_drops_with_pods_resolved(node: NodeHarness) -> None:
         assert ev["pod"] == "x/a"
     # Readiness endpoint, as the DaemonSet probes it.
     assert get_json(AGENT_ADDR, "/status", netns=node.node.netns)["ready"]
+
+
+def _counted(node: NodeHarness, **labels: str) -> float:
+    """The agent's own /metrics: enforcer_drop_count_total with these labels."""
+    total = 0.0
+    for family in text_string_to_metric_families(node.metrics()):
+        for s in family.samples:
+            if s.name == "enforcer_drop_count_total" and labels.items() <= s.labels.items():
+                total += s.value
+    return total
+
+
+def test_a_pod_wearing_another_pods_address_is_dropped_and_counted(node: NodeHarness) -> None:
+    """c sends as b, whom a admits: the agent wrote every pod's own addresses, so c's hook
+    drops them (bpf/lib/source.h) and the drops are exported against c."""
+    datagram = raw(IP(src=node.ip("x/b"), dst=node.ip("x/a")) / UDP(sport=5000, dport=81)
+                   / b"spoofed")
+
+    def send() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as s:
+            for _ in range(10):
+                s.sendto(datagram, (node.ip("x/a"), 0))
+
+    spoofed = {"namespace": "y", "pod": "c", "direction": "egress", "reason": "spoofed_source"}
+    before = _counted(node, **spoofed)
+    run_in_netns(node.pods["y/c"].netns, send)
+    eventually(lambda: _counted(node, **spoofed) - before >= 10, 5, "10 spoofed drops")
+    assert _counted(node, **spoofed) - before == 10
+    # The real pods' own traffic is unaffected.
+    assert node.reach("x/b", "x/a", 81, "UDP")

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from ipaddress import ip_network
+from ipaddress import ip_address, ip_network
 
 import pytest
 
 from enforcer.datapath import Datapath
+from enforcer.datapath.services import ServiceMaps
 from enforcer.datapath.types import CounterRow, Direction, DropReason, EndpointPolicy
 from enforcer.topology import Mode, Pod, Topology
 
@@ -33,6 +34,12 @@ class Env:
         if attach:
             self.dp.attach(pod.host_ifindex, pod.node.netns)
             self._attached.append(pod)
+            # As the agent does before a pod's first policy: its own addresses (a pod's
+            # packets pass only from them, bpf/lib/source.h).
+            self.dp.add_local_endpoints({
+                ip_address(ip): (self.endpoint_id(pod), pod.host_ifindex)
+                for ip in (pod.ipv4, pod.ipv6)
+            })
         return pod
 
     def ident(self, pod: Pod) -> int:
@@ -48,6 +55,7 @@ class Env:
         return sum(r.packets for r in self.dp.counters() if _match(r, pod, direction, reason))
 
     def cleanup(self) -> None:
+        self.dp.set_services(ServiceMaps())
         for pod in self._attached:
             self.dp.remove_endpoint(pod.host_ifindex)
             self.dp.flush_conntrack(pod.ipv4)

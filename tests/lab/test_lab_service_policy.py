@@ -315,15 +315,17 @@ def test_a_spoofed_source_address_does_not_borrow_another_pods_egress(
     ]
     state = lab_factory([write_manifests(objects)], nodes=2)
     vip = cluster_ip(state, "x/one")
-    # Control: without policy the forged packet gets through (the capture can see it).
-    assert _spoofed_udp_arrives(state, "x/client", "x/b", vip)
+    # Control: from its own address a pod's packet gets through (the capture can see it).
+    assert _spoofed_udp_arrives(state, "x/client", "x/client", vip)
+    # Wearing another pod's address it does not, policy or not: a pod speaks only from its
+    # own addresses (bpf/lib/source.h).
+    assert not _spoofed_udp_arrives(state, "x/client", "x/b", vip)
     deny = upstream.policy(
         "deny", "x", {"podSelector": upstream.sel(app="client"), "policyTypes": ["Egress"]}
     )
     lab.apply(state, [write_manifests([deny])])
     # x/client may send nothing; x/b (unrestricted) may. Wearing x/b's address, x/client's
-    # packet is still judged by x/client's egress: a flow is only deferred to the post-DNAT
-    # hooks for the pod whose address it carries.
+    # packet still does not get to be judged by x/b's egress after the DNAT.
     assert not _spoofed_udp_arrives(state, "x/client", "x/b", vip)
     assert _spoofed_udp_arrives(state, "x/b", "x/b", vip)
 
