@@ -65,6 +65,13 @@ static __always_inline int ct_key_init(struct ct_key *k, const struct flow *f, _
     return swapped;
 }
 
+/* A TCP SYN without ACK opens a connection: it is never a reply, not even on a closed flow's
+ * tuple the other way round (the entry stays until evicted: bpf/README.md, "Per packet"). */
+static __always_inline int tcp_opens(const struct pkt *p)
+{
+    return p->flow.proto == IPPROTO_TCP && (p->tcp_flags & 0x12) == 0x02;
+}
+
 /* The entry of the flow `f` belongs to (travelling in `dir`), and whether f is its reply. */
 static __always_inline struct ct_val *ct_find(const struct flow *f, __u32 ifindex, __u8 dir,
                                               int *reply)
@@ -91,6 +98,10 @@ static __always_inline int ct_lookup(const struct pkt *p, __u32 ifindex, __u8 di
     *out = ct_find(&p->flow, ifindex, dir, &reply);
     if (!*out)
         return CT_MISS;
+    if (reply && tcp_opens(p)) {
+        *out = 0; /* a new connection the other way round: judged, and its entry replaces */
+        return CT_MISS;
+    }
     return reply ? CT_REPLY : CT_ESTABLISHED;
 }
 

@@ -201,8 +201,11 @@ static __always_inline int postnat_egress(const struct pkt *p, const struct lep_
         return POSTNAT_PASS; /* its egress allows everything: nothing to judge or track */
     int reply = 0;
     struct ct_val *v = ct_find(&p->flow, src_ifindex, DIR_EGRESS, &reply);
-    if (v && reply)
-        return POSTNAT_PASS; /* a reply of a flow into the source */
+    if (v && reply) {
+        if (!tcp_opens(p))
+            return POSTNAT_PASS; /* a reply of a flow into the source */
+        v = 0; /* a new connection the other way round (lib/conntrack.h): judged */
+    }
     if (v && !(v->flags & CT_F_DEFERRED) && v->generation == generation && v->epoch == epoch)
         return POSTNAT_PASS; /* judged with this very tuple: at the source hook, or before */
     *identity = peer_identity(&p->flow, DIR_EGRESS);
@@ -222,7 +225,7 @@ static __always_inline int postnat_egress(const struct pkt *p, const struct lep_
 static __always_inline int masqueraded_source(struct __sk_buff *skb, const struct pkt *p,
                                               struct lep_val *src)
 {
-    if (p->flow.proto == IPPROTO_TCP && (p->tcp_flags & 0x12) != 0x02)
+    if (p->flow.proto == IPPROTO_TCP && !tcp_opens(p))
         return 0; /* only a SYN starts a TCP flow */
     if (!has_ports(p->flow.proto))
         return 0;

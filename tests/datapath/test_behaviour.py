@@ -143,6 +143,40 @@ def test_reused_ip_loses_its_flows_when_conntrack_is_flushed(env: Env, family: i
         server.close()
 
 
+def test_a_syn_reusing_a_closed_flows_tuple_the_other_way_round_is_judged(env: Env,
+                                                                         family: int) -> None:
+    """A closed flow's entry stays until evicted, and the other orientation of its tuple is
+    its reply. A SYN is never a reply: b, whose egress is open, cannot open a connection to
+    a (whose ingress admits no one) on the tuple of a's finished connection to b."""
+    a, b = env.pod("a"), env.pod("b")
+    env.policy(a, EndpointPolicy(True, True, frozenset({allow(OUT, env.ident(b), PROTO_TCP,
+                                                              80, 80)})))
+    env.policy(b, EndpointPolicy.allow_all())
+    server = TcpServer(b, family, 80)
+    try:
+        client = a.run(lambda: socket.socket(family_af(family), socket.SOCK_STREAM))
+        client.connect((addr(b, family), 80))
+        sport = client.getsockname()[1]
+        client.close()
+    finally:
+        server.close()
+
+    def from_b(flags: str) -> bool:
+        m = marker()
+        return inject(env, b, a, ip_layer(b, a, family) / TCP(sport=80, dport=sport,
+                                                               flags=flags) / m, m,
+                      family=family)
+
+    assert from_b("A")  # still the finished flow's reply: its entry is there
+    env.dp.poll_events(0, lambda _e: None)
+    assert not from_b("S")
+    events: list[DropEvent] = []
+    env.dp.poll_events(100, events.append)
+    assert [(e.direction, e.reason) for e in events
+            if e.ifindex == a.host_ifindex and (e.sport, e.dport) == (80, sport)] == [
+        (IN, DropReason.POLICY_DENIED)]  # judged by a's ingress, as a new connection
+
+
 def test_host_originated_traffic_passes_spoofed_node_ip_does_not(env: Env, family: int) -> None:
     b, c = env.pod("b"), env.pod("c")
     env.policy(b, DENY_ALL)
