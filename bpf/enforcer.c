@@ -53,8 +53,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     if (reason == 0 && p.l3 == L3_ARP) {
         /* A known pod announces only its own address (lib/source.h); 0.0.0.0 probes. */
         struct ep_config *arp_ep = 0;
-        if (dir == DIR_EGRESS && p.flow.family == 4 && !anonymous_source(&p.flow) &&
-            !owned_by(p.flow.saddr, 4, ifindex) && (arp_ep = ep_config.lookup(&ifindex)))
+        if (dir == DIR_EGRESS && wears_another_address(&p.flow, ifindex) &&
+            (arp_ep = ep_config.lookup(&ifindex)))
             return drop(skb, &p, dir, DROP_SPOOFED_SOURCE, arp_ep->endpoint_id, 0);
         return forward(skb, dir, 0);
     }
@@ -85,6 +85,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     int open = (ep->flags & EP_F_OPEN(dir)) != 0;
 
     if (reason != 0 || p.l3 != L3_IP) {
+        /* Not even there from an address not the pod's (an IP header read, the rest not). */
+        if (dir == DIR_EGRESS && p.l3 == L3_IP && wears_another_address(&p.flow, ifindex))
+            return drop(skb, &p, dir, DROP_SPOOFED_SOURCE, endpoint_id, 0);
         /* What we cannot see passes only where the direction allows everything anyway. */
         if (open || policy_allows_everything(endpoint_id, dir))
             return forward(skb, dir, slot);

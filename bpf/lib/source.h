@@ -73,6 +73,12 @@ static __always_inline int anonymous_source(const struct flow *f)
     return anonymous_address(f->saddr, f->family);
 }
 
+/* A source address read (family set) that is neither this pod's nor anonymous. */
+static __always_inline int wears_another_address(const struct flow *f, __u32 ifindex)
+{
+    return f->family && !anonymous_source(f) && !owned_by(f->saddr, f->family, ifindex);
+}
+
 #define ND_ROUTER_ADVERT 134
 #define ND_NEIGHBOUR_ADVERT 136
 #define ND_REDIRECT 137

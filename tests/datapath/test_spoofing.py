@@ -70,6 +70,28 @@ def test_a_pod_cannot_send_from_another_pods_address(env: Env, family: int) -> N
         env.dp.set_identities({ip_network(REMOTE[family]): None})
 
 
+def test_a_packet_the_parser_cannot_read_still_wears_no_other_address(env: Env,
+                                                                     family: int) -> None:
+    """Where everything is open, what the parser cannot read passes (nothing to judge it by);
+    its source address, read from the IP header, is still checked."""
+    a, b, c = env.pod("a"), env.pod("b"), env.pod("c")
+    for p in (a, b, c):
+        env.policy(p, OPEN)
+
+    def truncated_udp(src: str) -> bool:
+        m = marker()
+        proto = {"proto": 17} if family == 4 else {"nh": 17}
+        pkt = ip_layer(src, b, family)
+        for k, v in proto.items():
+            setattr(pkt, k, v)
+        return inject(env, c, b, pkt / Raw(m), m, family=family)  # a UDP length past the end
+
+    assert truncated_udp(addr(c, family))  # its own: unreadable, but passes where open
+    before = env.count(c, OUT, DropReason.SPOOFED_SOURCE)
+    assert not truncated_udp(addr(a, family))
+    assert env.count(c, OUT, DropReason.SPOOFED_SOURCE) == before + 1
+
+
 @pytest.mark.parametrize("env", ["bridged"], indirect=True)
 def test_a_pod_cannot_answer_for_a_flow_flooded_to_it(env: Env, family: int) -> None:
     """On a bridge, a frame to an unknown MAC reaches every port. c sees a's request to b
