@@ -2,6 +2,7 @@
 
     dp = Datapath.open(pin_root, DatapathConfig())   # compile once; adopt pins (layout checked)
     dp.attach(ifindex)                               # both hooks; idempotent, replaces in place
+    dp.add_local_endpoints({ip: (endpoint_id, ifindex)})  # its addresses, before its policy
     gen = dp.set_endpoint(ifindex, endpoint_id, policy)  # one atomic generation (MapFullError)
     dp.set_identities({prefix: identity_or_None})    # ipcache; re-checks established flows
     dp.flush_conntrack(ip)                           # an IP changed owner

@@ -1,5 +1,6 @@
-"""The Service maps of bpf/lib/services.h: frontends, local endpoints by address, and the
-frontends each local endpoint backs itself (hairpins). The agent hands over the complete
+"""The maps the agent writes from Services and local pods: frontends and hairpin backends
+(bpf/lib/services.h) and local endpoints by address (bpf/lib/source.h: who may speak from
+an address, and who sent a packet seen after DNAT). The agent hands over the complete
 desired content; only the difference is written, additions before deletions so a frontend
 never passes through a moment where its flows are judged at the ClusterIP."""
 
