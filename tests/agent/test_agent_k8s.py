@@ -3,14 +3,17 @@ the real datapath: every cluster change shows in what real connections can do.""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from enforcer.lab.probe import probe_pair
+from enforcer.netnsutil import run_in_netns
 from tests.agent.harness import NodeHarness, eventually, namespace, pod, policy
 
 pytestmark = pytest.mark.kernel
@@ -188,3 +191,48 @@ def test_kill_9_restart_under_probe_loop(clean: NodeHarness) -> None:
     assert len(results["allowed"]) > 50 and len(results["denied"]) > 20
     assert all(results["allowed"]), f"{results['allowed'].count(False)} allowed probes failed"
     assert not any(results["denied"]), f"{results['denied'].count(True)} denied probes passed"
+
+
+def _dropped(node: NodeHarness, reason: str) -> float:
+    """All drops the agent exports with this reason, whichever pod they are counted against."""
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(node.metrics())
+        for s in family.samples
+        if s.name == "enforcer_drop_count_total" and s.labels.get("reason") == reason
+    )
+
+
+def test_a_pod_added_is_never_taken_for_a_spoofer(clean: NodeHarness) -> None:
+    """The agent writes a pod's addresses before its table, so from the moment its table is
+    in, its packets are its own. x/b sends to x/a without pause while it is deleted (its
+    interface lingers: the unknown-endpoint verdict) and created again."""
+    sock = run_in_netns(clean.pods["x/b"].netns, lambda: socket.socket(socket.AF_INET,
+                                                                        socket.SOCK_DGRAM))
+    stop = threading.Event()
+
+    def stream() -> None:
+        while not stop.is_set():
+            sock.sendto(b"stream", (clean.ip("x/a"), 81))
+            time.sleep(0.0001)
+
+    def enforced(key: str) -> bool:
+        return any(ep["pod"] == key and ep["generation"] for ep in clean.status()["endpoints"])
+
+    spoofed, unknown = _dropped(clean, "spoofed_source"), _dropped(clean, "unknown_endpoint")
+    sender = threading.Thread(target=stream, daemon=True)
+    sender.start()
+    try:
+        for _ in range(6):  # the window it guards is milliseconds wide: look more than once
+            clean.api.delete("Pod", "b", "x")
+            eventually(lambda: not enforced("x/b"), 5, "x/b removed")
+            time.sleep(0.1)
+            clean.api.create(pod("x", "b", clean.ip("x/b"), {"app": "b"}))
+            eventually(lambda: enforced("x/b"), 5, "x/b enforced again")
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        sender.join(5)
+        sock.close()
+    assert _dropped(clean, "unknown_endpoint") > unknown  # the stream ran through the gaps
+    assert _dropped(clean, "spoofed_source") == spoofed
