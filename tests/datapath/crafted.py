@@ -1,6 +1,6 @@
 """A pod pair with isolating policies and helpers to inject crafted frames from one pod and
 see what reaches the other (by capture at its eth0) and which drop reason our program
-counted."""
+counted; policy entries and IP layers for tests that build their own."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from scapy.all import IP, Ether, IPv6, Packet, raw
 
 from enforcer.datapath.types import (
+    PROTO_ANY,
     PROTO_SCTP,
     PROTO_TCP,
     PROTO_UDP,
@@ -73,3 +74,27 @@ class Pair:
 
 def marker() -> bytes:
     return b"ENF" + secrets.token_hex(6).encode()
+
+
+def allow(direction: Direction, peer: int, proto: int = PROTO_ANY, lo: int = 0,
+          hi: int = 65535) -> PolicyEntry:
+    return PolicyEntry(direction, peer, proto, lo, hi)
+
+
+def inject(env: Env, src: Pod, dst: Pod, l3: object, mark: bytes, *, src_ip: str | None = None,
+           family: int = 4) -> bool:
+    """Send an IP packet (scapy) from src's eth0 towards dst; True if dst's eth0 got it."""
+    inj = Injector(src)
+    try:
+        frame = raw(Ether(src=inj.mac, dst=next_hop_mac(env.topo, src, dst),
+                          type=0x0800 if family == 4 else 0x86DD) / l3)
+        with capture(dst) as cap:
+            inj.send(frame)
+            return cap.saw(mark)
+    finally:
+        inj.close()
+
+
+def ip_layer(src: Pod | str, dst: Pod, family: int) -> object:
+    s = src if isinstance(src, str) else addr(src, family)
+    return (IP if family == 4 else IPv6)(src=s, dst=addr(dst, family))

@@ -10,34 +10,29 @@ import time
 from ipaddress import ip_network
 
 import pytest
-from scapy.all import ICMP, IP, TCP, Ether, ICMPv6EchoReply, ICMPv6EchoRequest, IPv6, raw
+from scapy.all import ICMP, TCP, ICMPv6EchoReply, ICMPv6EchoRequest
 
 from enforcer.datapath import MapFullError, tc
 from enforcer.datapath.types import (
     IDENTITY_ANY,
-    PROTO_ANY,
     PROTO_TCP,
     PROTO_UDP,
     Direction,
     DropEvent,
     DropReason,
     EndpointPolicy,
-    PolicyEntry,
 )
 from enforcer.netnsutil import run_in_netns
 from enforcer.topology import Pod
 from tests.datapath.conftest import IN, OUT, Env
-from tests.datapath.crafted import marker
+from tests.datapath.crafted import allow, inject, ip_layer, marker
 from tests.datapath.net import (
-    Injector,
     TcpServer,
     UdpServer,
     addr,
-    capture,
     established_tcp,
     family_af,
     is_cut,
-    next_hop_mac,
     tcp_connect,
     tcp_echo,
     udp_roundtrip,
@@ -46,30 +41,6 @@ from tests.datapath.net import (
 pytestmark = pytest.mark.kernel
 
 DENY_ALL = EndpointPolicy(True, True)
-
-
-def allow(direction: Direction, peer: int, proto: int = PROTO_ANY, lo: int = 0,
-          hi: int = 65535) -> PolicyEntry:
-    return PolicyEntry(direction, peer, proto, lo, hi)
-
-
-def inject(env: Env, src: Pod, dst: Pod, l3: object, mark: bytes, *, src_ip: str | None = None,
-           family: int = 4) -> bool:
-    """Send an IP packet (scapy) from src's eth0 towards dst; True if dst's eth0 got it."""
-    inj = Injector(src)
-    try:
-        frame = raw(Ether(src=inj.mac, dst=next_hop_mac(env.topo, src, dst),
-                          type=0x0800 if family == 4 else 0x86DD) / l3)
-        with capture(dst) as cap:
-            inj.send(frame)
-            return cap.saw(mark)
-    finally:
-        inj.close()
-
-
-def ip_layer(src: Pod | str, dst: Pod, family: int) -> object:
-    s = src if isinstance(src, str) else addr(src, family)
-    return (IP if family == 4 else IPv6)(src=s, dst=addr(dst, family))
 
 
 def ping(src_netns: str, dst: str) -> bool:

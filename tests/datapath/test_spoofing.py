@@ -25,9 +25,8 @@ from scapy.all import (
 from enforcer.datapath.types import PROTO_UDP, DropEvent, DropReason, EndpointPolicy
 from enforcer.topology import Pod
 from tests.datapath.conftest import IN, OUT, Env
-from tests.datapath.crafted import marker
+from tests.datapath.crafted import allow, inject, ip_layer, marker
 from tests.datapath.net import Injector, addr, capture, mac_of
-from tests.datapath.test_behaviour import allow, inject, ip_layer
 
 pytestmark = pytest.mark.kernel
 
