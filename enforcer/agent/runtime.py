@@ -556,10 +556,12 @@ class Agent:
                 found = self._locate(pod_key)
                 if found is not None:
                     self._bind(pod_key, found, write=False)
-        # What is in force for the endpoints the delta changes (all plan_writes reads).
+        # What is in force for the endpoints the delta changes or whose addresses it moves
+        # (all plan_writes reads).
         previous: dict[str, EndpointPolicy] = {}
         adopted = self.datapath.endpoints() if adopt else {}
-        for key in delta.endpoints:
+        moved = {m.pod_key for m in delta.address_moves.values()} & self.endpoints.keys()
+        for key in delta.endpoints.keys() | moved:
             record = self.endpoints[key]
             if record.policy is not None and record.generation:
                 previous[key] = record.policy

@@ -1,7 +1,7 @@
 """The pure, incremental compiler: cluster state -> identity map + per-endpoint allow tables."""
 
 from enforcer.compiler.compiler import Compiler
-from enforcer.compiler.delta import CompileDelta
+from enforcer.compiler.delta import AddressMove, CompileDelta
 from enforcer.compiler.write_plan import (
     FlushConntrack,
     RemoveEndpoint,
@@ -13,6 +13,7 @@ from enforcer.compiler.write_plan import (
 )
 
 __all__ = [
+    "AddressMove",
     "CompileDelta",
     "Compiler",
     "FlushConntrack",

@@ -29,7 +29,7 @@ from ipaddress import IPv4Network, IPv6Network
 from types import MappingProxyType
 
 from enforcer.compiler.classes import AddressClass, ClassRegistry, address_class, pod_class
-from enforcer.compiler.delta import CompileDelta
+from enforcer.compiler.delta import AddressMove, CompileDelta
 from enforcer.compiler.entries import endpoint_policy
 from enforcer.compiler.ipblocks import BlockIndex
 from enforcer.compiler.peers import PeerCache
@@ -69,6 +69,7 @@ class _Txn:
     removed: set[str] = field(default_factory=set)
     born: set[int] = field(default_factory=set)
     dead: set[int] = field(default_factory=set)
+    moves: dict[IPAddress, AddressMove] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,14 @@ class Compiler:
             ip_owner_changes=owner_changes,
             born_identities=frozenset(after_ids - before_ids),
             dead_identities=frozenset(before_ids - after_ids),
+            address_moves=self._local_moves(
+                {
+                    ip: AddressMove(was.pod_key, was.identity, now.identity)
+                    for ip, was in before_owners.items()
+                    if (now := self._owners.get(ip)) is not None
+                    and _owner_id(was) == _owner_id(now)
+                }
+            ),
         )
 
     def on_upsert(self, obj: ModelObject) -> CompileDelta:
@@ -263,6 +272,10 @@ class Compiler:
                 return
             ident = self._acquire(cls)
             self._owners[ip] = _Owner(pod.key, pod.uid, ident)
+            if old is not None and _owner_id(old) == (pod.key, pod.uid):
+                first = self._txn.moves.get(ip)
+                before = old.identity if first is None else first.before
+                self._txn.moves[ip] = AddressMove(pod.key, before, ident)
             if old is not None:
                 self._release(old.identity)
             # From nobody needs no flush: the address's flows were flushed when its last owner
@@ -357,6 +370,7 @@ class Compiler:
             ip_owner_changes=set(txn.owner_changes),
             born_identities=frozenset(txn.born),
             dead_identities=frozenset(txn.dead),
+            address_moves=self._local_moves(txn.moves),
         )
         for net, before in txn.prefixes_before.items():
             now = self._map.get(net)
@@ -372,6 +386,16 @@ class Compiler:
         delta.removed_endpoints -= self._out.keys()
         self._txn = _Txn()
         return delta
+
+    def _local_moves(
+        self, moves: Mapping[IPAddress, AddressMove]
+    ) -> dict[IPNetwork, AddressMove]:
+        """The moves of local endpoints' addresses that end in another identity."""
+        return {
+            host_prefix(ip): move
+            for ip, move in moves.items()
+            if move.before != move.after and move.pod_key in self._local
+        }
 
 
 def _owner_id(owner: _Owner | None) -> tuple[str, str] | None:

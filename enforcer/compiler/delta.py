@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from enforcer.datapath.types import EndpointPolicy, IPNetwork
 from enforcer.model.objects import IPAddress
+
+
+class AddressMove(NamedTuple):
+    """A local endpoint's own address that keeps its owner and changes identity."""
+
+    pod_key: str
+    before: int
+    after: int
 
 
 @dataclass
@@ -22,6 +31,9 @@ class CompileDelta:
     # (plan_writes needs them to order writes; identity numbers are never reused)
     born_identities: frozenset[int] = frozenset()
     dead_identities: frozenset[int] = frozenset()
+    # host prefix -> move, for the local endpoints' addresses (plan_writes: when two endpoints'
+    # addresses move in one step, a connection between them could mix old and new halves)
+    address_moves: dict[IPNetwork, AddressMove] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
         return not (

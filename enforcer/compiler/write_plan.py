@@ -29,19 +29,30 @@ its peer's ingress still keyed to its old identity). The plan has three phases:
 New endpoints get their table in phase 3 (until then the unknown-endpoint verdict applies).
 A packet allowed by both states is allowed throughout (T contains old ∩ new); one allowed by
 only one state may be denied during the window, which is indistinguishable from seeing the
-other state. Limits, both confined to deltas that add or remove an ipBlock (a rare
-event that reclassifies many addresses at once): an address that moves into an identity that
-persists (e.g. out of a removed block into the world) gets that identity's old ∩ new verdict
-until the final tables, which may briefly deny what both states allow; and a connection whose
-two ends both change identity in that delta may, between those two writes, be judged by the
-new side of one table and the old side of the other. The differential tests check every
-intermediate state of random deltas against both end states. Node to node, each agent
-converges on its own (as in every enforcer).
+other state.
+
+When the own addresses of two or more local endpoints move in one delta (a new or removed
+ipBlock reclassifies many addresses at once), a connection between two of them could be
+judged, between the two address writes, by the old half of one table and the new half of the
+other: the sender's egress still seeing the receiver's old identity (old: open) while the
+receiver's ingress already sees the sender's new one (new: admitted), though neither state
+allows it. So each such endpoint's T also narrows ingress from the other movers' old and new
+numbers to what the old table allowed the one and the new table allows the other (written
+even when its own table does not change): the ingress half is then within both states
+whatever has been written, the egress half within one of them, so the connection is within
+one state.
+
+Limit, confined to deltas that add or remove an ipBlock: an address that moves into an
+identity that persists (e.g. out of a removed block into the world), and the other members of
+a number narrowed as above, get a verdict within old ∩ new until the final tables, which may
+briefly deny what both states allow. The differential tests check every intermediate state of
+random deltas against both end states. Node to node, each agent converges on its own (as in
+every enforcer).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from enforcer.compiler.allowset import AllowSet, DirectionView
@@ -81,19 +92,34 @@ def transition_policy(
     new: EndpointPolicy,
     born: frozenset[int] = frozenset(),
     dead: frozenset[int] = frozenset(),
+    moving_peers: Iterable[tuple[int, int]] = (),
 ) -> EndpointPolicy:
-    """The table that allows, for every peer identity, old ∩ new (see the module doc)."""
+    """The table that allows, for every peer identity, old ∩ new (see the module doc).
+
+    moving_peers: (identity before, identity after) of other local endpoints' addresses that
+    move in this delta; ingress from either number is narrowed to what the old table allowed
+    the one and the new table allows the other.
+    """
+    narrowed: dict[int, list[tuple[int, int]]] = {}
+    for move in moving_peers:
+        for ident in move:
+            narrowed.setdefault(ident, []).append(move)
     entries = []
     for direction in (Direction.INGRESS, Direction.EGRESS):
         before, after = DirectionView(old, direction), DirectionView(new, direction)
+        moves = narrowed if direction is Direction.INGRESS else {}
         if not (before.isolated or after.isolated):
             continue
         # Born and dying identities need their own entries even without specific ones: the
         # any-peer entries of T are old ∩ new, narrower than what such a peer gets.
-        for peer in before.peers() | after.peers() | born | dead | {IDENTITY_ANY}:
+        for peer in before.peers() | after.peers() | born | dead | moves.keys() | {IDENTITY_ANY}:
             was = AllowSet.everything() if peer in born else before.allowed(peer)
             will = AllowSet.everything() if peer in dead else after.allowed(peer)
             allowed = was.intersect(will)
+            for was_id, will_id in moves.get(peer, ()):
+                allowed = allowed.intersect(before.allowed(was_id)).intersect(
+                    after.allowed(will_id)
+                )
             entries.extend(allowed.entries(direction, peer))
     return EndpointPolicy(
         ingress_isolated=old.ingress_isolated or new.ingress_isolated,
@@ -102,17 +128,39 @@ def transition_policy(
     )
 
 
+def _moving_peers(
+    delta: CompileDelta, previous_policies: Mapping[str, EndpointPolicy]
+) -> dict[str, list[tuple[int, int]]]:
+    """For each endpoint with a table, the moves of the other endpoints' addresses, when
+    addresses of two or more such endpoints move (see the module doc)."""
+    moves: dict[str, list[tuple[int, int]]] = {}
+    for move in delta.address_moves.values():
+        if move.pod_key in previous_policies:
+            moves.setdefault(move.pod_key, []).append((move.before, move.after))
+    if len(moves) < 2:
+        return {}
+    return {
+        key: [m for other, ms in moves.items() if other != key for m in ms] for key in moves
+    }
+
+
 def plan_writes(
     delta: CompileDelta, previous_policies: Mapping[str, EndpointPolicy]
 ) -> list[WriteStep]:
-    """The writes for `delta`, in order; `previous_policies` are the tables now in force."""
+    """The writes for `delta`, in order; `previous_policies` are the tables now in force (for
+    the endpoints the delta changes and those whose addresses it moves)."""
     steps: list[WriteStep] = []
     written: dict[str, EndpointPolicy] = {}
-    for key, new in sorted(delta.endpoints.items()):
+    moving = _moving_peers(delta, previous_policies)
+    keys = sorted(delta.endpoints.keys() | moving.keys())
+    for key in keys:
         old = previous_policies.get(key)
-        if old is None or old == new:
+        new = delta.endpoints.get(key, old)
+        if old is None or new is None or (old == new and key not in moving):
             continue
-        step = transition_policy(old, new, delta.born_identities, delta.dead_identities)
+        step = transition_policy(
+            old, new, delta.born_identities, delta.dead_identities, moving.get(key, ())
+        )
         if step != old:
             steps.append(WritePolicy(key, step, transitional=True))
             written[key] = step
@@ -124,8 +172,9 @@ def plan_writes(
     steps.extend(WriteIdentity(p, None) for p in deletes)
     if delta.ip_owner_changes:
         steps.append(FlushConntrack(frozenset(delta.ip_owner_changes)))
-    for key, new in sorted(delta.endpoints.items()):
-        if written.get(key, previous_policies.get(key)) != new:
+    for key in keys:
+        new = delta.endpoints.get(key, previous_policies.get(key))
+        if new is not None and written.get(key, previous_policies.get(key)) != new:
             steps.append(WritePolicy(key, new))
     steps.extend(RemoveEndpoint(k) for k in sorted(delta.removed_endpoints))
     return steps

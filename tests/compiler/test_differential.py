@@ -206,3 +206,11 @@ def test_incremental_matches_full(objects: list, data: st.DataObject) -> None:
 def test_incremental_relabel_churn(objects: list, data: st.DataObject) -> None:
     """Long runs of namespace and pod relabels, where selector caches must follow labels."""
     _run_events(objects, data, events=10, only=frozenset({"ns_upsert", "ns_remove", "pod_relabel"}))
+
+
+@SETTINGS
+@given(cluster_st(), st.data())
+def test_incremental_policy_churn(objects: list, data: st.DataObject) -> None:
+    """Long runs of policy changes, where ipBlocks come and go and move many pods' addresses
+    to other identities at once (the write plan's hardest case)."""
+    _run_events(objects, data, events=10, only=frozenset({"policy_upsert", "policy_delete"}))

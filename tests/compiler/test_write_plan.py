@@ -5,6 +5,7 @@ from __future__ import annotations
 from ipaddress import ip_address, ip_network
 
 from enforcer.compiler import (
+    AddressMove,
     CompileDelta,
     FlushConntrack,
     RemoveEndpoint,
@@ -165,6 +166,61 @@ def test_policy_swap_between_two_local_endpoints_never_widens() -> None:
         return h.compiler.on_upsert(swap)
 
     _check_every_step(h, change)
+
+
+def test_two_endpoints_moving_identity_at_once_never_widens() -> None:
+    # A new ipBlock moves both pods' addresses to a new class. Old: z admits nobody, e may
+    # send anywhere; new: z admits the block, e sends nowhere. Between the two address writes
+    # e's egress still sees z's old identity (old: open) and z's ingress already sees e's new
+    # one (new: admitted): neither state allows e -> z, the mix would.
+    h = Harness(
+        pod("a", "e", ["10.0.0.1"]),
+        pod("a", "z", ["10.0.0.2"]),
+        policy("a", "p", podSelector={}),
+    )
+    swap = policy(
+        "a",
+        "p",
+        podSelector={},
+        policyTypes=["Ingress", "Egress"],
+        ingress=[{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}],
+    )
+
+    def change() -> CompileDelta:
+        h.state.upsert(swap)
+        return h.compiler.on_upsert(swap)
+
+    steps = _check_every_step(h, change)
+    moves = [s for s in steps if isinstance(s, WriteIdentity) and s.prefix.prefixlen == 32]
+    assert len(moves) == 2  # the case this test is about: both ends move in one delta
+
+
+def test_endpoints_whose_tables_stay_still_get_a_transition_when_both_ends_move() -> None:
+    # Both addresses move from identity 20 to 21 (both persist: other members), tables
+    # unchanged: e1 may send to 20 only, e2 admits 21 only. Neither state allows e1 -> e2;
+    # writing e1's address first would let e2 admit it (21) while e1 still sees e2 as 20.
+    a1, a2 = ip_network("10.0.0.1/32"), ip_network("10.0.0.2/32")
+    e1 = EndpointPolicy(False, True, frozenset({PolicyEntry(OUT, 20, PROTO_ANY)}))
+    e2 = EndpointPolicy(True, False, frozenset({PolicyEntry(IN, 21, PROTO_ANY)}))
+    before = Datapath.of(
+        {a1: 20, a2: 20, ip_network("10.0.0.3/32"): 20, ip_network("10.0.0.4/32"): 21},
+        {"a/e1": e1, "a/e2": e2},
+    )
+    delta = CompileDelta(
+        identity_changes={a1: 21, a2: 21},
+        address_moves={a1: AddressMove("a/e1", 20, 21), a2: AddressMove("a/e2", 20, 21)},
+    )
+    after = before.copy()
+    after.apply(delta)
+    probe = ("a/e1", ip_address("10.0.0.1"), "a/e2", ip_address("10.0.0.2"), "TCP", 80)
+    assert not before.connection(*probe) and not after.connection(*probe)
+    mid = before.copy()
+    steps = plan_writes(delta, before.policies)
+    for step in steps:
+        mid.apply_step(step)
+        assert not mid.connection(*probe), step
+    assert mid == after
+    assert [s.pod_key for s in steps if isinstance(s, WritePolicy)] == ["a/e2", "a/e2"]
 
 
 def test_plan_for_an_unchanged_table_writes_nothing_for_it() -> None:
