@@ -96,7 +96,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     /* A pod speaks only from its own addresses, whatever its policy; to it, only what is
      * addressed to it is tracked (lib/source.h). Before replies: a packet wearing another
      * address is not anyone's reply either. */
-    if (dir == DIR_EGRESS && !owned_by(p.flow.saddr, p.flow.family, ifindex)) {
+    struct lep_val *me = dir == DIR_EGRESS ? local_source(&p.flow) : 0;
+    if (dir == DIR_EGRESS && !(me && me->ifindex == ifindex)) {
         if (!anonymous_source(&p.flow))
             return drop(skb, &p, dir, DROP_SPOOFED_SOURCE, endpoint_id, 0);
         p.no_ct = 1;
@@ -145,7 +146,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
      * has nothing to judge, but a pod that isolates its ingress still needs the hairpin
      * note svc_defer leaves (its own flow back to itself). */
     if (dir == DIR_EGRESS && !(open && (ep->flags & EP_F_OPEN(DIR_INGRESS))) &&
-        svc_defer(skb, &p, endpoint_id, ifindex, state == CT_MISS)) {
+        svc_defer(skb, &p, me, endpoint_id, ifindex, state == CT_MISS)) {
         flags = CT_F_DEFERRED;
         self = 1; /* nothing to judge here */
     }

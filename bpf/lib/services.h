@@ -116,9 +116,11 @@ static __always_inline void svc_key_of(struct svc_key *k, const struct flow *f)
     k->family = f->family;
 }
 
-/* Source hook: is this new flow's destination a Service frontend? Notes a hairpin. */
+/* Source hook: is this new flow's destination a Service frontend? Notes a hairpin. `me`:
+ * the local endpoint that owns the source address (the source check's lookup), or none. */
 static __always_inline int svc_defer(struct __sk_buff *skb, const struct pkt *p,
-                                     __u32 endpoint_id, __u32 ifindex, int new_flow)
+                                     const struct lep_val *me, __u32 endpoint_id,
+                                     __u32 ifindex, int new_flow)
 {
     if (!has_ports(p->flow.proto))
         return 0;
@@ -130,7 +132,6 @@ static __always_inline int svc_defer(struct __sk_buff *skb, const struct pkt *p,
     /* Only a flow the post-DNAT hooks will attribute to this very pod may wait for them: a
      * spoofed source address, or a pod whose address is not written yet, is judged here,
      * against the frontend (which no policy allows: fail closed). */
-    struct lep_val *me = local_source(&p->flow);
     if (!me || me->endpoint_id != endpoint_id)
         return 0;
     if (new_flow && (fe->flags & SVC_F_OUTSIDE)) {
