@@ -4,12 +4,14 @@ backend's veth judges the source's egress against the backend and target port.""
 
 from __future__ import annotations
 
+import secrets
 import socket
 import subprocess
 from collections.abc import Iterator
 from ipaddress import ip_address
 
 import pytest
+from scapy.all import IP, TCP, Ether, IPv6, raw
 
 from enforcer.datapath.services import ServiceMaps
 from enforcer.datapath.types import (
@@ -21,7 +23,8 @@ from enforcer.datapath.types import (
 )
 from enforcer.topology import Pod
 from tests.datapath.conftest import Env
-from tests.datapath.net import TcpServer, addr, family_af, tcp_echo
+from tests.datapath.crafted import allow, inject, ip_layer, marker
+from tests.datapath.net import Injector, TcpServer, addr, capture, family_af, mac_of, tcp_echo
 
 pytestmark = pytest.mark.kernel
 
@@ -109,3 +112,50 @@ def test_egress_through_dnat_is_judged_on_the_backend(
     finally:
         for s in servers:
             s.close()
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_a_syn_through_dnat_on_a_closed_flows_tuple_the_other_way_round_is_judged(
+    env: Env, services: ServiceMaps, family: int
+) -> None:
+    """b's connection from port 8080 to a's port Y leaves conntrack entries at both veths.
+    a's SYN from Y to a ClusterIP that DNATs to b:8080 has that flow's tuple the other way
+    round: after the DNAT it looks like the old flow's reply at the post-DNAT check. A SYN is
+    never a reply: it is judged on a's egress, which admits nothing."""
+    a, b = env.pod(), env.pod()
+    vip = VIPS[family][0]
+    _dnat(env, family, vip, b, 8080)
+    # The node's netfilter must not keep the old flow either: its entry would clash with the
+    # DNATed SYN's and netfilter, not our program, would drop it.
+    tool = "iptables" if family == 4 else "ip6tables"
+    subprocess.run(["ip", "netns", "exec", b.node.netns, tool, "-t", "raw", "-A", "PREROUTING",
+                    "-s", addr(b, family), "-p", "tcp", "--sport", "8080", "-j", "NOTRACK"],
+                   check=True)
+    env.policy(a, EndpointPolicy(True, True, frozenset({allow(Direction.INGRESS,
+                                                              env.ident(b))})))
+    env.policy(b, EndpointPolicy.allow_all())
+    services.frontends.add((ip_address(vip), 80, "TCP"))
+    for pod in (a, b):
+        services.local_endpoints[ip_address(addr(pod, family))] = (env.endpoint_id(pod),
+                                                                   pod.host_ifindex)
+    env.dp.set_services(services)
+    port = 40000 + secrets.randbelow(20000)
+
+    m = marker()  # the old flow, admitted by a's ingress
+    assert inject(env, b, a, ip_layer(b, a, family) / TCP(sport=8080, dport=port, flags="S")
+                  / m, m, family=family)
+    gateway = mac_of(a.node.netns, "enfbr0" if env.topo.mode == "bridged" else a.host_ifname)
+    syn = (IP if family == 4 else IPv6)(src=addr(a, family), dst=vip) / TCP(
+        sport=port, dport=80, flags="S")
+    before = env.count(b, Direction.EGRESS, DropReason.POLICY_DENIED)
+    m = marker()
+    injector = Injector(a)
+    try:
+        with capture(b) as cap:
+            injector.send(raw(Ether(src=injector.mac, dst=gateway,
+                                    type=0x0800 if family == 4 else 0x86DD) / syn / m))
+            assert not cap.saw(m)
+    finally:
+        injector.close()
+    # Judged at b's veth after the DNAT, as a's egress (what a's own hook deferred).
+    assert env.count(b, Direction.EGRESS, DropReason.POLICY_DENIED) == before + 1
