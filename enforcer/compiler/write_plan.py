@@ -52,6 +52,7 @@ every enforcer).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -133,15 +134,16 @@ def _moving_peers(
 ) -> dict[str, list[tuple[int, int]]]:
     """For each endpoint with a table, the moves of the other endpoints' addresses, when
     addresses of two or more such endpoints move (see the module doc)."""
-    moves: dict[str, list[tuple[int, int]]] = {}
+    moves: dict[str, Counter[tuple[int, int]]] = {}
     for move in delta.address_moves.values():
         if move.pod_key in previous_policies:
-            moves.setdefault(move.pod_key, []).append((move.before, move.after))
+            moves.setdefault(move.pod_key, Counter())[(move.before, move.after)] += 1
     if len(moves) < 2:
         return {}
-    return {
-        key: [m for other, ms in moves.items() if other != key for m in ms] for key in moves
-    }
+    # Distinct (before, after) pairs: a reclassification moves whole classes, so there are
+    # few, however many pods move.
+    everyone: Counter[tuple[int, int]] = sum(moves.values(), Counter())
+    return {key: sorted((everyone - own).keys()) for key, own in moves.items()}
 
 
 def plan_writes(
