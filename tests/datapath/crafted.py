@@ -82,11 +82,12 @@ def allow(direction: Direction, peer: int, proto: int = PROTO_ANY, lo: int = 0,
 
 
 def inject(env: Env, src: Pod, dst: Pod, l3: object, mark: bytes, *, src_ip: str | None = None,
-           family: int = 4) -> bool:
-    """Send an IP packet (scapy) from src's eth0 towards dst; True if dst's eth0 got it."""
+           family: int = 4, dst_mac: str | None = None) -> bool:
+    """Send an IP packet (scapy) from src's eth0 towards dst (by default to dst's next hop);
+    True if dst's eth0 got it."""
     inj = Injector(src)
     try:
-        frame = raw(Ether(src=inj.mac, dst=next_hop_mac(env.topo, src, dst),
+        frame = raw(Ether(src=inj.mac, dst=dst_mac or next_hop_mac(env.topo, src, dst),
                           type=0x0800 if family == 4 else 0x86DD) / l3)
         with capture(dst) as cap:
             inj.send(frame)

@@ -41,6 +41,11 @@ def next_hop_mac(topo: Topology, src: Pod, dst: Pod) -> str:
     """The MAC a frame from src towards dst's IP must carry on src's eth0."""
     if topo.mode == "bridged" and src.node is dst.node:
         return mac_of(dst.netns, dst.ifname)
+    return gateway_mac(topo, src)
+
+
+def gateway_mac(topo: Topology, src: Pod) -> str:
+    """The MAC of src's node as its gateway (to another node, or to a ClusterIP)."""
     if topo.mode == "bridged":
         return mac_of(src.node.netns, "enfbr0")
     return mac_of(src.node.netns, src.host_ifname)
