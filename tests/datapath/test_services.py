@@ -63,6 +63,17 @@ def _connect(src: Pod, family: int, vip: str) -> bool:
                     80, 0.5)
 
 
+def _publish(env: Env, services: ServiceMaps, family: int, vips: tuple[str, ...],
+             pods: tuple[Pod, ...]) -> None:
+    """Frontends `vips` (port 80, TCP) and `pods` as local endpoints, written to the maps."""
+    for vip in vips:
+        services.frontends.add((ip_address(vip), 80, "TCP"))
+    for pod in pods:
+        services.local_endpoints[ip_address(addr(pod, family))] = (env.endpoint_id(pod),
+                                                                   pod.host_ifindex)
+    env.dp.set_services(services)
+
+
 @pytest.fixture
 def services(env: Env) -> Iterator[ServiceMaps]:
     maps = ServiceMaps()
@@ -93,14 +104,7 @@ def test_egress_through_dnat_is_judged_on_the_backend(
         env.policy(c, EndpointPolicy.allow_all())
         # Without frontends the ClusterIP is just an address a's policy does not allow.
         assert not _connect(a, family, vip_b)
-        for vip in (vip_b, vip_c):
-            services.frontends.add((ip_address(vip), 80, "TCP"))
-        for pod in (a, b, c):
-            services.local_endpoints[ip_address(addr(pod, family))] = (
-                env.endpoint_id(pod),
-                pod.host_ifindex,
-            )
-        env.dp.set_services(services)
+        _publish(env, services, family, (vip_b, vip_c), (a, b, c))
         denied_before = env.count(c, Direction.EGRESS, DropReason.POLICY_DENIED)
         assert _connect(a, family, vip_b)  # b on 8080: what a's egress allows
         assert not _connect(a, family, vip_c)  # c: denied at c's veth, after the DNAT
@@ -134,11 +138,7 @@ def test_a_syn_through_dnat_on_a_closed_flows_tuple_the_other_way_round_is_judge
     env.policy(a, EndpointPolicy(True, True, frozenset({allow(Direction.INGRESS,
                                                               env.ident(b))})))
     env.policy(b, EndpointPolicy.allow_all())
-    services.frontends.add((ip_address(vip), 80, "TCP"))
-    for pod in (a, b):
-        services.local_endpoints[ip_address(addr(pod, family))] = (env.endpoint_id(pod),
-                                                                   pod.host_ifindex)
-    env.dp.set_services(services)
+    _publish(env, services, family, (vip,), (a, b))
     port = 40000 + secrets.randbelow(20000)
 
     m = marker()  # the old flow, admitted by a's ingress
