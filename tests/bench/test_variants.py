@@ -1,0 +1,74 @@
+"""`python -m bench.variants`: variant specs are checked, a variant's macros reach the compiler,
+and a short run measures no program and the variant in one topology and leaves nothing behind."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import report
+from bench.variants import parse_variant
+from enforcer.datapath.loader import CHECKOUT_BPF_DIR
+from enforcer.lab import topology as topo
+
+pytestmark = pytest.mark.kernel
+BPFFS = Path("/sys/fs/bpf")
+
+
+def _leftovers() -> set[str]:
+    pins = {str(p) for p in BPFFS.glob("enf-variant-*")}
+    return pins | {ns for ns in topo.existing_netns()
+                   if re.match(r"^enf-[0-9a-f]{6}-(client|server)$", ns)}
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bench.variants", *args],
+                          cwd=report.REPO_ROOT, capture_output=True, text=True, timeout=240)
+
+
+def test_a_variant_spec_names_its_sources_and_macros(tmp_path: Path) -> None:
+    v = parse_variant(f"exp={CHECKOUT_BPF_DIR}:EXP_A,EXP_B=2")
+    assert (v.name, v.source, v.macros) == ("exp", CHECKOUT_BPF_DIR, ("EXP_A", "EXP_B=2"))
+    with pytest.raises(argparse.ArgumentTypeError, match=r"no enforcer\.c"):
+        parse_variant(f"exp={tmp_path}")
+    with pytest.raises(argparse.ArgumentTypeError, match="baseline"):
+        parse_variant(f"none={CHECKOUT_BPF_DIR}")
+    with pytest.raises(argparse.ArgumentTypeError, match="NAME=DIR"):
+        parse_variant(str(CHECKOUT_BPF_DIR))
+
+
+def test_a_variants_macro_reaches_the_compiler(tmp_path: Path) -> None:
+    """A copy of the sources that cannot compile with EXP_BROKEN: the run fails naming the
+    variant, and leaves no namespace or pin behind."""
+    source = tmp_path / "bpf"
+    shutil.copytree(CHECKOUT_BPF_DIR, source)
+    main = source / "enforcer.c"
+    main.write_text("#ifdef EXP_BROKEN\n#error EXP_BROKEN was defined\n#endif\n"
+                    + main.read_text())
+    before = _leftovers()
+    proc = _run("--variant", f"broken={source}:EXP_BROKEN", "--rounds", "1")
+    assert proc.returncode != 0
+    assert "variant broken" in proc.stderr
+    assert _leftovers() <= before
+
+
+def test_a_short_run_measures_no_program_and_each_variant() -> None:
+    before = _leftovers()
+    proc = _run("--variant", "main=bpf", "--variant", f"same={CHECKOUT_BPF_DIR}",
+                "--metric", "conn", "--rounds", "2", "--seconds", "0.5", "--rules", "10")
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()[1:]}
+    assert set(rows) == {"none", "main", "same"}
+    assert float(rows["none"][1]) == 1.0  # the baseline over itself
+    for name in ("main", "same"):
+        rate, ratio = float(rows[name][0]), float(rows[name][1])
+        # Connections went through the program (its policy allows the client).
+        assert rate > 0 and 0.3 < ratio < 1.2
+    assert "round 2/2" in proc.stderr
+    assert _leftovers() <= before
