@@ -152,6 +152,42 @@ def iptables_rules(node: str, server: Pod, client: Pod, n: int, undo: bool = Fal
     ipt("-A", "FORWARD", "-o", dev, "-j", "DROP")
 
 
+CLIENT_IDENTITY, SERVER_IDENTITY = 16, 17
+
+
+def set_identities(dp: Datapath, client: Pod, server: Pod, n: int) -> None:
+    """The client's and server's identities, and n fake peers' (the rules' other peers)."""
+    dp.set_identities({ip_network(f"{client.ipv4}/32"): CLIENT_IDENTITY,
+                       ip_network(f"{server.ipv4}/32"): SERVER_IDENTITY})
+    dp.set_identities({ip_network(f"{ip}/32"): FIRST_IDENTITY + i
+                       for i, ip in enumerate(fake_peers(n))})
+
+
+def start_servers(server: Pod) -> list[subprocess.Popen[bytes]]:
+    """iperf3 and the connection server (pinned to CPU 1) in the server pod."""
+    procs = [
+        subprocess.Popen(in_ns(server.netns, "iperf3", "-s", "-p", str(IPERF_PORT)),
+                         stdout=subprocess.DEVNULL),
+        subprocess.Popen(in_ns(server.netns, *pinned(
+            1, sys.executable, "-c", CONN_SERVER.format(ip=server.ipv4, port=CONN_PORT)))),
+    ]
+    time.sleep(0.5)
+    return procs
+
+
+def stop_servers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.terminate()
+        proc.wait()
+
+
+def detach_programs(pods: tuple[Pod, ...]) -> None:
+    """Benchmark only (the agent never detaches): no TC program on these pods' veths."""
+    for pod in pods:
+        subprocess.run(["tc", "-n", pod.node.netns, "qdisc", "del", "dev", pod.host_ifname,
+                        "clsact"], capture_output=True, check=False)
+
+
 def sample(client: Pod, server: Pod, seconds: float,
            keys: tuple[str, ...] = tuple(METRICS)) -> dict[str, float]:
     return {key: METRICS[key][1](client, server, seconds) for key in keys}
@@ -270,28 +306,17 @@ def run(quick: bool = False) -> dict[str, Any]:
         with Topology("routed") as topo:
             client, server = topo.add_pod(name="client"), topo.add_pod(name="server")
             node = server.node.netns
-            procs.append(subprocess.Popen(in_ns(server.netns, "iperf3", "-s", "-p",
-                                                str(IPERF_PORT)), stdout=subprocess.DEVNULL))
-            procs.append(subprocess.Popen(in_ns(server.netns, *pinned(
-                1, sys.executable, "-c", CONN_SERVER.format(ip=server.ipv4, port=CONN_PORT)))))
-            time.sleep(0.5)
+            procs.extend(start_servers(server))
             rss_before = rss_mb()
             dp = Datapath.open(pin_root, DatapathConfig(max_identities=max(counts) + 16))
             results["compile_seconds"] = round(dp.program.compile_seconds, 3)
             results["rss_mb_before_load"] = round(rss_before, 1)
             results["rss_mb_after_load"] = round(rss_mb(), 1)
-            client_identity, server_identity = 16, 17
-            dp.set_identities({ip_network(f"{client.ipv4}/32"): client_identity,
-                               ip_network(f"{server.ipv4}/32"): server_identity})
-            dp.set_identities({ip_network(f"{ip}/32"): FIRST_IDENTITY + i
-                               for i, ip in enumerate(fake_peers(max(counts)))})
+            set_identities(dp, client, server, max(counts))
             dp.set_endpoint(client.host_ifindex, 1, EndpointPolicy.allow_all())
 
             def detach() -> None:
-                # Benchmark only: the agent never detaches.
-                for pod in (client, server):
-                    subprocess.run(["tc", "-n", node, "qdisc", "del", "dev", pod.host_ifname,
-                                    "clsact"], capture_output=True, check=False)
+                detach_programs((client, server))
 
             results["test_run"] = test_run_costs(dp, counts)
             results["swap"] = swap_costs(dp)
@@ -310,7 +335,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 def measure(keys: tuple[str, ...], secs: float) -> dict[str, float]:
                     for pod in (client, server):
                         dp.attach(pod.host_ifindex, pod.node.netns)  # in place if attached
-                    dp.set_endpoint(server.host_ifindex, 2, policy_with(n, client_identity))
+                    dp.set_endpoint(server.host_ifindex, 2, policy_with(n, CLIENT_IDENTITY))
                     return sample(client, server, secs, keys)
                 return measure
 
@@ -361,7 +386,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 stats_fd = bpfsys.enable_run_time_stats()  # released with the fd
                 try:
                     for n in counts:
-                        dp.set_endpoint(server.host_ifindex, 2, policy_with(n, client_identity))
+                        dp.set_endpoint(server.host_ifindex, 2, policy_with(n, CLIENT_IDENTITY))
                         before = prog_stats(dp)
                         sample(client, server, min(seconds, 1.0))
                         after = prog_stats(dp)
@@ -379,9 +404,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             results["ns_per_packet"] = {f"ours, {n} rules": round(ns, 1)
                                         for n, ns in ns_per_packet.items()}
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait()
+        stop_servers(procs)
         shutil.rmtree(pin_root, ignore_errors=True)
     # Ratios pair each round's run with that round's baseline (machine load drifts between
     # rounds; within one round the scenarios run back to back), then take the median.

@@ -29,26 +29,22 @@ import shutil
 import signal
 import statistics
 import struct
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, ip_network
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from bench.datapath import (
-    CONN_PORT,
-    CONN_SERVER,
-    FIRST_IDENTITY,
-    IPERF_PORT,
+    CLIENT_IDENTITY,
     conn_rate,
-    fake_peers,
-    in_ns,
-    pinned,
+    detach_programs,
     policy_with,
     prog_stats,
+    set_identities,
+    start_servers,
+    stop_servers,
     tcp_throughput,
     udp_rate,
 )
@@ -64,7 +60,6 @@ METRICS: dict[str, tuple[str, Callable[[Pod, Pod, float], float]]] = {
     "udp": ("UDP kpps (64 B)", udp_rate),
     "tcp": ("TCP Gbit/s", tcp_throughput),
 }
-CLIENT_IDENTITY, SERVER_IDENTITY = 16, 17
 
 
 @dataclass(frozen=True)
@@ -125,10 +120,7 @@ def load(variant: Variant, pin_root: Path, args: argparse.Namespace, client: Pod
             os.environ[BPF_DIR_ENV] = saved
     dp.add_local_endpoints({IPv4Address(client.ipv4): (1, client.host_ifindex),
                             IPv4Address(server.ipv4): (2, server.host_ifindex)})
-    dp.set_identities({ip_network(f"{client.ipv4}/32"): CLIENT_IDENTITY,
-                       ip_network(f"{server.ipv4}/32"): SERVER_IDENTITY})
-    dp.set_identities({ip_network(f"{ip}/32"): FIRST_IDENTITY + i
-                       for i, ip in enumerate(fake_peers(args.rules))})
+    set_identities(dp, client, server, args.rules)
     dp.set_endpoint(client.host_ifindex, 1, EndpointPolicy.allow_all())
     dp.set_endpoint(server.host_ifindex, 2, policy_with(args.rules, CLIENT_IDENTITY))
     if args.fill_conntrack:
@@ -138,19 +130,11 @@ def load(variant: Variant, pin_root: Path, args: argparse.Namespace, client: Pod
 
 @contextmanager
 def servers(server: Pod) -> Iterator[None]:
-    procs = [
-        subprocess.Popen(in_ns(server.netns, "iperf3", "-s", "-p", str(IPERF_PORT)),
-                         stdout=subprocess.DEVNULL),
-        subprocess.Popen(in_ns(server.netns, *pinned(
-            1, sys.executable, "-c", CONN_SERVER.format(ip=server.ipv4, port=CONN_PORT)))),
-    ]
-    time.sleep(0.5)
+    procs = start_servers(server)
     try:
         yield
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait()
+        stop_servers(procs)
 
 
 @dataclass
@@ -167,7 +151,6 @@ def measure(args: argparse.Namespace) -> dict[str, Result]:
     loaded: dict[str, Datapath] = {}
     with Topology("routed") as topo:
         client, server = topo.add_pod(name="client"), topo.add_pod(name="server")
-        node = server.node.netns
         try:
             for variant in variants:
                 pin_roots.append(Path("/sys/fs/bpf") / f"enf-variant-{secrets.token_hex(4)}")
@@ -183,19 +166,12 @@ def measure(args: argparse.Namespace) -> dict[str, Result]:
                 if stats_fd is not None:
                     os.close(stats_fd)  # the statistics stop with the last holder
         finally:
-            for pod in (client, server):
-                detach(node, pod)
+            detach_programs((client, server))
             for dp in loaded.values():
                 dp.close()
             for root in pin_roots:
                 shutil.rmtree(root, ignore_errors=True)
     return results
-
-
-def detach(node: str, pod: Pod) -> None:
-    # Benchmark only: the agent never detaches.
-    subprocess.run(["tc", "-n", node, "qdisc", "del", "dev", pod.host_ifname, "clsact"],
-                   capture_output=True, check=False)
 
 
 def rounds(args: argparse.Namespace, loaded: dict[str, Datapath],
@@ -206,8 +182,7 @@ def rounds(args: argparse.Namespace, loaded: dict[str, Datapath],
     names = list(results)
     for r in range(args.rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            for pod in (client, server):
-                detach(node, pod)
+            detach_programs((client, server))
             dp = loaded.get(name)
             before = (0, 0)
             if dp is not None:
