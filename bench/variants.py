@@ -38,16 +38,14 @@ from pathlib import Path
 
 from bench.datapath import (
     CLIENT_IDENTITY,
-    conn_rate,
     detach_programs,
     policy_with,
     prog_stats,
     set_identities,
     start_servers,
     stop_servers,
-    tcp_throughput,
-    udp_rate,
 )
+from bench.datapath import METRICS as DATAPATH_METRICS
 from enforcer.datapath import Datapath, DatapathConfig, bpfsys
 from enforcer.datapath.layout import CT_KEY, CT_VAL
 from enforcer.datapath.loader import BPF_DIR_ENV
@@ -55,10 +53,11 @@ from enforcer.datapath.types import EndpointPolicy
 from enforcer.topology import Pod, Topology
 
 NO_PROGRAM = "none"
+# --metric -> the datapath benchmark's test (its label and function).
 METRICS: dict[str, tuple[str, Callable[[Pod, Pod, float], float]]] = {
-    "conn": ("new conn k/s", conn_rate),
-    "udp": ("UDP kpps (64 B)", udp_rate),
-    "tcp": ("TCP Gbit/s", tcp_throughput),
+    "conn": DATAPATH_METRICS["conn_kps"],
+    "udp": DATAPATH_METRICS["udp_kpps"],
+    "tcp": DATAPATH_METRICS["tcp_gbps"],
 }
 
 
