@@ -14,6 +14,10 @@ is not there.
         [--metric conn|udp|tcp] [--rounds 12] [--seconds 2] [--rules 10000] \\
         [--conntrack N] [--fill-conntrack] [--stats]
 
+A variant spec ending in @tcx attaches that variant with TCX (BPF_PROG_ATTACH, kernel 6.6+)
+instead of the agent's clsact filters, to measure what the hooks themselves cost: e.g.
+`--variant tc=bpf --variant tcx=bpf@tcx`. The agent itself attaches with clsact only.
+
 --fill-conntrack fills each variant's conntrack table to capacity first (a busy node's table
 is full: every new flow evicts one). --stats turns on the kernel's bpf run-time statistics
 and prints ns per program run; they cost each run two clock reads, so ratios measured with
@@ -50,6 +54,7 @@ from enforcer.datapath import Datapath, DatapathConfig, bpfsys
 from enforcer.datapath.layout import CT_KEY, CT_VAL
 from enforcer.datapath.loader import BPF_DIR_ENV
 from enforcer.datapath.types import EndpointPolicy
+from enforcer.netnsutil import run_in_netns
 from enforcer.topology import Pod, Topology
 
 NO_PROGRAM = "none"
@@ -71,25 +76,34 @@ class VariantConfig(DatapathConfig):
         return [*super().cflags(pin_dir), *(f"-D{m}" for m in self.macros)]
 
 
+ATTACH_MODES = ("tc", "tcx")
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str
     source: Path
     macros: tuple[str, ...] = field(default=())
+    attach: str = "tc"  # "tc": the agent's clsact filters; "tcx": BPF_PROG_ATTACH
 
 
 def parse_variant(spec: str) -> Variant:
-    """NAME=DIR[:MACRO[,MACRO...]] (a MACRO may be NAME=VALUE)."""
+    """NAME=DIR[:MACRO[,MACRO...]][@tc|@tcx] (a MACRO may be NAME=VALUE)."""
     name, sep, rest = spec.partition("=")
+    rest, _, attach = rest.rpartition("@") if "@" in rest else (rest, "", "tc")
     if not sep or not name or not rest:
-        raise argparse.ArgumentTypeError(f"--variant {spec!r}: expected NAME=DIR[:MACRO,...]")
+        raise argparse.ArgumentTypeError(
+            f"--variant {spec!r}: expected NAME=DIR[:MACRO,...][@tc|@tcx]")
+    if attach not in ATTACH_MODES:
+        raise argparse.ArgumentTypeError(
+            f"--variant {spec!r}: attach mode {attach!r} is not one of {', '.join(ATTACH_MODES)}")
     if name == NO_PROGRAM:
         raise argparse.ArgumentTypeError(f"--variant {spec!r}: {NO_PROGRAM!r} is the baseline")
     directory, _, macros = rest.partition(":")
     source = Path(directory)
     if not (source / "enforcer.c").is_file():
         raise argparse.ArgumentTypeError(f"--variant {name}: no enforcer.c in {source}")
-    return Variant(name, source.resolve(), tuple(m for m in macros.split(",") if m))
+    return Variant(name, source.resolve(), tuple(m for m in macros.split(",") if m), attach)
 
 
 def fill_conntrack(dp: Datapath, capacity: int) -> None:
@@ -127,6 +141,31 @@ def load(variant: Variant, pin_root: Path, args: argparse.Namespace, client: Pod
     return dp
 
 
+def _tcx_hooks(dp: Datapath) -> tuple[tuple[int, int], ...]:
+    """(program fd, attach type) of both hooks, to-pod first as the agent attaches."""
+    return ((dp.program.to_pod_fd, bpfsys.ATTACH_TCX_EGRESS),
+            (dp.program.from_pod_fd, bpfsys.ATTACH_TCX_INGRESS))
+
+
+def attach_tcx(dp: Datapath, pods: tuple[Pod, ...]) -> None:
+    for pod in pods:
+        def attach(ifindex: int = pod.host_ifindex) -> None:
+            for fd, hook in _tcx_hooks(dp):
+                bpfsys.prog_attach(ifindex, fd, hook)
+        run_in_netns(pod.node.netns, attach)
+
+
+def detach_all(loaded: dict[str, Datapath], pods: tuple[Pod, ...]) -> None:
+    """No program on these veths: neither the clsact filters nor any variant's TCX hooks."""
+    detach_programs(pods)
+    for pod in pods:
+        def detach(ifindex: int = pod.host_ifindex) -> None:
+            for dp in loaded.values():
+                for fd, hook in _tcx_hooks(dp):
+                    bpfsys.prog_detach(ifindex, fd, hook)
+        run_in_netns(pod.node.netns, detach)
+
+
 @contextmanager
 def servers(server: Pod) -> Iterator[None]:
     procs = start_servers(server)
@@ -154,18 +193,20 @@ def measure(args: argparse.Namespace) -> dict[str, Result]:
             for variant in variants:
                 pin_roots.append(Path("/sys/fs/bpf") / f"enf-variant-{secrets.token_hex(4)}")
                 print(f"compiling {variant.name} from {variant.source}"
-                      + (f" with {', '.join(variant.macros)}" if variant.macros else ""),
+                      + (f" with {', '.join(variant.macros)}" if variant.macros else "")
+                      + (", attached with TCX" if variant.attach == "tcx" else ""),
                       file=sys.stderr, flush=True)
                 loaded[variant.name] = load(variant, pin_roots[-1], args, client, server)
             stats_fd = bpfsys.enable_run_time_stats() if args.stats else None
             try:
                 with servers(server):
-                    rounds(args, loaded, results, client, server, stats_fd)
+                    rounds(args, loaded, {v.name: v.attach for v in variants}, results,
+                           client, server, stats_fd)
             finally:
                 if stats_fd is not None:
                     os.close(stats_fd)  # the statistics stop with the last holder
         finally:
-            detach_programs((client, server))
+            detach_all(loaded, (client, server))
             for dp in loaded.values():
                 dp.close()
             for root in pin_roots:
@@ -173,7 +214,7 @@ def measure(args: argparse.Namespace) -> dict[str, Result]:
     return results
 
 
-def rounds(args: argparse.Namespace, loaded: dict[str, Datapath],
+def rounds(args: argparse.Namespace, loaded: dict[str, Datapath], attach: dict[str, str],
            results: dict[str, Result], client: Pod, server: Pod, stats_fd: int | None) -> None:
     """Every round: no program and each variant, the order turned by one each round."""
     _, test = METRICS[args.metric]
@@ -181,10 +222,12 @@ def rounds(args: argparse.Namespace, loaded: dict[str, Datapath],
     names = list(results)
     for r in range(args.rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            detach_programs((client, server))
+            detach_all(loaded, (client, server))
             dp = loaded.get(name)
             before = (0, 0)
-            if dp is not None:
+            if dp is not None and attach[name] == "tcx":
+                attach_tcx(dp, (client, server))
+            elif dp is not None:
                 for pod in (client, server):
                     dp.attach(pod.host_ifindex, node)
                 # A policy write bumps the epoch, as the benchmark's scenarios do.
@@ -219,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.variants",
         description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--variant", action="append", type=parse_variant, required=True,
-                        help="NAME=DIR[:MACRO,...]: program sources and -D macros (repeat)")
+                        help="NAME=DIR[:MACRO,...][@tcx]: program sources, -D macros and how "
+                        "it is attached (repeat)")
     parser.add_argument("--metric", choices=sorted(METRICS), default="conn")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=2.0, help="per sample")

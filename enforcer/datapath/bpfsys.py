@@ -301,3 +301,26 @@ def prog_test_run(prog_fd: int, frame: bytes, ifindex: int, repeat: int) -> tupl
     retval, = struct.unpack_from("<i", attr, 4)
     duration, = struct.unpack_from("<I", attr, 36)
     return retval, duration
+
+
+PROG_ATTACH = 8
+PROG_DETACH = 9
+ATTACH_TCX_INGRESS = 46
+ATTACH_TCX_EGRESS = 47
+
+
+def prog_attach(target_ifindex: int, prog_fd: int, attach_type: int) -> None:
+    """Attach a program to an interface of the caller's network namespace without a link
+    (BPF_PROG_ATTACH, e.g. TCX): it stays until detached. Appended after any already there."""
+    _bpf(PROG_ATTACH, _attr("<IIII", target_ifindex, prog_fd, attach_type, 0))
+
+
+def prog_detach(target_ifindex: int, prog_fd: int, attach_type: int) -> bool:
+    """Undo prog_attach; False if that program was not attached there."""
+    try:
+        _bpf(PROG_DETACH, _attr("<IIII", target_ifindex, prog_fd, attach_type, 0))
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return False
+        raise
+    return True
