@@ -3,8 +3,8 @@ TCP throughput (iperf3), UDP packet rate (iperf3, 64-byte datagrams) and new-con
 (a client process opening and closing TCP connections), with
 
 - no program attached (the baseline: the physical limit here),
-- the TC hooks alone: a program that returns at once, attached the way ours is (clsact,
-  direct action, both hooks of both veths): what the attachment itself costs,
+- the TC hooks alone: a program that returns at once, attached the way ours is (TCX where
+  the kernel has it, else clsact; both hooks of both veths): what the attachment itself costs,
 - our program with 1, 100, 1,000 and 10,000 rules in the server's ingress table (and as
   many peer identities in the LPM ipcache),
 - the same allow rules as iptables + ipset in the node namespace (kube-router style),
@@ -36,7 +36,7 @@ from ipaddress import IPv4Address, ip_network
 from pathlib import Path
 from typing import Any
 
-from enforcer.datapath import Datapath, DatapathConfig, bpfsys, tc
+from enforcer.datapath import Datapath, DatapathConfig, bpfsys, tc, tcx
 from enforcer.datapath.types import PROTO_TCP, PROTO_UDP, Direction, EndpointPolicy, PolicyEntry
 from enforcer.topology import Pod, Topology
 
@@ -182,10 +182,13 @@ def stop_servers(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def detach_programs(pods: tuple[Pod, ...]) -> None:
-    """Benchmark only (the agent never detaches): no TC program on these pods' veths."""
+    """Benchmark only (the agent never detaches): no program on these pods' veths, neither
+    clsact filters nor TCX."""
     for pod in pods:
         subprocess.run(["tc", "-n", pod.node.netns, "qdisc", "del", "dev", pod.host_ifname,
                         "clsact"], capture_output=True, check=False)
+        if tcx.supported():
+            tcx.detach_named(pod.host_ifindex, None, pod.node.netns)
 
 
 def sample(client: Pod, server: Pod, seconds: float,
@@ -310,6 +313,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             rss_before = rss_mb()
             dp = Datapath.open(pin_root, DatapathConfig(max_identities=max(counts) + 16))
             results["compile_seconds"] = round(dp.program.compile_seconds, 3)
+            results["attach_mode"] = dp.attach_mode
             results["rss_mb_before_load"] = round(rss_before, 1)
             results["rss_mb_after_load"] = round(rss_mb(), 1)
             set_identities(dp, client, server, max(counts))
@@ -345,10 +349,15 @@ def run(quick: bool = False) -> dict[str, Any]:
             empty_fd = empty_bpf.load_func(b"bench_empty", BPF.SCHED_CLS).fd
 
             def empty_program(keys: tuple[str, ...], secs: float) -> dict[str, float]:
-                for pod in (client, server):  # in place of ours, same prio and handle
-                    tc.attach(pod.host_ifindex, (empty_fd, "bench_empty"),
-                              (empty_fd, "bench_empty"), dp.config.tc_prio,
-                              dp.config.tc_handle, node)
+                detach()
+                for pod in (client, server):  # where ours goes, the way ours is attached
+                    if dp.attach_mode == "tcx":
+                        tcx.attach(pod.host_ifindex, [("egress", empty_fd),
+                                                      ("ingress", empty_fd)], node)
+                    else:
+                        tc.attach(pod.host_ifindex, (empty_fd, "bench_empty"),
+                                  (empty_fd, "bench_empty"), dp.config.tc_prio,
+                                  dp.config.tc_handle, node)
                 return sample(client, server, secs, keys)
 
             def iptables(keys: tuple[str, ...], secs: float) -> dict[str, float]:
@@ -433,7 +442,8 @@ def report(results: dict[str, Any]) -> str:
     lines.append(f"table swaps for {SWAP_ENDPOINTS} endpoints: {swap['one_by_one_ms']} ms one by"
                  f" one, {swap['batched_ms']} ms in one batch")
     lines.append(f"bcc compile: {results['compile_seconds']} s; RSS {results['rss_mb_before_load']}"
-                 f" MB before load, {results['rss_mb_after_load']} MB after load")
+                 f" MB before load, {results['rss_mb_after_load']} MB after load; attached with "
+                 f"{results.get('attach_mode', 'tc')}")
     lines.append(f"(median of {results['repeats']} runs of {results['seconds']} s each; new "
                  f"connections: {results['conn_rounds']} runs of {results['conn_seconds']} s)")
     return "\n".join(lines)

@@ -14,9 +14,10 @@ is not there.
         [--metric conn|udp|tcp] [--rounds 12] [--seconds 2] [--rules 10000] \\
         [--conntrack N] [--fill-conntrack] [--stats]
 
-A variant spec ending in @tcx attaches that variant with TCX (BPF_PROG_ATTACH, kernel 6.6+)
-instead of the agent's clsact filters, to measure what the hooks themselves cost: e.g.
-`--variant tc=bpf --variant tcx=bpf@tcx`. The agent itself attaches with clsact only.
+A variant spec ending in @tc or @tcx sets how that variant is attached (clsact filters, or
+TCX on kernel 6.6+; DatapathConfig.attach_mode), to measure what the hooks themselves cost:
+e.g. `--variant tc=bpf@tc --variant tcx=bpf@tcx`. Without it, as the agent: TCX where the
+kernel has it.
 
 --fill-conntrack fills each variant's conntrack table to capacity first (a busy node's table
 is full: every new flow evicts one). --stats turns on the kernel's bpf run-time statistics
@@ -54,7 +55,6 @@ from enforcer.datapath import Datapath, DatapathConfig, bpfsys
 from enforcer.datapath.layout import CT_KEY, CT_VAL
 from enforcer.datapath.loader import BPF_DIR_ENV
 from enforcer.datapath.types import EndpointPolicy
-from enforcer.netnsutil import run_in_netns
 from enforcer.topology import Pod, Topology
 
 NO_PROGRAM = "none"
@@ -76,7 +76,7 @@ class VariantConfig(DatapathConfig):
         return [*super().cflags(pin_dir), *(f"-D{m}" for m in self.macros)]
 
 
-ATTACH_MODES = ("tc", "tcx")
+ATTACH_MODES = ("auto", "tc", "tcx")
 
 
 @dataclass(frozen=True)
@@ -84,16 +84,16 @@ class Variant:
     name: str
     source: Path
     macros: tuple[str, ...] = field(default=())
-    attach: str = "tc"  # "tc": the agent's clsact filters; "tcx": BPF_PROG_ATTACH
+    attach: str = "auto"  # DatapathConfig.attach_mode
 
 
 def parse_variant(spec: str) -> Variant:
-    """NAME=DIR[:MACRO[,MACRO...]][@tc|@tcx] (a MACRO may be NAME=VALUE)."""
+    """NAME=DIR[:MACRO[,MACRO...]][@MODE] (a MACRO may be NAME=VALUE; MODE tc or tcx)."""
     name, sep, rest = spec.partition("=")
-    rest, _, attach = rest.rpartition("@") if "@" in rest else (rest, "", "tc")
+    rest, _, attach = rest.rpartition("@") if "@" in rest else (rest, "", "auto")
     if not sep or not name or not rest:
         raise argparse.ArgumentTypeError(
-            f"--variant {spec!r}: expected NAME=DIR[:MACRO,...][@tc|@tcx]")
+            f"--variant {spec!r}: expected NAME=DIR[:MACRO,...][@MODE]")
     if attach not in ATTACH_MODES:
         raise argparse.ArgumentTypeError(
             f"--variant {spec!r}: attach mode {attach!r} is not one of {', '.join(ATTACH_MODES)}")
@@ -119,7 +119,7 @@ def load(variant: Variant, pin_root: Path, args: argparse.Namespace, client: Pod
          server: Pod) -> Datapath:
     """Compile the variant from its own sources and write the benchmark's tables."""
     config = VariantConfig(max_identities=args.rules + 16, max_conntrack=args.conntrack,
-                           macros=variant.macros)
+                           macros=variant.macros, attach_mode=variant.attach)
     saved = os.environ.get(BPF_DIR_ENV)
     os.environ[BPF_DIR_ENV] = str(variant.source)
     try:
@@ -139,31 +139,6 @@ def load(variant: Variant, pin_root: Path, args: argparse.Namespace, client: Pod
     if args.fill_conntrack:
         fill_conntrack(dp, args.conntrack)
     return dp
-
-
-def _tcx_hooks(dp: Datapath) -> tuple[tuple[int, int], ...]:
-    """(program fd, attach type) of both hooks, to-pod first as the agent attaches."""
-    return ((dp.program.to_pod_fd, bpfsys.ATTACH_TCX_EGRESS),
-            (dp.program.from_pod_fd, bpfsys.ATTACH_TCX_INGRESS))
-
-
-def attach_tcx(dp: Datapath, pods: tuple[Pod, ...]) -> None:
-    for pod in pods:
-        def attach(ifindex: int = pod.host_ifindex) -> None:
-            for fd, hook in _tcx_hooks(dp):
-                bpfsys.prog_attach(ifindex, fd, hook)
-        run_in_netns(pod.node.netns, attach)
-
-
-def detach_all(loaded: dict[str, Datapath], pods: tuple[Pod, ...]) -> None:
-    """No program on these veths: neither the clsact filters nor any variant's TCX hooks."""
-    detach_programs(pods)
-    for pod in pods:
-        def detach(ifindex: int = pod.host_ifindex) -> None:
-            for dp in loaded.values():
-                for fd, hook in _tcx_hooks(dp):
-                    bpfsys.prog_detach(ifindex, fd, hook)
-        run_in_netns(pod.node.netns, detach)
 
 
 @contextmanager
@@ -194,19 +169,18 @@ def measure(args: argparse.Namespace) -> dict[str, Result]:
                 pin_roots.append(Path("/sys/fs/bpf") / f"enf-variant-{secrets.token_hex(4)}")
                 print(f"compiling {variant.name} from {variant.source}"
                       + (f" with {', '.join(variant.macros)}" if variant.macros else "")
-                      + (", attached with TCX" if variant.attach == "tcx" else ""),
+                      + (f", attach mode {variant.attach}" if variant.attach != "auto" else ""),
                       file=sys.stderr, flush=True)
                 loaded[variant.name] = load(variant, pin_roots[-1], args, client, server)
             stats_fd = bpfsys.enable_run_time_stats() if args.stats else None
             try:
                 with servers(server):
-                    rounds(args, loaded, {v.name: v.attach for v in variants}, results,
-                           client, server, stats_fd)
+                    rounds(args, loaded, results, client, server, stats_fd)
             finally:
                 if stats_fd is not None:
                     os.close(stats_fd)  # the statistics stop with the last holder
         finally:
-            detach_all(loaded, (client, server))
+            detach_programs((client, server))
             for dp in loaded.values():
                 dp.close()
             for root in pin_roots:
@@ -214,7 +188,7 @@ def measure(args: argparse.Namespace) -> dict[str, Result]:
     return results
 
 
-def rounds(args: argparse.Namespace, loaded: dict[str, Datapath], attach: dict[str, str],
+def rounds(args: argparse.Namespace, loaded: dict[str, Datapath],
            results: dict[str, Result], client: Pod, server: Pod, stats_fd: int | None) -> None:
     """Every round: no program and each variant, the order turned by one each round."""
     _, test = METRICS[args.metric]
@@ -222,12 +196,10 @@ def rounds(args: argparse.Namespace, loaded: dict[str, Datapath], attach: dict[s
     names = list(results)
     for r in range(args.rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            detach_all(loaded, (client, server))
+            detach_programs((client, server))
             dp = loaded.get(name)
             before = (0, 0)
-            if dp is not None and attach[name] == "tcx":
-                attach_tcx(dp, (client, server))
-            elif dp is not None:
+            if dp is not None:
                 for pod in (client, server):
                     dp.attach(pod.host_ifindex, node)
                 # A policy write bumps the epoch, as the benchmark's scenarios do.
@@ -262,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.variants",
         description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--variant", action="append", type=parse_variant, required=True,
-                        help="NAME=DIR[:MACRO,...][@tcx]: program sources, -D macros and how "
-                        "it is attached (repeat)")
+                        help="NAME=DIR[:MACRO,...][@tc|@tcx]: program sources, -D macros and "
+                        "how it is attached (repeat)")
     parser.add_argument("--metric", choices=sorted(METRICS), default="conn")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=2.0, help="per sample")

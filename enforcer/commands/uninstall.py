@@ -2,7 +2,8 @@
 
 What the agent never does on its own (it leaves enforcement in place when it stops); run by
 the uninstall Job after the DaemonSet is deleted. Only our filters (our prio and handle) are
-removed: the CNI's filters and the clsact qdisc it may share stay.
+removed: the CNI's filters and the clsact qdisc it may share stay. Programs attached with
+TCX are recognised by their names, as on node interfaces.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def remove_node_filters(pattern: str, dry_run: bool) -> list[str]:
 
     from enforcer.agent.services import node_interfaces
     from enforcer.datapath.layout import DatapathConfig
-    from enforcer.datapath.loader import LoadedProgram
+    from enforcer.datapath.loader import NODE_EGRESS_FUNC, LoadedProgram
     from enforcer.datapath.tc import PARENT_EGRESS
 
     cfg = DatapathConfig()
@@ -58,7 +59,16 @@ def remove_node_filters(pattern: str, dry_run: bool) -> list[str]:
                         parent=PARENT_EGRESS,
                         prio=cfg.tc_prio,
                     )
+            removed += _remove_tcx(ifindex, ifname, {NODE_EGRESS_FUNC}, dry_run)
     return removed
+
+
+def _remove_tcx(ifindex: int, ifname: str, names: set[str], dry_run: bool) -> list[str]:
+    from enforcer.datapath import tcx
+
+    if not tcx.supported():
+        return []
+    return [f"{ifname} tcx {hook}" for hook in tcx.detach_named(ifindex, names, None, dry_run)]
 
 
 def remove_filters(pattern: str, dry_run: bool) -> list[str]:
@@ -67,12 +77,15 @@ def remove_filters(pattern: str, dry_run: bool) -> list[str]:
 
     from enforcer.agent.interfaces import InterfaceDiscovery
     from enforcer.datapath.layout import DatapathConfig
+    from enforcer.datapath.loader import FROM_POD_FUNC, TO_POD_FUNC
     from enforcer.datapath.tc import PARENT_EGRESS, PARENT_INGRESS
 
     cfg = DatapathConfig()
     removed = []
     with IPRoute() as ipr:
         for iface in InterfaceDiscovery(pattern).list_interfaces():
+            removed += _remove_tcx(iface.ifindex, iface.name, {FROM_POD_FUNC, TO_POD_FUNC},
+                                   dry_run)
             for parent in (PARENT_INGRESS, PARENT_EGRESS):
                 ours = [
                     f

@@ -303,16 +303,23 @@ def prog_test_run(prog_fd: int, frame: bytes, ifindex: int, repeat: int) -> tupl
     return retval, duration
 
 
+
 PROG_ATTACH = 8
 PROG_DETACH = 9
+PROG_GET_FD_BY_ID = 13
+PROG_QUERY = 16
 ATTACH_TCX_INGRESS = 46
 ATTACH_TCX_EGRESS = 47
+F_REPLACE = 1 << 2
+F_BEFORE = 1 << 3
 
 
-def prog_attach(target_ifindex: int, prog_fd: int, attach_type: int) -> None:
+def prog_attach(target_ifindex: int, prog_fd: int, attach_type: int, flags: int = 0,
+                replace_fd: int = 0) -> None:
     """Attach a program to an interface of the caller's network namespace without a link
-    (BPF_PROG_ATTACH, e.g. TCX): it stays until detached. Appended after any already there."""
-    _bpf(PROG_ATTACH, _attr("<IIII", target_ifindex, prog_fd, attach_type, 0))
+    (BPF_PROG_ATTACH, e.g. TCX): it stays until detached. Appended after any already there,
+    unless F_BEFORE (first) or F_REPLACE (swap replace_fd's program in place, atomically)."""
+    _bpf(PROG_ATTACH, _attr("<IIIII", target_ifindex, prog_fd, attach_type, flags, replace_fd))
 
 
 def prog_detach(target_ifindex: int, prog_fd: int, attach_type: int) -> bool:
@@ -324,3 +331,25 @@ def prog_detach(target_ifindex: int, prog_fd: int, attach_type: int) -> bool:
             return False
         raise
     return True
+
+
+def prog_query(target_ifindex: int, attach_type: int, capacity: int = 64) -> list[int]:
+    """Ids of the programs attached to an interface's hook, in run order."""
+    ids = (ctypes.c_uint32 * capacity)()
+    attr = _attr("<IIIIQI", target_ifindex, attach_type, 0, 0, ctypes.addressof(ids), capacity)
+    _bpf(PROG_QUERY, attr)
+    count, = struct.unpack_from("<I", attr, 24)
+    return list(ids[:count])
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    return _bpf(PROG_GET_FD_BY_ID, _attr("<I", prog_id))
+
+
+def prog_id_and_name(prog_fd: int) -> tuple[int, str]:
+    """The program's id and its name as the kernel keeps it (at most 15 characters)."""
+    info = ctypes.create_string_buffer(256)
+    _bpf(OBJ_GET_INFO_BY_FD, _attr("<IIQ", prog_fd, len(info), _addr(info)))
+    prog_id, = struct.unpack_from("<I", info, 4)
+    name = info.raw[64:80].split(b"\0", 1)[0].decode()
+    return prog_id, name

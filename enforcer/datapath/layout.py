@@ -41,6 +41,9 @@ class DatapathConfig:
     events_per_second: int = 200  # per CPU; 0 disables events
     event_burst: int = 400
     events_for_allowed_flows: bool = False
+    # How the program is attached: "tcx" (kernel 6.6+; cheaper hooks), "tc" (clsact filters
+    # at tc_prio/tc_handle), or "auto": tcx where the kernel has it, else tc.
+    attach_mode: str = "auto"
     tc_prio: int = 1
     tc_handle: int = 0xE0F
 

@@ -51,6 +51,13 @@ def program_source() -> str:
     return "\n".join(expand(root / "enforcer.c")) + "\n"
 
 
+# The programs' functions in bpf/enforcer.c, also their names in the kernel (TCX finds ours
+# by them; at most 15 characters are kept).
+FROM_POD_FUNC = "tc_from_pod"
+TO_POD_FUNC = "tc_to_pod"
+NODE_EGRESS_FUNC = "tc_node_egress"
+
+
 @dataclass
 class LoadedProgram:
     bpf: Any  # bcc.BPF: keeps the program fds and the ring buffer alive
@@ -70,9 +77,9 @@ def compile_program(cfg: DatapathConfig, pin_dir: Path) -> LoadedProgram:
 
     start = time.monotonic()
     bpf = BPF(text=program_source().encode(), cflags=cfg.cflags(pin_dir))
-    from_pod = bpf.load_func(b"tc_from_pod", BPF.SCHED_CLS)
-    to_pod = bpf.load_func(b"tc_to_pod", BPF.SCHED_CLS)
-    node_egress = bpf.load_func(b"tc_node_egress", BPF.SCHED_CLS)
+    from_pod = bpf.load_func(FROM_POD_FUNC.encode(), BPF.SCHED_CLS)
+    to_pod = bpf.load_func(TO_POD_FUNC.encode(), BPF.SCHED_CLS)
+    node_egress = bpf.load_func(NODE_EGRESS_FUNC.encode(), BPF.SCHED_CLS)
     elapsed = time.monotonic() - start
     return LoadedProgram(bpf, from_pod.fd, to_pod.fd, "enforcer_from_pod", "enforcer_to_pod",
                          elapsed, headers, node_egress.fd)

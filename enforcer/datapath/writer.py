@@ -21,7 +21,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
-from enforcer.datapath import bpfsys, layout, policykeys, services, tc
+from enforcer.datapath import bpfsys, layout, policykeys, services, tc, tcx
 from enforcer.datapath.layout import (
     CFG_EVENT_ALLOWED,
     CFG_EVENT_BURST_NS,
@@ -104,18 +104,21 @@ class Datapath:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    attach_mode = "tc"  # resolved from config.attach_mode by open()
+
     @classmethod
     def open(cls, pin_root: Path = layout.DEFAULT_PIN_ROOT,
              config: DatapathConfig | None = None) -> Datapath:
         """Compile the program and pin (or adopt, after a layout check) its maps."""
         cfg = config or DatapathConfig()
+        attach_mode = tcx.resolve_attach_mode(cfg.attach_mode)
         layout.ensure_bpffs(pin_root)
         pin_dir = pin_root / f"v{layout.LAYOUT_VERSION}"
         pin_dir.mkdir(parents=True, exist_ok=True)
         adopted = layout.check_pins(pin_dir, cfg)
         program = compile_program(cfg, pin_dir)
-        log.info("compiled datapath in %.2fs (headers: %s), adopted pins: %s",
-                 program.compile_seconds, program.headers.how, adopted or "none")
+        log.info("compiled datapath in %.2fs (headers: %s), adopted pins: %s, attach: %s",
+                 program.compile_seconds, program.headers.how, adopted or "none", attach_mode)
         ncpu = bpfsys.possible_cpus()
         maps = {}
         for name, spec in layout.map_specs(cfg).items():
@@ -124,6 +127,7 @@ class Datapath:
             maps[name] = bpfsys.Map(bpfsys.obj_get(str(pin_dir / name)), spec.key_size, vsize,
                                     name)
         dp = cls(pin_dir, cfg, program, maps, adopted)
+        dp.attach_mode = attach_mode
         dp._write_config()
         return dp
 
@@ -164,16 +168,33 @@ class Datapath:
 
     def attach(self, ifindex: int, netns: str | None = None) -> None:
         """Both hooks of a host-side veth; idempotent, replaces an older program in place."""
-        tc.attach(ifindex, (self.program.from_pod_fd, self.program.from_pod_name),
-                  (self.program.to_pod_fd, self.program.to_pod_name),
-                  self.config.tc_prio, self.config.tc_handle, netns)
+        p = self.program
+        self._attach(ifindex, [("egress", p.to_pod_fd, p.to_pod_name),
+                               ("ingress", p.from_pod_fd, p.from_pod_name)], netns)
 
     def attach_node_interface(self, ifindex: int, netns: str | None = None) -> None:
         """tc egress of a node interface that is no pod's (uplink, tunnel): local pods'
         traffic leaving the node is judged there after DNAT (bpf/lib/services.h)."""
-        tc.attach_node_egress(ifindex, (self.program.node_egress_fd,
-                                        self.program.node_egress_name),
-                              self.config.tc_prio, self.config.tc_handle, netns)
+        p = self.program
+        self._attach(ifindex, [("egress", p.node_egress_fd, p.node_egress_name)], netns)
+
+    def _attach(self, ifindex: int, hooks: list[tuple[str, int, str]],
+                netns: str | None) -> None:
+        """To-pod first: an interface is never left filtered in one direction only for long.
+        Switching between TCX and clsact attaches the new way first, then removes the old
+        (both judge alike meanwhile): no gap."""
+        names = {name for _, _, name in hooks}
+        cfg = self.config
+        if self.attach_mode == "tcx":
+            tcx.attach(ifindex, [(hook, fd) for hook, fd, _ in hooks], netns)
+            tc.detach_named(ifindex, names, cfg.tc_prio, cfg.tc_handle, netns)
+            return
+        parent = {"egress": tc.PARENT_EGRESS, "ingress": tc.PARENT_INGRESS}
+        tc.attach_hooks(ifindex, [(parent[hook], fd, name) for hook, fd, name in hooks],
+                        cfg.tc_prio, cfg.tc_handle, netns)
+        if tcx.supported():
+            tcx.detach_named(ifindex, {bpfsys.prog_id_and_name(fd)[1] for _, fd, _ in hooks},
+                             netns)
 
     def set_services(self, desired: services.ServiceMaps) -> int:
         """Service frontends, local endpoint addresses and hairpin backends, as a whole."""

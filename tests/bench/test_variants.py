@@ -41,7 +41,7 @@ def test_a_variant_spec_names_its_sources_and_macros(tmp_path: Path) -> None:
         parse_variant(f"none={CHECKOUT_BPF_DIR}")
     with pytest.raises(argparse.ArgumentTypeError, match="NAME=DIR"):
         parse_variant(str(CHECKOUT_BPF_DIR))
-    assert parse_variant(f"exp={CHECKOUT_BPF_DIR}").attach == "tc"
+    assert parse_variant(f"exp={CHECKOUT_BPF_DIR}").attach == "auto"
     v = parse_variant(f"exp={CHECKOUT_BPF_DIR}:EXP_A@tcx")
     assert (v.source, v.macros, v.attach) == (CHECKOUT_BPF_DIR, ("EXP_A",), "tcx")
     with pytest.raises(argparse.ArgumentTypeError, match="attach mode 'xdp'"):
@@ -79,11 +79,11 @@ def test_a_short_run_measures_no_program_and_each_variant() -> None:
     assert _leftovers() <= before
 
 
-def test_a_tcx_variant_runs_its_program_on_the_traffic() -> None:
-    """The @tcx variant's programs are attached nowhere else: that they ran (bpf run-time
-    statistics) shows the TCX attach carried the traffic through them."""
+def test_each_attach_mode_runs_its_variant_on_the_traffic() -> None:
+    """Each variant's programs are attached only its own way: that both ran (bpf run-time
+    statistics) shows each attach mode carried the traffic through them."""
     before = _leftovers()
-    proc = _run("--variant", "tc=bpf", "--variant", "tcx=bpf@tcx", "--stats",
+    proc = _run("--variant", "tc=bpf@tc", "--variant", "tcx=bpf@tcx", "--stats",
                 "--metric", "conn", "--rounds", "2", "--seconds", "0.5", "--rules", "10")
     assert proc.returncode == 0, proc.stderr
     rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()[1:]}
@@ -92,5 +92,5 @@ def test_a_tcx_variant_runs_its_program_on_the_traffic() -> None:
     for name in ("tc", "tcx"):
         rate, ratio, ns_per_run = (float(x) for x in rows[name])
         assert rate > 0 and 0.3 < ratio < 1.2 and ns_per_run > 0
-    assert "attached with TCX" in proc.stderr
+    assert "attach mode tcx" in proc.stderr and "attach mode tc\n" in proc.stderr
     assert _leftovers() <= before

@@ -1,6 +1,6 @@
 """Restart without a gap: a second Datapath opens the same pins (layout checked), compiles,
-and replaces the program in place while probes run; and a pin with another layout is an
-error, never silently reused."""
+and replaces the program in place while probes run, with TCX or clsact filters or switching
+between them; and a pin with another layout is an error, never silently reused."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from enforcer.datapath import Datapath, LayoutMismatchError, tc
+from enforcer.datapath import Datapath, LayoutMismatchError, bpfsys, tc, tcx
+from enforcer.datapath.loader import FROM_POD_FUNC, TO_POD_FUNC
 from enforcer.datapath.policykeys import normalize
 from enforcer.datapath.types import (
     PROTO_TCP,
@@ -25,6 +26,7 @@ from enforcer.datapath.types import (
     EndpointPolicy,
     PolicyEntry,
 )
+from enforcer.netnsutil import run_in_netns
 from enforcer.topology import Pod
 from tests.conftest import KERNEL_TEST_CONFIG
 from tests.datapath.conftest import Env
@@ -34,18 +36,42 @@ pytestmark = pytest.mark.kernel
 
 
 def _program_ids(pod: Pod) -> set[int]:
+    """Ids of the programs on both hooks of the pod's veth: clsact filters and TCX."""
     ids: set[int] = set()
     for hook in ("ingress", "egress"):
         out = subprocess.run(["tc", "-n", pod.node.netns, "filter", "show", "dev",
                               pod.host_ifname, hook], capture_output=True, text=True,
                              check=True).stdout
         ids.update(int(x) for x in re.findall(r" id (\d+)", out))
+        ids.update(run_in_netns(pod.node.netns, lambda hook=hook: bpfsys.prog_query(
+            pod.host_ifindex, tcx.HOOKS[hook])))
     return ids
 
 
-def test_reopen_and_replace_under_load_loses_nothing(routed_env: Env, pin_root: Path) -> None:
+def _attached(pod: Pod) -> tuple[set[tuple[str, int]], list[tuple[str, str]]]:
+    """(hook, prio) of the clsact filters and (hook, name) of the TCX programs."""
+    return ({(hook, prio) for hook, prio, _ in tc.filters(pod.host_ifindex, pod.node.netns)},
+            tcx.programs(pod.host_ifindex, pod.node.netns))
+
+
+ONE_EACH_WAY = {
+    "tc": ({("ingress", 1), ("egress", 1)}, []),
+    "tcx": (set(), [("ingress", FROM_POD_FUNC), ("egress", TO_POD_FUNC)]),
+}
+
+
+@pytest.mark.parametrize(("first", "then"), [("tcx", "tcx"), ("tc", "tc"), ("tc", "tcx"),
+                                             ("tcx", "tc")])
+def test_reopen_and_replace_under_load_loses_nothing(routed_env: Env, pin_root: Path,
+                                                     first: str, then: str) -> None:
+    """`first` attaches before the probes start; `then` is the restarted agent's way."""
     env = routed_env
     a, b = env.pod("a"), env.pod("b")
+    with Datapath.open(pin_root, dataclasses.replace(KERNEL_TEST_CONFIG,
+                                                     attach_mode=first)) as before:
+        for pod in (a, b):
+            before.attach(pod.host_ifindex, pod.node.netns)
+    assert _attached(b) == ONE_EACH_WAY[first]
     env.policy(a, EndpointPolicy.allow_all())
     policy_b = EndpointPolicy(True, False, frozenset({
         PolicyEntry(Direction.INGRESS, env.ident(a), PROTO_UDP, 53, 53),
@@ -86,15 +112,15 @@ def test_reopen_and_replace_under_load_loses_nothing(routed_env: Env, pin_root: 
     try:
         time.sleep(0.3)
         before_ids = _program_ids(b)
-        restarted = Datapath.open(pin_root, KERNEL_TEST_CONFIG)
+        restarted = Datapath.open(pin_root, dataclasses.replace(KERNEL_TEST_CONFIG,
+                                                                attach_mode=then))
         try:
             assert {"ep_config", "pol_outer", "ct", "ident4", "ident6"} <= set(restarted.adopted)
             for pod in (a, b):
                 restarted.attach(pod.host_ifindex, pod.node.netns)
             after_ids = _program_ids(b)
             assert len(after_ids) == 2 and after_ids.isdisjoint(before_ids)  # replaced
-            assert {(hook, prio) for hook, prio, _ in tc.filters(b.host_ifindex,
-                    b.node.netns)} == {("ingress", 1), ("egress", 1)}  # same slots, no extra
+            assert _attached(b) == ONE_EACH_WAY[then]  # one each way, no extra
             state = restarted.endpoints()[b.host_ifindex]
             assert state.policy == normalize(policy_b)  # adopted state reads back exactly
         finally:
