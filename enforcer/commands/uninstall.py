@@ -19,7 +19,8 @@ from enforcer.agent.services import DEFAULT_NODE_INTERFACE_PATTERN
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "uninstall-node", help="remove the enforcer's tc filters and pinned maps from this node"
+        "uninstall-node",
+        help="remove the enforcer's programs (TCX or tc filters) and pinned maps from this node",
     )
     p.add_argument("--pin-dir", default="/sys/fs/bpf/enforcer", help="the agent's --pin-dir")
     p.add_argument("--interface-pattern", default=DEFAULT_INTERFACE_PATTERN)

@@ -333,13 +333,21 @@ def prog_detach(target_ifindex: int, prog_fd: int, attach_type: int) -> bool:
     return True
 
 
-def prog_query(target_ifindex: int, attach_type: int, capacity: int = 64) -> list[int]:
+def prog_query(target_ifindex: int, attach_type: int, capacity: int = 16) -> list[int]:
     """Ids of the programs attached to an interface's hook, in run order."""
-    ids = (ctypes.c_uint32 * capacity)()
-    attr = _attr("<IIIIQI", target_ifindex, attach_type, 0, 0, ctypes.addressof(ids), capacity)
-    _bpf(PROG_QUERY, attr)
-    count, = struct.unpack_from("<I", attr, 24)
-    return list(ids[:count])
+    while True:
+        ids = (ctypes.c_uint32 * capacity)()
+        attr = _attr("<IIIIQI", target_ifindex, attach_type, 0, 0, ctypes.addressof(ids),
+                     capacity)
+        try:
+            _bpf(PROG_QUERY, attr)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            capacity = struct.unpack_from("<I", attr, 24)[0] + 16  # the kernel says how many
+            continue
+        count, = struct.unpack_from("<I", attr, 24)
+        return list(ids[:count])
 
 
 def prog_fd_by_id(prog_id: int) -> int:
