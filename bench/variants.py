@@ -54,6 +54,7 @@ from bench.datapath import METRICS as DATAPATH_METRICS
 from enforcer.datapath import Datapath, DatapathConfig, bpfsys
 from enforcer.datapath.layout import CT_KEY, CT_VAL
 from enforcer.datapath.loader import BPF_DIR_ENV
+from enforcer.datapath.tcx import ATTACH_MODES
 from enforcer.datapath.types import EndpointPolicy
 from enforcer.topology import Pod, Topology
 
@@ -74,9 +75,6 @@ class VariantConfig(DatapathConfig):
 
     def cflags(self, pin_dir: Path) -> list[str]:
         return [*super().cflags(pin_dir), *(f"-D{m}" for m in self.macros)]
-
-
-ATTACH_MODES = ("auto", "tc", "tcx")
 
 
 @dataclass(frozen=True)
