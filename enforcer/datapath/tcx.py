@@ -65,7 +65,12 @@ def _attached_here(ifindex: int, attach_type: int) -> list[tuple[int, str, int]]
             fd = bpfsys.prog_fd_by_id(prog_id)
         except FileNotFoundError:
             continue  # detached meanwhile
-        out.append((prog_id, bpfsys.prog_id_and_name(fd)[1], fd))
+        try:
+            out.append((prog_id, bpfsys.prog_id_and_name(fd)[1], fd))
+        except OSError:
+            for f in [fd, *(f for _, _, f in out)]:
+                os.close(f)
+            raise
     return out
 
 
