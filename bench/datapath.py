@@ -9,11 +9,11 @@ TCP throughput (iperf3), UDP packet rate (iperf3, 64-byte datagrams) and new-con
   many peer identities in the LPM ipcache),
 - the same allow rules as iptables + ipset in the node namespace (kube-router style),
 
-each as the median of a few rounds (each round runs every scenario back to back), and as the
-median over rounds of the ratio to that round's baseline. The new-connection rate gets more,
-shorter rounds of its own (on this small VM its samples swing most), with the client and
-server processes pinned to different CPUs in every scenario alike. Also the bcc compile time
-and this process's RSS after loading.
+each as the median of its rounds (each round runs every scenario back to back), and as the
+median over rounds of the ratio to that round's baseline. Each metric has rounds of its own
+(ROUNDS): the two with targets, TCP throughput and new connections, swing most on this small
+VM and get many short rounds. The connection client and server are pinned to different CPUs
+in every scenario alike. Also the bcc compile time and this process's RSS after loading.
 
     .venv/bin/python -m bench.datapath [--quick]
 
@@ -44,6 +44,14 @@ IPERF_PORT = 5201
 CONN_PORT = 7000
 RULE_COUNTS = (1, 100, 1000, 10000)
 FIRST_IDENTITY = 1000
+
+# metric -> (rounds, seconds per run), full and quick. In TCP throughput, two copies of our
+# program measured side by side (bench.variants) differed by 3% over 16 rounds of 2 s and by
+# 0.5% over 30 rounds of 1 s: short runs pair each with a baseline taken moments before or
+# after, and more pairs steady the median. 24 rounds of 1 s cost about what 5 of 2 s did
+# when TCP and UDP shared their rounds.
+ROUNDS = {"tcp_gbps": (24, 1.0), "udp_kpps": (5, 2.0), "conn_kps": (30, 1.0)}
+QUICK_ROUNDS = {"tcp_gbps": (1, 1.0), "udp_kpps": (1, 1.0), "conn_kps": (2, 1.0)}
 
 # TC_ACT_UNSPEC at once: the floor any TC program attached like ours stands on.
 EMPTY_PROGRAM = b"int bench_empty(struct __sk_buff *skb) { return -1; }"
@@ -297,13 +305,12 @@ def rss_mb() -> float:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    seconds, repeats = (1.0, 1) if quick else (2.0, 5)
-    conn_seconds, conn_rounds = (1.0, 2) if quick else (1.0, 30)
+    plan = QUICK_ROUNDS if quick else ROUNDS
     counts = RULE_COUNTS
     pin_root = Path("/sys/fs/bpf") / f"enf-bench-{secrets.token_hex(4)}"
-    results: dict[str, Any] = {"seconds": seconds, "repeats": repeats,
-                               "conn_seconds": conn_seconds, "conn_rounds": conn_rounds,
-                               "scenarios": {}}
+    results: dict[str, Any] = {
+        "rounds": {k: {"rounds": n, "seconds": secs} for k, (n, secs) in plan.items()},
+        "scenarios": {}}
     procs: list[subprocess.Popen[bytes]] = []
     try:
         with Topology("routed") as topo:
@@ -378,15 +385,12 @@ def run(quick: bool = False) -> dict[str, Any]:
                 # Rounds interleave the scenarios so drift in machine load hits all alike, and
                 # each round starts one scenario later: a place in the order that runs faster
                 # or slower (seen here: up to 10% on TCP) favours none of them.
-                def rounds(keys: tuple[str, ...], n: int, secs: float) -> None:
+                for key, (n, secs) in plan.items():
                     for r in range(n):
                         k = r % len(scenarios)
                         for name, measure in scenarios[k:] + scenarios[:k]:
-                            for key, value in measure(keys, secs).items():
-                                samples[key].setdefault(name, []).append(value)
-
-                rounds(("tcp_gbps", "udp_kpps"), repeats, seconds)
-                rounds(("conn_kps",), conn_rounds, conn_seconds)
+                            samples[key].setdefault(name, []).extend(
+                                measure((key,), secs).values())
                 # The kernel's run-time statistics cost every program run two clock reads:
                 # on only for these extra runs, never while the ratios above are measured.
                 for pod in (client, server):
@@ -397,7 +401,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                     for n in counts:
                         dp.set_endpoint(server.host_ifindex, 2, policy_with(n, CLIENT_IDENTITY))
                         before = prog_stats(dp)
-                        sample(client, server, min(seconds, 1.0))
+                        sample(client, server, 1.0)
                         after = prog_stats(dp)
                         runs = after[1] - before[1]
                         ns_per_packet[n] = (after[0] - before[0]) / runs if runs else 0.0
@@ -444,8 +448,9 @@ def report(results: dict[str, Any]) -> str:
     lines.append(f"bcc compile: {results['compile_seconds']} s; RSS {results['rss_mb_before_load']}"
                  f" MB before load, {results['rss_mb_after_load']} MB after load; attached with "
                  f"{results.get('attach_mode', 'tc')}")
-    lines.append(f"(median of {results['repeats']} runs of {results['seconds']} s each; new "
-                 f"connections: {results['conn_rounds']} runs of {results['conn_seconds']} s)")
+    lines.append("(medians over interleaved rounds: " + ", ".join(
+        f"{METRICS[k][0]}: {r['rounds']} of {r['seconds']:g} s"
+        for k, r in results["rounds"].items()) + ")")
     return "\n".join(lines)
 
 

@@ -403,11 +403,9 @@ def _datapath_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
         note(f"call {i + 1}/{cfg['calls']}: every scenario")
         calls.append(mod.run(cfg["quick"]))
     first = calls[0]
-    def each(field: str) -> str:
-        if field == "conn_kps":  # more, shorter rounds of its own (bench/datapath.py)
-            return (f"each value: the median of {first['conn_rounds']} round(s) of "
-                    f"{first['conn_seconds']:g} s")
-        return f"each value: the median of {first['repeats']} round(s) of {first['seconds']:g} s"
+    def each(field: str) -> str:  # each metric has rounds of its own (bench/datapath.py)
+        r = first["rounds"][field]
+        return f"each value: the median of {r['rounds']} round(s) of {r['seconds']:g} s"
     figures = []
     for scenario in first["scenarios"]:
         params = _scenario_params(scenario)
