@@ -32,8 +32,11 @@ def netns_path(name_or_path: str) -> Path:
     return p if p.is_absolute() else Path("/run/netns") / name_or_path
 
 
-def run_in_netns(netns: str, fn: Callable[[], T]) -> T:
-    """Call fn() in a thread that has entered `netns` (a name under /run/netns or a path)."""
+def run_in_netns(netns: str | None, fn: Callable[[], T]) -> T:
+    """Call fn() in a thread that has entered `netns` (a name under /run/netns or a path);
+    with None, right here in the caller's namespace."""
+    if netns is None:
+        return fn()
     result: list[T] = []
     error: list[BaseException] = []
 

@@ -33,10 +33,7 @@ def _attach_here(ifindex: int, hooks: list[tuple[str, int, str]], prio: int, han
 def attach_hooks(ifindex: int, hooks: list[tuple[str, int, str]], prio: int, handle: int,
                  netns: str | None = None) -> None:
     """hooks: (parent, program fd, program name), attached in the order given; idempotent."""
-    if netns is None:
-        _attach_here(ifindex, hooks, prio, handle)
-    else:
-        run_in_netns(netns, lambda: _attach_here(ifindex, hooks, prio, handle))
+    run_in_netns(netns, lambda: _attach_here(ifindex, hooks, prio, handle))
 
 
 def attach(
@@ -75,7 +72,7 @@ def filters(ifindex: int, netns: str | None = None) -> list[tuple[str, int, str]
                         out.append((parent_name, msg["info"] >> 16, name))
         return out
 
-    return read() if netns is None else run_in_netns(netns, read)
+    return run_in_netns(netns, read)
 
 
 def detach_named(ifindex: int, names: set[str], prio: int, handle: int,
@@ -96,4 +93,4 @@ def detach_named(ifindex: int, names: set[str], prio: int, handle: int,
                     removed.append(hook)
         return removed
 
-    return run() if netns is None else run_in_netns(netns, run)
+    return run_in_netns(netns, run)

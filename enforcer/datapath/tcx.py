@@ -11,20 +11,13 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterable
-from typing import TypeVar
+from collections.abc import Iterable
 
 from enforcer.datapath import bpfsys
 from enforcer.netnsutil import run_in_netns
 
 HOOKS = {"ingress": bpfsys.ATTACH_TCX_INGRESS, "egress": bpfsys.ATTACH_TCX_EGRESS}
 LOOPBACK_IFINDEX = 1
-
-T = TypeVar("T")
-
-
-def _in(netns: str | None, fn: Callable[[], T]) -> T:
-    return fn() if netns is None else run_in_netns(netns, fn)
 
 
 def supported() -> bool:
@@ -98,7 +91,7 @@ def attach(ifindex: int, hooks: Iterable[tuple[str, int]], netns: str | None = N
         for hook, fd in hooks:
             _attach_one(ifindex, HOOKS[hook], fd)
 
-    _in(netns, run)
+    run_in_netns(netns, run)
 
 
 def programs(ifindex: int, netns: str | None = None) -> list[tuple[str, str]]:
@@ -113,7 +106,7 @@ def programs(ifindex: int, netns: str | None = None) -> list[tuple[str, str]]:
                 os.close(fd)
         return out
 
-    return _in(netns, read)
+    return run_in_netns(netns, read)
 
 
 def detach_named(ifindex: int, names: set[str] | None, netns: str | None = None,
@@ -136,4 +129,4 @@ def detach_named(ifindex: int, names: set[str] | None, netns: str | None = None,
                     os.close(fd)
         return removed
 
-    return _in(netns, run)
+    return run_in_netns(netns, run)
