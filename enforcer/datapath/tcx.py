@@ -10,6 +10,7 @@ agent stops, as tc filters do."""
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from collections.abc import Iterable
 
@@ -20,6 +21,7 @@ HOOKS = {"ingress": bpfsys.ATTACH_TCX_INGRESS, "egress": bpfsys.ATTACH_TCX_EGRES
 LOOPBACK_IFINDEX = 1
 
 
+@functools.cache  # the kernel's answer cannot change while we run
 def supported() -> bool:
     """Whether this kernel has TCX: querying a hook of the loopback reads nothing, changes
     nothing, and fails with EINVAL on kernels before 6.6."""
