@@ -48,8 +48,8 @@ FIRST_IDENTITY = 1000
 # metric -> (rounds, seconds per run), full and quick. In TCP throughput, two copies of our
 # program measured side by side (bench.variants) differed by 3% over 16 rounds of 2 s and by
 # 0.5% over 30 rounds of 1 s: short runs pair each with a baseline taken moments before or
-# after, and more pairs steady the median. 24 rounds of 1 s cost about what 5 of 2 s did
-# when TCP and UDP shared their rounds.
+# after, and more pairs steady the median. TCP's own rounds add about 2 min to each call
+# (8.4 min here).
 ROUNDS = {"tcp_gbps": (24, 1.0), "udp_kpps": (5, 2.0), "conn_kps": (30, 1.0)}
 QUICK_ROUNDS = {"tcp_gbps": (1, 1.0), "udp_kpps": (1, 1.0), "conn_kps": (2, 1.0)}
 
