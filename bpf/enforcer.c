@@ -10,6 +10,7 @@
 #include "lib/maps.h"
 #include "lib/parse.h"
 #include "lib/conntrack.h"
+#include "lib/flowcache.h"
 #include "lib/policy.h"
 #include "lib/metrics.h"
 #include "lib/events.h"
@@ -64,13 +65,25 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
     /* The fast path: a flow checked under the node's current policy epoch passes after one
      * conntrack lookup. The agent bumps the epoch on every identity, endpoint (policy
-     * generation, removal) and Service map change, so a current entry means nothing it was
-     * checked against has moved; its counter row travels in the entry. */
+     * generation, removal) and Service map change and conntrack flush, so a current entry
+     * means nothing it was checked against has moved; its counter row travels in the entry. */
     __u64 epoch = cfg_get(CFG_POLICY_EPOCH);
+#if FLOW_CACHE_SLOTS > 0
+    /* Before it, the per-CPU memory of flows it passed lately (lib/flowcache.h). */
+    struct flow_probe probe;
+    __u32 cached_slot = 0;
+    if (tracked && flow_cache_hit(&p, ifindex, dir, epoch, &probe, &cached_slot))
+        return pass_tracked(skb, &p, dir, cached_slot);
+#endif
     struct ct_val *entry = 0;
     int state = tracked ? ct_lookup(&p, ifindex, dir, &entry) : CT_MISS;
-    if (entry && entry->epoch == epoch)
+    if (entry && entry->epoch == epoch) {
+#if FLOW_CACHE_SLOTS > 0
+        if (tracked)
+            flow_cache_fill(&probe, epoch, entry->counter_slot);
+#endif
         return pass_tracked(skb, &p, dir, entry->counter_slot);
+    }
 
     struct ep_config *ep = ep_config.lookup(&ifindex);
     if (!ep) {

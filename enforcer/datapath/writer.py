@@ -464,8 +464,13 @@ class Datapath:
             return 0
         removed = 0
         ct = self._maps["ct"]
-        for key in _keys_naming(ct.keys_raw(), CT_KEY.size, wanted, (0, 16), 37):
-            removed += ct.delete(key)
+        with self._lock:
+            for key in _keys_naming(ct.keys_raw(), CT_KEY.size, wanted, (0, 16), 37):
+                removed += ct.delete(key)
+            # The kernel may remember these flows as current (bpf/lib/flowcache.h), even
+            # one whose entry the LRU already evicted: a new epoch makes their next packets
+            # take the lookup.
+            self._bump_epoch()
         frags = self._maps["frags"]
         for key in _keys_naming(frags.keys_raw(), FRAG_KEY.size, wanted, (0, 16), 37):
             frags.delete(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import select
 import socket
@@ -257,3 +258,13 @@ def marker() -> bytes:
     return b"ENF" + secrets.token_hex(6).encode()
 
 
+@contextlib.contextmanager
+def on_one_cpu() -> Iterator[None]:
+    """Pins this thread to one CPU: a frame it sends through a veth is handled on the CPU
+    that sent it, so every packet meets the same per-CPU flow memory (bpf/lib/flowcache.h)."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)

@@ -33,6 +33,7 @@ from tests.datapath.net import (
     established_tcp,
     family_af,
     is_cut,
+    on_one_cpu,
     tcp_connect,
     tcp_echo,
     udp_roundtrip,
@@ -108,6 +109,37 @@ def test_reused_ip_loses_its_flows_when_conntrack_is_flushed(env: Env, family: i
         assert env.dp.flush_conntrack(net.network_address) > 0
         before = env.count(a, IN, DropReason.POLICY_DENIED)
         assert not reply_like(marker())
+        assert env.count(a, IN, DropReason.POLICY_DENIED) > before
+    finally:
+        client.close()
+        server.close()
+
+
+def test_a_conntrack_flush_cuts_a_flow_the_kernel_remembers(env: Env, family: int) -> None:
+    """The agent flushes an address's conntrack entries when its owner changes. The flow's next
+    packet is judged again even after its last packets passed on the per-CPU flow memory (it
+    trusts a flow only while the policy epoch lasts, and a flush bumps it): b's reply-like
+    packet, which passed three times, is dropped by a's ingress (it admits no one)."""
+    a, b = env.pod("a"), env.pod("b")
+    env.policy(a, EndpointPolicy(True, True, frozenset({allow(OUT, env.ident(b), PROTO_TCP,
+                                                              80, 80)})))
+    env.policy(b, EndpointPolicy.allow_all())
+    server = TcpServer(b, family, 80)
+    client = a.run(lambda: socket.socket(family_af(family), socket.SOCK_STREAM))
+    try:
+        client.connect((addr(b, family), 80))
+        sport = client.getsockname()[1]
+
+        def reply_like(mark: bytes) -> bool:
+            pkt = ip_layer(b, a, family) / TCP(sport=80, dport=sport, flags="A") / mark
+            return inject(env, b, a, pkt, mark, family=family)
+
+        with on_one_cpu():
+            for _ in range(3):
+                assert reply_like(marker())  # a reply of a's flow: passes, and is remembered
+            assert env.dp.flush_conntrack(ip_network(addr(b, family)).network_address) > 0
+            before = env.count(a, IN, DropReason.POLICY_DENIED)
+            assert not reply_like(marker())
         assert env.count(a, IN, DropReason.POLICY_DENIED) > before
     finally:
         client.close()
