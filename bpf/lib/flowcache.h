@@ -3,16 +3,18 @@
  * bucket is about a third of the program's cost on an established flow (bpf/README.md,
  * "Where a TCP stream's cost goes").
  *
- * A hit gives the verdict the lookup would give, because:
- * - a flow is remembered only when the lookup found its entry current (checked under the
- *   policy epoch now in force), and trusted only while that epoch lasts. Everything that
- *   deletes or rewrites an entry under an unchanged epoch is excluded below; everything else
- *   (a policy, identity, endpoint or Service change, the agent's conntrack flush) bumps it;
- * - a TCP SYN always takes the lookup: it is the one packet whose verdict depends on the
- *   entry's orientation (a SYN against it opens a new connection, lib/conntrack.h);
- * - every FLOW_CACHE_RECHECK-th packet of a flow takes the lookup anyway, so the LRU keeps
- *   seeing the flow as alive, and a flow whose entry was evicted is back under the lookup
- *   within that many packets (until then it keeps the verdict it had under this epoch).
+ * A hit gives the verdict the lookup would give. A flow is remembered only when the lookup
+ * found its entry current (checked under the policy epoch now in force), and trusted only
+ * while that epoch lasts. Everything that deletes entries from outside the program (the
+ * agent's conntrack flush, an endpoint's removal) bumps the epoch. Under one epoch an
+ * entry changes only
+ * - when a TCP SYN opens a connection the other way round: a SYN always takes the lookup, the
+ *   one packet whose verdict depends on the entry's orientation (lib/conntrack.h);
+ * - when the LRU evicts it: every FLOW_CACHE_RECHECK-th packet of a flow takes the lookup, so
+ *   the LRU keeps seeing the flow as alive, and an evicted flow is back under the lookup within
+ *   that many packets (until then it keeps the verdict it had under this epoch);
+ * - when the Services check after DNAT forgets a deferred entry (lib/services.h): its flow
+ *   passes its source hook either way, to be judged at the destination.
  * A slot is chosen by the interface and the ports; a collision only costs a lookup.
  * FLOW_CACHE_SLOTS=0 compiles the cache out (to measure it: bench/variants.py). */
 #pragma once

@@ -7,6 +7,7 @@ import os
 import queue
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,14 +72,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("--max-policy-entries", "entries in one pod's table", d.max_policy_entries),
         ("--max-conntrack", "tracked flows", d.max_conntrack),
     ):
-        sizes.add_argument(flag, type=int, default=None, help=f"{what} (default {default})")
+        sizes.add_argument(flag, type=_at_least(1), default=None,
+                           help=f"{what} (default {default})")
     p.add_argument(
         "--events-per-second",
-        type=int,
+        type=_at_least(0),
         default=None,
         help=f"drop events per second per CPU for monitor (default {d.events_per_second})",
     )
     p.set_defaults(func=run)
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum` (argparse names the flag)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def datapath_config(args: argparse.Namespace) -> DatapathConfig:

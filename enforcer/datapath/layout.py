@@ -25,6 +25,10 @@ LAYOUT_VERSION = 4
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/enforcer")
 
 
+MAP_SIZE_FIELDS = ("max_endpoints", "max_identities", "max_policy_entries", "max_conntrack",
+                   "max_fragments", "max_counters", "max_service_frontends")
+
+
 @dataclass(frozen=True)
 class DatapathConfig:
     """Map sizes (fixed per pin layout) and runtime settings (written to the config map)."""
@@ -46,6 +50,21 @@ class DatapathConfig:
     attach_mode: str = "auto"
     tc_prio: int = 1
     tc_handle: int = 0xE0F
+
+    def __post_init__(self) -> None:
+        """Refuse here what the kernel would refuse later, half-way through making the maps
+        (attach_mode is checked by Datapath.open, against what the kernel has)."""
+        for name in MAP_SIZE_FIELDS:
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"DatapathConfig.{name}: must be at least 1, got {value}")
+        if self.event_pages < 1 or self.event_pages & (self.event_pages - 1):
+            raise ValueError(
+                f"DatapathConfig.event_pages: must be a power of two, got {self.event_pages}")
+        for name in ("events_per_second", "event_burst"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"DatapathConfig.{name}: must not be negative, "
+                                 f"got {getattr(self, name)}")
 
     def cflags(self, pin_dir: Path) -> list[str]:
         return [

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from ipaddress import IPv4Network, IPv6Network
@@ -114,9 +115,17 @@ class Datapath:
         attach_mode = tcx.resolve_attach_mode(cfg.attach_mode)
         layout.ensure_bpffs(pin_root)
         pin_dir = pin_root / f"v{layout.LAYOUT_VERSION}"
+        fresh = not pin_dir.exists()
         pin_dir.mkdir(parents=True, exist_ok=True)
-        adopted = layout.check_pins(pin_dir, cfg)
-        program = compile_program(cfg, pin_dir)
+        try:
+            adopted = layout.check_pins(pin_dir, cfg)
+            program = compile_program(cfg, pin_dir)
+        except BaseException:
+            if fresh:
+                # bcc pins maps before the verifier sees the program. Pins this call made
+                # hold nothing and serve no program: leave no half-made layout behind.
+                shutil.rmtree(pin_dir, ignore_errors=True)
+            raise
         log.info("compiled datapath in %.2fs (headers: %s), adopted pins: %s, attach: %s",
                  program.compile_seconds, program.headers.how, adopted or "none", attach_mode)
         ncpu = bpfsys.possible_cpus()

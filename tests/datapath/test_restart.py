@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from enforcer.datapath import Datapath, LayoutMismatchError, bpfsys, tc, tcx
-from enforcer.datapath.loader import FROM_POD_FUNC, TO_POD_FUNC
+from enforcer.datapath.layout import LAYOUT_VERSION
+from enforcer.datapath.loader import BPF_DIR_ENV, CHECKOUT_BPF_DIR, FROM_POD_FUNC, TO_POD_FUNC
 from enforcer.datapath.policykeys import normalize
 from enforcer.datapath.types import (
     PROTO_TCP,
@@ -177,3 +180,26 @@ def test_pins_with_another_layout_are_refused(datapath: Datapath, pin_root: Path
         Datapath.open(pin_root, other)
     assert time.monotonic() - start < 1.0  # refused before compiling anything
     assert datapath.map_pressure()["ct"] >= 0  # the pinned maps are untouched and usable
+
+
+def test_a_program_the_kernel_refuses_leaves_no_pins(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """bcc pins the maps before the verifier sees the program: a first start whose program
+    is refused removes the pins it made (an existing layout is never touched: above)."""
+    sources = tmp_path / "bpf"
+    shutil.copytree(CHECKOUT_BPF_DIR, sources)
+    main = sources / "enforcer.c"
+    opening = "int tc_to_pod(struct __sk_buff *skb)\n{\n"
+    assert opening in main.read_text()
+    # A packet read without a bounds check: the verifier refuses the program.
+    main.write_text(main.read_text().replace(
+        opening, opening + "    if (skb->len == 12345)\n        return *(int *)(long)skb->data;\n"))
+    monkeypatch.setenv(BPF_DIR_ENV, str(sources))
+    root = Path("/sys/fs/bpf") / f"enf-test-refused-{secrets.token_hex(4)}"
+    try:
+        with pytest.raises(Exception, match=r"(?i)permission denied|failed to load"):
+            Datapath.open(root, KERNEL_TEST_CONFIG)
+        assert root.is_dir()  # the root itself may hold other versions' pins: kept
+        assert not (root / f"v{LAYOUT_VERSION}").exists()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
