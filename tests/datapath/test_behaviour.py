@@ -7,6 +7,8 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from ipaddress import ip_network
 
 import pytest
@@ -82,17 +84,28 @@ def test_related_icmp_error_reaches_an_isolated_sender(env: Env, family: int) ->
         s.close()
 
 
-def test_reused_ip_loses_its_flows_when_conntrack_is_flushed(env: Env, family: int) -> None:
-    a, b, c = env.pod("a"), env.pod("b"), env.pod("c")
+@contextmanager
+def a_connected_to_b(env: Env, family: int) -> Iterator[tuple[Pod, Pod, int]]:
+    """Pods a and b, a's egress allowing only TCP to b:80, b open; a connected to b:80.
+    Yields (a, b, the connection's source port)."""
+    a, b = env.pod("a"), env.pod("b")
     env.policy(a, EndpointPolicy(True, True, frozenset({allow(OUT, env.ident(b), PROTO_TCP,
                                                               80, 80)})))
     env.policy(b, EndpointPolicy.allow_all())
-    env.policy(c, EndpointPolicy.allow_all())
     server = TcpServer(b, family, 80)
     client = a.run(lambda: socket.socket(family_af(family), socket.SOCK_STREAM))
     try:
         client.connect((addr(b, family), 80))
-        sport = client.getsockname()[1]
+        yield a, b, client.getsockname()[1]
+    finally:
+        client.close()
+        server.close()
+
+
+def test_reused_ip_loses_its_flows_when_conntrack_is_flushed(env: Env, family: int) -> None:
+    with a_connected_to_b(env, family) as (a, b, sport):
+        c = env.pod("c")
+        env.policy(c, EndpointPolicy.allow_all())
         # b's IP now belongs to another pod (c stands in for it, with c's identity and, as the
         # agent writes it for a new owner, c's interface behind the address).
         ident = env.ident(c)
@@ -110,9 +123,6 @@ def test_reused_ip_loses_its_flows_when_conntrack_is_flushed(env: Env, family: i
         before = env.count(a, IN, DropReason.POLICY_DENIED)
         assert not reply_like(marker())
         assert env.count(a, IN, DropReason.POLICY_DENIED) > before
-    finally:
-        client.close()
-        server.close()
 
 
 def test_a_conntrack_flush_cuts_a_flow_the_kernel_remembers(env: Env, family: int) -> None:
@@ -120,15 +130,7 @@ def test_a_conntrack_flush_cuts_a_flow_the_kernel_remembers(env: Env, family: in
     packet is judged again even after its last packets passed on the per-CPU flow memory (it
     trusts a flow only while the policy epoch lasts, and a flush bumps it): b's reply-like
     packet, which passed three times, is dropped by a's ingress (it admits no one)."""
-    a, b = env.pod("a"), env.pod("b")
-    env.policy(a, EndpointPolicy(True, True, frozenset({allow(OUT, env.ident(b), PROTO_TCP,
-                                                              80, 80)})))
-    env.policy(b, EndpointPolicy.allow_all())
-    server = TcpServer(b, family, 80)
-    client = a.run(lambda: socket.socket(family_af(family), socket.SOCK_STREAM))
-    try:
-        client.connect((addr(b, family), 80))
-        sport = client.getsockname()[1]
+    with a_connected_to_b(env, family) as (a, b, sport):
 
         def reply_like(mark: bytes) -> bool:
             pkt = ip_layer(b, a, family) / TCP(sport=80, dport=sport, flags="A") / mark
@@ -141,9 +143,6 @@ def test_a_conntrack_flush_cuts_a_flow_the_kernel_remembers(env: Env, family: in
             before = env.count(a, IN, DropReason.POLICY_DENIED)
             assert not reply_like(marker())
         assert env.count(a, IN, DropReason.POLICY_DENIED) > before
-    finally:
-        client.close()
-        server.close()
 
 
 def test_a_syn_reusing_a_closed_flows_tuple_the_other_way_round_is_judged(env: Env,
