@@ -259,12 +259,14 @@ def marker() -> bytes:
 
 
 @contextlib.contextmanager
-def on_one_cpu() -> Iterator[None]:
-    """Pins this thread to one CPU: a frame it sends through a veth is handled on the CPU
-    that sent it, so every packet meets the same per-CPU flow memory (bpf/lib/flowcache.h)."""
+def on_one_cpu() -> Iterator[int]:
+    """Pins this thread to one CPU, and yields it: a frame it sends through a veth is handled
+    on the CPU that sent it, so every packet meets the same per-CPU flow memory
+    (bpf/lib/flowcache.h)."""
     before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(before)})
+    cpu = min(before)
+    os.sched_setaffinity(0, {cpu})
     try:
-        yield
+        yield cpu
     finally:
         os.sched_setaffinity(0, before)

@@ -3,7 +3,6 @@ tables say; replies pass; a denied SYN is counted and reported."""
 
 from __future__ import annotations
 
-import os
 import socket
 
 import pytest
@@ -12,6 +11,7 @@ from enforcer.datapath.layout import COUNTER_VAL, CT_KEY, CT_VAL, EP_CONFIG, U32
 from enforcer.datapath.types import (
     PROTO_TCP,
     PROTO_UDP,
+    Direction,
     DropEvent,
     DropReason,
     EndpointPolicy,
@@ -102,6 +102,14 @@ def test_allowed_traffic_is_counted_as_forwarded(env: Env) -> None:
     assert env.count(server, IN, None) >= before + 3  # SYN, ACK, data at least
 
 
+def _forwarded_row(env: Env, slot: int, direction: Direction) -> tuple[int, int]:
+    """Packets and bytes in an endpoint's forwarded-counter row, summed over CPUs."""
+    raw = env.dp._maps["fwd_counters"].lookup(U32.pack(slot * 2 + direction))
+    assert raw is not None
+    rows = list(COUNTER_VAL.iter_unpack(raw))
+    return sum(p for p, _ in rows), sum(b for _, b in rows)
+
+
 def _memo_hits(env: Env, pod: Pod, cpu: int) -> int:
     """How many packets at the pod's host veth passed on `cpu`'s flow memory (its slots whose
     key names that veth: bpf/lib/flowcache.h)."""
@@ -124,14 +132,10 @@ def test_packets_passed_on_the_flow_memory_are_counted_exactly(routed_env: Env) 
     frame_len = 14 + 20 + 8 + len(payload)
 
     def row() -> tuple[int, int]:
-        raw = env.dp._maps["fwd_counters"].lookup(U32.pack(slot * 2 + IN))
-        assert raw is not None
-        rows = list(COUNTER_VAL.iter_unpack(raw))
-        return sum(p for p, _ in rows), sum(b for _, b in rows)
+        return _forwarded_row(env, slot, IN)
 
     try:
-        with on_one_cpu():
-            cpu = min(os.sched_getaffinity(0))
+        with on_one_cpu() as cpu:
             for _ in range(2):  # the first writes the flow's entry, the second finds it
                 sender.sendto(payload, (str(server.ipv4), 7004))  # current and remembers it
             packets, octets = row()
@@ -180,9 +184,7 @@ def test_forwarded_counts_are_per_endpoint_and_a_reused_slot_starts_from_zero(
     def row_packets() -> int:
         # The row itself (counters() also adds what the per-interface hash holds for this
         # ifindex, which earlier tests' namespaces may have used too).
-        row = env.dp._maps["fwd_counters"].lookup(U32.pack(slot * 2 + IN))
-        assert row is not None
-        return sum(p for p, _ in COUNTER_VAL.iter_unpack(row))
+        return _forwarded_row(env, slot, IN)[0]
 
     counted = row_packets()
     assert counted >= 60  # SYN, ACK and data of each connection, at least
