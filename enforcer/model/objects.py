@@ -157,6 +157,9 @@ class Pod:
     host_network: bool = False
     phase: str = "Running"
     ports: tuple[ContainerPort, ...] = ()
+    # The controller that owns the pod (metadata.ownerReferences with controller: true), as
+    # (kind, name): what flows and `advise` group pods by (enforcer.model.workloads).
+    owner: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         _freeze(self, "labels")

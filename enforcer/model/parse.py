@@ -281,6 +281,7 @@ def _parse_pod(ctx: _Ctx, obj: Mapping[str, Any]) -> Pod:
             ips.append(ip)
     node = spec.get("nodeName")
     return Pod(
+        owner=_controller(ctx, obj),
         namespace=namespace,
         name=name,
         uid=uid,
@@ -291,6 +292,18 @@ def _parse_pod(ctx: _Ctx, obj: Mapping[str, Any]) -> Pod:
         phase=str(status.get("phase") or "Pending"),
         ports=tuple(ports),
     )
+
+
+def _controller(ctx: _Ctx, obj: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The owner reference marked controller, as (kind, name); None when there is none."""
+    meta = ctx.mapping(obj.get("metadata"), "metadata")
+    refs = ctx.seq(meta.get("ownerReferences"), "metadata.ownerReferences")
+    for i, raw in enumerate(refs):
+        ref = ctx.mapping(raw, f"metadata.ownerReferences[{i}]")
+        if ref.get("controller") and ref.get("kind") and ref.get("name"):
+            kind = ctx.string(ref["kind"], f"metadata.ownerReferences[{i}].kind")
+            return kind, ctx.string(ref["name"], f"metadata.ownerReferences[{i}].name")
+    return None
 
 
 # --- NetworkPolicy ----------------------------------------------------------------------

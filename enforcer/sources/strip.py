@@ -23,6 +23,19 @@ def _metadata(obj: Mapping[str, Any]) -> dict[str, Any]:
     return _pick(obj.get("metadata"), _META_KEYS)
 
 
+def _controller_refs(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The controller owner reference only (flows name a pod's workload by it)."""
+    meta = obj.get("metadata")
+    refs = meta.get("ownerReferences") if isinstance(meta, Mapping) else None
+    if not isinstance(refs, list):
+        return []
+    return [
+        _pick(r, ("kind", "name", "controller"))
+        for r in refs
+        if isinstance(r, Mapping) and r.get("controller")
+    ][:1]
+
+
 def _containers(spec: Mapping[str, Any], key: str) -> list[dict[str, Any]] | None:
     containers = spec.get(key)
     if not isinstance(containers, list):
@@ -43,10 +56,13 @@ def _pod(obj: Mapping[str, Any]) -> dict[str, Any]:
             spec[key] = kept
     if "containers" not in spec:
         spec["containers"] = []
+    metadata = _metadata(obj)
+    if refs := _controller_refs(obj):
+        metadata["ownerReferences"] = refs
     return {
         "apiVersion": obj.get("apiVersion", "v1"),
         "kind": "Pod",
-        "metadata": _metadata(obj),
+        "metadata": metadata,
         "spec": spec,
         "status": _pick(obj.get("status"), ("phase", "podIP", "podIPs", "hostIP")),
     }
