@@ -1,0 +1,125 @@
+"""`enforcer advise`: least-privilege NetworkPolicies from observed flows, proven first."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from enforcer.advise import AdviceError, AdviseOptions, Prefixes, advise
+from enforcer.advise.advice import Advice, parse_manifests
+from enforcer.advise.render import render_json, render_yaml, summary
+from enforcer.analysis.inputs import EXIT_INVALID_INPUT, load_for_command, planned_state
+from enforcer.flows.record import FlowFormatError, read_file
+from enforcer.model.loader import load_text
+
+EXIT_UNPROVEN = 3
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "advise",
+        help="least-privilege NetworkPolicies from observed flows (proven in the model)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Write one NetworkPolicy per workload and direction that allows exactly the\n"
+            "observed flows: peers by namespace and stable pod labels (no hash labels),\n"
+            "addresses outside the cluster as ipBlocks, ports as observed (named when every\n"
+            "destination pod declares the port under one name), DNS (UDP and TCP 53) to the\n"
+            "resolvers a workload used. Every workload seen in a learned flow gets both\n"
+            "policies; a direction with no flows denies all. Each rule's comment names the\n"
+            "flows behind it.\n\n"
+            "Learned: flows every recording side let through (verdict allowed or audit).\n"
+            "Denied flows are not learned unless --include-denied (policy denials only).\n\n"
+            "Before printing, the model checks that every learned flow is allowed with the\n"
+            "advice in place, and counts the pod pairs it newly denies (stderr).\n"
+            "Exit: 0 advised, 2 invalid input, 3 the advice failed its own proof (a bug)."
+        ),
+    )
+    p.add_argument("paths", nargs="+", metavar="CLUSTER_DIR",
+                   help="the cluster's Namespaces, Pods and existing NetworkPolicies")
+    p.add_argument("--flows", required=True, metavar="FLOWS.jsonl",
+                   help="flow records, one JSON object a line (`-`: standard input)")
+    p.add_argument("--cidr-prefix", type=int, default=32, metavar="N",
+                   help="aggregate IPv4 addresses outside the cluster to /N (default 32)")
+    p.add_argument("--cidr-prefix-v6", type=int, default=128, metavar="N",
+                   help="aggregate IPv6 addresses outside the cluster to /N (default 128)")
+    p.add_argument("--ingress-only", action="store_true",
+                   help="ingress policies only (adopt ingress first, egress later)")
+    p.add_argument("--namespace", action="append", default=[], metavar="NS",
+                   help="only workloads of this namespace get policies (repeatable)")
+    p.add_argument("--include-denied", action="store_true",
+                   help="learn flows that policy denied, too")
+    p.add_argument("--strict", action="store_true",
+                   help="fail (exit 2) on any invalid object or flow line")
+    p.add_argument("--output", choices=["yaml", "json"], default="yaml")
+    p.set_defaults(func=run)
+
+
+def _options(args: argparse.Namespace) -> AdviseOptions | None:
+    for flag, value, top in (("--cidr-prefix", args.cidr_prefix, 32),
+                             ("--cidr-prefix-v6", args.cidr_prefix_v6, 128)):
+        if not 0 <= value <= top:
+            print(f"error: {flag} {value} out of range 0-{top}", file=sys.stderr)
+            return None
+    return AdviseOptions(
+        prefixes=Prefixes(args.cidr_prefix, args.cidr_prefix_v6),
+        ingress_only=args.ingress_only,
+        namespaces=frozenset(args.namespace),
+        include_denied=args.include_denied,
+    )
+
+
+def _check_rendered(advice: Advice, text: str) -> None:
+    """What we print must read back, with the project's loader, as what we proved."""
+    loaded = load_text(text, "<advice>")
+    if loaded.errors or loaded.objects != parse_manifests(advice.policies):
+        problems = "; ".join(str(e) for e in loaded.errors) or "objects differ"
+        raise AdviceError(f"the printed YAML does not read back as the advice: {problems}")
+
+
+def run(args: argparse.Namespace) -> int:
+    options = _options(args)
+    if options is None:
+        return EXIT_INVALID_INPUT
+    result, ok = load_for_command(args.paths, args.strict)
+    if not ok:
+        return EXIT_INVALID_INPUT
+    try:
+        flows = read_file(args.flows, strict=args.strict)
+    except FlowFormatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    except OSError as exc:
+        print(f"error: --flows: {exc}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    for error in flows.errors:
+        print(f"warning: {error} (line skipped)", file=sys.stderr)
+    try:
+        advice = advise(planned_state(result), flows.records, options)
+        for note in advice.notes:
+            print(f"note: {note}", file=sys.stderr)
+        for warning in advice.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if not advice.proof.holds:
+            print("error: the advice does not allow these observed flows (a bug of advise):",
+                  file=sys.stderr)
+            for refusal in advice.proof.refused:
+                print(f"  {refusal.describe()}", file=sys.stderr)
+            return EXIT_UNPROVEN
+        if args.output == "json":
+            text = render_json(advice)
+        else:
+            text = render_yaml(advice)
+            _check_rendered(advice, text)
+    except AdviceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNPROVEN
+    for refusal in advice.proof.denied_elsewhere:
+        print(f"warning: still denied by policies advise does not change: "
+              f"{refusal.describe()}", file=sys.stderr)
+    if not advice.policies:
+        print("note: no flow to learn: nothing advised", file=sys.stderr)
+        return 0
+    print(text, end="" if text.endswith("\n") else "\n")
+    print(summary(advice), file=sys.stderr)
+    return 0
