@@ -318,6 +318,16 @@ class ClusterState:
         for obj in objects:
             self.upsert(obj)
 
+    def copy(self) -> ClusterState:
+        """An independent state with the same objects (indexes rebuilt: linear in its size)."""
+        twin = ClusterState(planned_pods=self.planned_pods)
+        twin.load(list(self._namespaces.values()))
+        twin.load(list(self._pods.values()))
+        twin.load(list(self._policies.values()))
+        twin.load(list(self.services.services.values()))
+        twin.load(list(self.services.slices.values()))
+        return twin
+
 
 def state_from(
     objects: Sequence[ModelObject | ServiceObject], planned_pods: bool = False

@@ -1,4 +1,5 @@
-"""Read Namespaces, Pods, NetworkPolicies, Services and EndpointSlices from manifests.
+"""Read Namespaces, Pods, NetworkPolicies, StagedNetworkPolicies, Services and EndpointSlices
+from manifests.
 
 Accepts YAML or JSON, multi-document files, `kind: List` and typed lists (`PodList`...), so
 `kubectl get ... -o yaml` output loads as is. Invalid objects become errors (never partially
@@ -15,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from enforcer.model.objects import ModelObject
-from enforcer.model.parse import ValidationError, parse_object
+from enforcer.model.objects import ModelObject, NetworkPolicy
+from enforcer.model.parse import ValidationError, parse_object, parse_staged_policy
 from enforcer.model.parse_services import parse_service_object
 from enforcer.model.services import ServiceObject
 
@@ -39,6 +40,10 @@ class LoadResult:
     # Services and EndpointSlices: kept apart, since only the Service-aware consumers
     # (analyze --via service, the lab) use them.
     services: list[ServiceObject] = field(default_factory=list)
+    # StagedNetworkPolicies, as the NetworkPolicies they preview: never in `objects`, so
+    # nothing enforces or analyzes them unless it asks (analyze --staged, the agent's shadow).
+    staged: list[NetworkPolicy] = field(default_factory=list)
+    staged_origins: list[str] = field(default_factory=list)  # the file of each, same order
 
 
 def _manifest_files(path: Path) -> Iterator[Path]:
@@ -102,11 +107,15 @@ def load_text(text: str, origin: str, result: LoadResult | None = None) -> LoadR
         for item in _flatten(doc, origin, result.notes):
             try:
                 obj = parse_object(item, origin)
-                svc = parse_service_object(item, origin) if obj is None else None
+                staged = parse_staged_policy(item, origin) if obj is None else None
+                svc = parse_service_object(item, origin) if obj is None and staged is None else None
             except ValidationError as exc:
                 result.errors.append(exc)
                 continue
-            if svc is not None:
+            if staged is not None:
+                result.staged.append(staged)
+                result.staged_origins.append(origin)
+            elif svc is not None:
                 result.services.append(svc)
             elif obj is None:
                 result.notes.append(f"{origin}: ignored {_describe(item)} (not a kind we model)")

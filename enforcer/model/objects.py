@@ -25,6 +25,8 @@ TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 KIND_NAMESPACE = "Namespace"
 KIND_POD = "Pod"
 KIND_NETWORK_POLICY = "NetworkPolicy"
+# The project's own kind: a NetworkPolicy spec that is previewed, never enforced.
+KIND_STAGED_NETWORK_POLICY = "StagedNetworkPolicy"
 
 
 class FrozenLabels(Mapping[str, str]):

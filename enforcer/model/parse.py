@@ -18,6 +18,7 @@ from enforcer.model.objects import (
     KIND_NAMESPACE,
     KIND_NETWORK_POLICY,
     KIND_POD,
+    KIND_STAGED_NETWORK_POLICY,
     OPERATORS,
     PROTOCOLS,
     ContainerPort,
@@ -37,6 +38,9 @@ from enforcer.model.objects import (
 
 NETWORK_POLICY_API = "networking.k8s.io/v1"
 CORE_API = "v1"
+# The project's API group: its own kinds (StagedNetworkPolicy) and the CRD in daemonset/.
+ENFORCER_API_GROUP = "enforcer.dev"
+STAGED_POLICY_API = f"{ENFORCER_API_GROUP}/v1alpha1"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -124,10 +128,7 @@ def parse_object(obj: Mapping[str, Any], origin: str = "<input>") -> ModelObject
         raise ValidationError(origin, "", None, None, "", "not an object")
     kind = obj.get("kind")
     api = obj.get("apiVersion")
-    meta_raw = obj.get("metadata")
-    meta = meta_raw if isinstance(meta_raw, Mapping) else {}
-    name = meta.get("name") if isinstance(meta.get("name"), str) else None
-    namespace = meta.get("namespace") if isinstance(meta.get("namespace"), str) else None
+    namespace, name = _object_ref(obj)
     if kind == KIND_NETWORK_POLICY and api == NETWORK_POLICY_API:
         ctx = _Ctx(origin, KIND_NETWORK_POLICY, namespace or "default", name)
         return _parse_policy(ctx, obj)
@@ -139,7 +140,32 @@ def parse_object(obj: Mapping[str, Any], origin: str = "<input>") -> ModelObject
     return None
 
 
+def parse_staged_policy(obj: Mapping[str, Any], origin: str = "<input>") -> NetworkPolicy | None:
+    """A StagedNetworkPolicy as the NetworkPolicy it previews; None for any other object.
+
+    Kept out of parse_object on purpose: whoever enforces what parse_object returns must never
+    receive a staged policy. Its spec is validated by the NetworkPolicy code, so it gets the
+    same errors, naming the kind StagedNetworkPolicy.
+    """
+    if not isinstance(obj, Mapping):
+        return None
+    if obj.get("kind") != KIND_STAGED_NETWORK_POLICY or obj.get("apiVersion") != STAGED_POLICY_API:
+        return None  # e.g. Calico's projectcalico.org StagedNetworkPolicy: another spec
+    namespace, name = _object_ref(obj)
+    ctx = _Ctx(origin, KIND_STAGED_NETWORK_POLICY, namespace or "default", name)
+    return _parse_policy(ctx, obj)
+
+
 # --- metadata ---------------------------------------------------------------------------
+
+
+def _object_ref(obj: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(namespace, name) as far as they are strings: for error messages before validation."""
+    meta_raw = obj.get("metadata")
+    meta = meta_raw if isinstance(meta_raw, Mapping) else {}
+    name = meta.get("name") if isinstance(meta.get("name"), str) else None
+    namespace = meta.get("namespace") if isinstance(meta.get("namespace"), str) else None
+    return namespace, name
 
 
 def _metadata(
