@@ -39,7 +39,7 @@ DNS_PROTOCOLS = ("UDP", "TCP")
 class Endpoint:
     """One end of an observed flow: pods of a workload, or an address outside the cluster."""
 
-    name: str  # as recorded: namespace/pod, or an address
+    name: str  # namespace/pod (as recorded, or the pod owning a recorded address), or an address
     workload: Workload | None = None  # None: outside the cluster
     pods: tuple[str, ...] = ()  # the pods the flow is proven for (the workload's, pod gone)
     address: IPAddress | None = None  # outside the cluster only

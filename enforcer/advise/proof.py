@@ -8,11 +8,13 @@
 2. What it takes away: (source pod, destination pod, port, protocol) combinations among the
    cluster's pods, over the ports the advised rules name, that were allowed before and are
    denied after. Only pairs an advised policy touches can change (policies are additive), so
-   only those are evaluated.
+   only those are evaluated, and once per class of pods no policy can tell apart (same
+   namespace, labels, declared ports and ipBlock memberships: a Deployment's replicas).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -21,7 +23,7 @@ from enforcer.advise.policies import EGRESS, INGRESS, AdvisedPolicy, PortKey
 from enforcer.analysis.explain import verdict_for
 from enforcer.model.cluster import ClusterState
 from enforcer.model.evaluate import PairEvaluator
-from enforcer.model.objects import NetworkPolicy
+from enforcer.model.objects import IPBlock, NetworkPolicy
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,22 @@ def check_flows(
     return refused, elsewhere
 
 
+def pod_classes(state: ClusterState) -> list[list[str]]:
+    """Endpoint pods grouped so that every policy of the state judges a class's pods alike."""
+    blocks: dict[IPBlock, None] = {}
+    for policy in state.policies.values():
+        for rule in (*policy.ingress, *policy.egress):
+            for peer in rule.peers or ():
+                if peer.ip_block is not None:
+                    blocks[peer.ip_block] = None
+    classes: dict[tuple[object, ...], list[str]] = defaultdict(list)
+    for key in state.endpoint_keys():
+        pod = state.pods[key]
+        inside = tuple(any(b.contains(ip) for ip in pod.ips) for b in blocks)
+        classes[(pod.namespace, pod.labels, pod.ports, inside)].append(key)
+    return list(classes.values())
+
+
 def count_newly_denied(
     before: ClusterState,
     after: ClusterState,
@@ -95,19 +113,25 @@ def count_newly_denied(
     sources = {p for a in policies if a.direction == EGRESS for p in a.pods}
     destinations = {p for a in policies if a.direction == INGRESS for p in a.pods}
     was, now = PairEvaluator(before), PairEvaluator(after)
-    pods = before.endpoint_keys()
+    classes = pod_classes(after)  # after holds every policy of before, and the advised ones
     combinations, pairs = 0, 0
-    for src in pods:
-        for dst in pods:
-            if src == dst or (src not in sources and dst not in destinations):
+    for a in classes:
+        for b in classes:
+            if a is b:  # pairs of distinct pods within the class (a pod may reach itself)
+                if len(a) < 2:
+                    continue
+                src, dst, members = a[0], a[1], len(a) * (len(a) - 1)
+            else:
+                src, dst, members = a[0], b[0], len(a) * len(b)
+            if src not in sources and dst not in destinations:
                 continue
             lost = sum(
                 was.verdict(src, dst, port, protocol).allowed
                 and not now.verdict(src, dst, port, protocol).allowed
                 for port, protocol in ports
             )
-            combinations += lost
-            pairs += bool(lost)
+            combinations += lost * members
+            pairs += members if lost else 0
     return combinations, pairs
 
 

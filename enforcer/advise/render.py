@@ -55,9 +55,14 @@ def _rule_lines(policy: AdvisedPolicy, rule: AdvisedRule) -> list[str]:
     return lines + _dump([rule.manifest], 2)
 
 
+def _some(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:SHOWN_FLOWS])
+    return shown + (f" and {len(names) - SHOWN_FLOWS} more" if len(names) > SHOWN_FLOWS else "")
+
+
 def policy_yaml(policy: AdvisedPolicy) -> str:
     w = policy.workload
-    pods = ", ".join(policy.pods)
+    pods = _some(policy.pods) or "no pod"
     lines = ["---", _comment(f"{w.key} ({w.kind}), {policy.direction}; selects {pods}", 0)]
     lines += [_comment(note, 0) for note in policy.notes]
     spec = policy.manifest["spec"]
@@ -85,8 +90,8 @@ def flow_document(o: Observation) -> dict[str, Any]:
         "port": o.port,
         "protocol": o.protocol,
         "count": o.count,
-        "first_seen": rfc3339(o.first_seen),
-        "last_seen": rfc3339(o.last_seen),
+        "first_seen": rfc3339(o.first_seen) if o.first_seen else None,  # 0: not recorded
+        "last_seen": rfc3339(o.last_seen) if o.last_seen else None,
     }
 
 
