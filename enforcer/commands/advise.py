@@ -26,8 +26,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "addresses outside the cluster as ipBlocks, ports as observed (named when every\n"
             "destination pod declares the port under one name), DNS (UDP and TCP 53) to the\n"
             "resolvers a workload used. Every workload seen in a learned flow gets both\n"
-            "policies; a direction with no flows denies all. Each rule's comment names the\n"
-            "flows behind it.\n\n"
+            "policies (ingress only with --ingress-only); a direction with no flows denies\n"
+            "all. Address blocks except the pods' own addresses. Each rule's comment names\n"
+            "the flows behind it.\n\n"
             "Learned: flows every recording side let through (verdict allowed or audit).\n"
             "Denied flows are not learned unless --include-denied (policy denials only).\n\n"
             "Before printing, the model checks that every learned flow is allowed with the\n"
@@ -51,7 +52,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="learn flows that policy denied, too")
     p.add_argument("--strict", action="store_true",
                    help="fail (exit 2) on any invalid object or flow line")
-    p.add_argument("--output", choices=["yaml", "json"], default="yaml")
+    p.add_argument("--output", choices=["yaml", "json"], default="yaml",
+                   help="yaml: manifests with comments (default); json: {policies, rules with "
+                   "their flows, proof, notes, warnings}")
     p.set_defaults(func=run)
 
 
