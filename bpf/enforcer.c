@@ -43,6 +43,25 @@ static __always_inline int drop(struct __sk_buff *skb, const struct pkt *p, __u8
     return TC_ACT_SHOT;
 }
 
+/* A verdict of an egress judged after DNAT (lib/services.h): drop, or pass with its event
+ * (an allowed new flow's, when allowed flows are reported; an audit pass's always). */
+static __always_inline int postnat_outcome(struct __sk_buff *skb, const struct pkt *p,
+                                           int verdict, const struct postnat_verdict *pv)
+{
+    if (verdict == POSTNAT_DENY)
+        return drop(skb, p, DIR_EGRESS, DROP_POLICY_DENIED, pv->endpoint_id, pv->identity);
+    if (verdict == POSTNAT_FULL)
+        return drop(skb, p, DIR_EGRESS, DROP_MAP_FULL, pv->endpoint_id, pv->identity);
+    if (verdict == POSTNAT_AUDIT) {
+        count(skb, DIR_EGRESS, REASON_AUDIT);
+        emit(skb, p, DIR_EGRESS, REASON_AUDIT, pv->endpoint_id, pv->identity);
+    } else if (verdict == POSTNAT_ALLOW && cfg_get(CFG_EVENT_ALLOWED)) {
+        emit_ruled(skb, p, DIR_EGRESS, REASON_FORWARDED, pv->endpoint_id, pv->identity,
+                   pv->rule_set);
+    }
+    return TC_ACT_UNSPEC;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
     struct pkt p = {};
@@ -135,16 +154,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
         if (src && src->endpoint_id == endpoint_id) {
             self = 1;
         } else if (src) {
-            __u32 src_endpoint = 0, src_identity = 0;
-            int post = postnat_egress(&p, src, epoch, &src_endpoint, &src_identity);
-            if (post == POSTNAT_DENY) {
-                if (state == CT_ESTABLISHED)
-                    ct_forget(&p, ifindex, dir);
-                return drop(skb, &p, DIR_EGRESS, DROP_POLICY_DENIED, src_endpoint,
-                            src_identity);
-            }
-            if (post == POSTNAT_FULL)
-                return drop(skb, &p, dir, DROP_MAP_FULL, src_endpoint, src_identity);
+            struct postnat_verdict pv = {};
+            int post = postnat_egress(&p, src, epoch, &pv);
+            if (post == POSTNAT_DENY && state == CT_ESTABLISHED)
+                ct_forget(&p, ifindex, dir);
+            if (postnat_outcome(skb, &p, post, &pv) == TC_ACT_SHOT)
+                return TC_ACT_SHOT;
         } else if (state == CT_MISS) {
             self = svc_hairpin(skb, &p, ifindex);
         } else if (entry) {
@@ -170,12 +185,20 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     if (host)
         flags |= CT_F_HOST;
     __u32 identity = 0; /* looked up only where a verdict or an event needs it */
+    __u32 rule_set = 0;
+    __u8 event_reason = REASON_FORWARDED;
     if (!host && !self && !open) {
         identity = peer_identity(&p.flow, dir);
-        if (!policy_lookup(endpoint_id, dir, identity, p.flow.proto, p.flow.dport)) {
-            if (state == CT_ESTABLISHED)
-                ct_forget(&p, ifindex, dir);
-            return drop(skb, &p, dir, DROP_POLICY_DENIED, endpoint_id, identity);
+        if (!policy_lookup(endpoint_id, dir, identity, p.flow.proto, p.flow.dport, &rule_set)) {
+            if (!(ep->flags & EP_F_AUDIT)) {
+                if (state == CT_ESTABLISHED)
+                    ct_forget(&p, ifindex, dir);
+                return drop(skb, &p, dir, DROP_POLICY_DENIED, endpoint_id, identity);
+            }
+            /* Audit: passes and is tracked as an allowed flow would be, so a switch to
+             * enforce (a new generation) cuts it at its next packet. */
+            event_reason = REASON_AUDIT;
+            count(skb, dir, REASON_AUDIT);
         }
     }
     if (dir == DIR_INGRESS && !p.no_ct && !owned_by(p.flow.daddr, p.flow.family, ifindex))
@@ -184,9 +207,13 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
         return drop(skb, &p, dir, DROP_MAP_FULL, endpoint_id, identity);
     if (p.frag == FRAG_FIRST)
         frag_remember(&p); /* on failure later fragments drop: fail closed */
-    if (state == CT_MISS && cfg_get(CFG_EVENT_ALLOWED))
-        emit(skb, &p, dir, REASON_FORWARDED, endpoint_id,
-             identity ? identity : peer_identity(&p.flow, dir));
+    /* An audit pass's event always; an allowed new flow's when those are reported, with the
+     * rules that allowed it (not for a flow deferred to its post-DNAT check, which reports it
+     * there against the backend). */
+    if (event_reason == REASON_AUDIT ||
+        (state == CT_MISS && !(flags & CT_F_DEFERRED) && cfg_get(CFG_EVENT_ALLOWED)))
+        emit_ruled(skb, &p, dir, event_reason, endpoint_id,
+                   identity ? identity : peer_identity(&p.flow, dir), rule_set);
     return forward(skb, dir, slot);
 }
 
@@ -211,7 +238,6 @@ int tc_node_egress(struct __sk_buff *skb)
     if (parse_packet(skb, &p) != 0 || p.l3 != L3_IP || p.nd || p.icmp_error ||
         p.frag == FRAG_LATER)
         return TC_ACT_UNSPEC;
-    __u32 src_endpoint = 0, identity = 0;
     __u64 epoch = cfg_get(CFG_POLICY_EPOCH);
     struct lep_val *src = local_source(&p.flow);
     if (!src) {
@@ -222,16 +248,10 @@ int tc_node_egress(struct __sk_buff *skb)
             return TC_ACT_UNSPEC;
         struct pkt q = p;
         q.no_ct = 1; /* a masqueraded tuple: no entry of the pod's to keep */
-        int verdict = postnat_egress(&q, &masq, epoch, &src_endpoint, &identity);
-        if (verdict == POSTNAT_DENY)
-            return drop(skb, &p, DIR_EGRESS, DROP_POLICY_DENIED, src_endpoint, identity);
-        return TC_ACT_UNSPEC;
+        struct postnat_verdict mv = {};
+        return postnat_outcome(skb, &p, postnat_egress(&q, &masq, epoch, &mv), &mv);
     }
     /* (A reply of a flow into the pod passes: postnat_egress finds it as that flow's reply.) */
-    int post = postnat_egress(&p, src, epoch, &src_endpoint, &identity);
-    if (post == POSTNAT_DENY)
-        return drop(skb, &p, DIR_EGRESS, DROP_POLICY_DENIED, src_endpoint, identity);
-    if (post == POSTNAT_FULL)
-        return drop(skb, &p, DIR_EGRESS, DROP_MAP_FULL, src_endpoint, identity);
-    return TC_ACT_UNSPEC;
+    struct postnat_verdict pv = {};
+    return postnat_outcome(skb, &p, postnat_egress(&p, src, epoch, &pv), &pv);
 }

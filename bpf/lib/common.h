@@ -29,6 +29,7 @@
 #define DROP_MAP_FULL 144
 #define DROP_UNSUPPORTED_L3 145
 #define DROP_FRAGMENT_OVERLAP 146
+#define REASON_AUDIT 150 /* passed: policy denies it, the endpoint is in audit mode */
 
 /* Reserved identities and protocol numbers (types.py). */
 #define IDENTITY_ANY 0
@@ -65,6 +66,9 @@ struct ep_config {
  * the tables swap, so a packet seeing the flag is allowed by the old or the new generation.
  * 0 (an older writer) just means "look it up". */
 #define EP_F_OPEN(dir) (1u << (dir))
+/* Audit mode: what policy denies passes, counted and reported as REASON_AUDIT. Part of the
+ * generation like the tables, so switching to enforce narrows like any policy change. */
+#define EP_F_AUDIT (1u << 2)
 
 /* Config array slots (u64 each). */
 #define CFG_UNKNOWN_ALLOW 0  /* 1: interfaces without endpoint config pass */

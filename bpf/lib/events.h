@@ -1,5 +1,6 @@
-/* Drop (and optionally allowed-new-flow) events on a ring buffer, rate-limited in the kernel
- * by a per-CPU token bucket so a flood cannot flood the agent. */
+/* Drop, audit and (optionally) allowed-new-flow events on a ring buffer, rate-limited in the
+ * kernel by a per-CPU token bucket so a flood cannot flood the agent. What the bucket refuses,
+ * or the ring has no room for, is counted in event_lost: never silently lost. */
 #pragma once
 
 #include "lib/maps.h"
@@ -11,10 +12,14 @@ struct event {
     __u32 endpoint_id;
     __u32 identity;
     __u8 direction;
-    __u8 reason; /* 0: an allowed new flow */
+    __u8 reason; /* 0: an allowed new flow; REASON_AUDIT: passed in audit mode */
     __u8 tcp_flags;
     __u8 pad;
     struct flow flow;
+    /* The rule set (pol_val.rule_set) of the entry that allowed it (0: none), mapped back to
+     * policies and rules by the agent. */
+    __u32 rule_set;
+    __u32 pad2;
 };
 
 BPF_RINGBUF_OUTPUT(events, EVENT_PAGES);
@@ -24,6 +29,16 @@ struct bucket {
     __u64 budget_ns;
 };
 BPF_PERCPU_ARRAY(event_bucket, struct bucket, 1);
+/* Events refused by the bucket (slot 0) or by a full ring (slot 1). Not pinned: a counter of
+ * this program's life, read by the agent that loaded it. */
+BPF_PERCPU_ARRAY(event_lost, __u64, 2);
+
+static __always_inline void event_lost_count(__u32 slot)
+{
+    __u64 *n = event_lost.lookup(&slot);
+    if (n)
+        *n += 1;
+}
 
 static __always_inline int event_allowed(void)
 {
@@ -42,18 +57,21 @@ static __always_inline int event_allowed(void)
     b->last_ns = now;
     if (budget < cost) {
         b->budget_ns = budget;
+        event_lost_count(0);
         return 0;
     }
     b->budget_ns = budget - cost;
     return 1;
 }
 
-static __always_inline void emit(struct __sk_buff *skb, const struct pkt *p, __u8 dir,
-                                 __u8 reason, __u32 endpoint_id, __u32 identity)
+static __always_inline void emit_ruled(struct __sk_buff *skb, const struct pkt *p, __u8 dir,
+                                       __u8 reason, __u32 endpoint_id, __u32 identity,
+                                       __u32 rule_set)
 {
     if (!event_allowed())
         return;
     struct event ev = {};
+    ev.rule_set = rule_set;
     ev.timestamp_ns = bpf_ktime_get_ns();
     ev.ifindex = skb_ifindex(skb);
     ev.endpoint_id = endpoint_id;
@@ -62,5 +80,12 @@ static __always_inline void emit(struct __sk_buff *skb, const struct pkt *p, __u
     ev.reason = reason;
     ev.tcp_flags = p->tcp_flags;
     __builtin_memcpy(&ev.flow, &p->flow, sizeof(ev.flow));
-    events.ringbuf_output(&ev, sizeof(ev), 0);
+    if (events.ringbuf_output(&ev, sizeof(ev), 0) != 0)
+        event_lost_count(1);
+}
+
+static __always_inline void emit(struct __sk_buff *skb, const struct pkt *p, __u8 dir,
+                                 __u8 reason, __u32 endpoint_id, __u32 identity)
+{
+    emit_ruled(skb, p, dir, reason, endpoint_id, identity, 0);
 }

@@ -34,11 +34,12 @@ struct pol_key {
     __u8 pad2;
     __be16 port;
 };
-/* The original range, so the agent can read a generation back exactly. */
+/* The original range, so the agent can read a generation back exactly, and the id of the set
+ * of rules that allow what the entry matches (0: none), which events carry for attribution. */
 struct pol_val {
     __u16 port_lo;
     __u16 port_hi;
-    __u32 reserved;
+    __u32 rule_set;
 };
 #define POL_PREFIX_DIRECTION 32
 #define POL_PREFIX_IDENTITY 64

@@ -27,28 +27,41 @@ static __always_inline int has_ports(__u8 proto)
     return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP_;
 }
 
-/* 1 when the endpoint's current generation allows (dir, identity, proto, port). */
-static __always_inline int policy_lookup(__u32 endpoint_id, __u8 dir, __u32 identity,
-                                         __u8 proto, __be16 port)
+static __always_inline struct pol_val *policy_entry(void *inner, __u8 dir, __u32 identity,
+                                                    __u8 proto, __be16 port)
 {
-    void *inner = pol_outer.lookup(&endpoint_id);
-    if (!inner)
-        return 0; /* no generation written yet: deny */
     struct pol_key k = {};
     k.prefixlen = POL_PREFIX_FULL;
     k.direction = dir;
     k.identity = bpf_htonl(identity);
     k.proto = proto;
     k.port = has_ports(proto) ? port : 0;
-    if (bpf_map_lookup_elem(inner, &k))
-        return 1;
-    k.identity = bpf_htonl(IDENTITY_ANY);
-    return bpf_map_lookup_elem(inner, &k) != 0;
+    return bpf_map_lookup_elem(inner, &k);
+}
+
+/* Whether the endpoint's current generation allows (dir, identity, proto, port); *rule_set
+ * gets the matching entry's rule set id (attribution). The compiler puts the any-peer rules
+ * that also match into a peer's own entries (enforcer/datapath/policykeys.py), so the first
+ * entry found names every rule that allows the flow. */
+static __always_inline int policy_lookup(__u32 endpoint_id, __u8 dir, __u32 identity,
+                                         __u8 proto, __be16 port, __u32 *rule_set)
+{
+    void *inner = pol_outer.lookup(&endpoint_id);
+    if (!inner)
+        return 0; /* no generation written yet: deny */
+    struct pol_val *v = policy_entry(inner, dir, identity, proto, port);
+    if (!v)
+        v = policy_entry(inner, dir, IDENTITY_ANY, proto, port);
+    if (!v)
+        return 0;
+    *rule_set = v->rule_set;
+    return 1;
 }
 
 /* For what the parser cannot look into: allowed only when the direction allows every
  * peer and protocol (a direction that is not isolated, or an allow-all rule). */
 static __always_inline int policy_allows_everything(__u32 endpoint_id, __u8 dir)
 {
-    return policy_lookup(endpoint_id, dir, IDENTITY_ANY, PROTO_PROBE_ALL, 0);
+    __u32 unused = 0;
+    return policy_lookup(endpoint_id, dir, IDENTITY_ANY, PROTO_PROBE_ALL, 0, &unused);
 }

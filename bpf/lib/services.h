@@ -183,21 +183,29 @@ static __always_inline int svc_hairpin(struct __sk_buff *skb, const struct pkt *
     return fresh;
 }
 
-#define POSTNAT_PASS 0
+#define POSTNAT_PASS 0  /* nothing judged here (a reply, open egress, judged before) */
 #define POSTNAT_DENY 1
 #define POSTNAT_FULL 2
+#define POSTNAT_ALLOW 3 /* judged here and allowed: a new flow's egress verdict */
+#define POSTNAT_AUDIT 4 /* judged here, denied, passed: the source is in audit mode */
 
-/* Judge a local source's egress on a packet after DNAT (backend address and target port).
- * *src_endpoint receives the source's endpoint id for counters and events. */
+/* What an egress judged after DNAT decided, for its counters and event. */
+struct postnat_verdict {
+    __u32 endpoint_id; /* the source's */
+    __u32 identity;    /* the backend's peer identity */
+    __u32 rule_set;
+};
+
+/* Judge a local source's egress on a packet after DNAT (backend address and target port). */
 static __always_inline int postnat_egress(const struct pkt *p, const struct lep_val *src,
-                                          __u64 epoch, __u32 *src_endpoint, __u32 *identity)
+                                          __u64 epoch, struct postnat_verdict *out)
 {
     __u32 src_ifindex = src->ifindex;
     struct ep_config *sep = ep_config.lookup(&src_ifindex);
     if (!sep)
         return POSTNAT_DENY; /* its interface has no policy (yet): the unknown verdict */
     __u32 generation = sep->generation;
-    *src_endpoint = sep->endpoint_id;
+    out->endpoint_id = sep->endpoint_id;
     if (sep->flags & EP_F_OPEN(DIR_EGRESS))
         return POSTNAT_PASS; /* its egress allows everything: nothing to judge or track */
     int reply = 0;
@@ -209,16 +217,21 @@ static __always_inline int postnat_egress(const struct pkt *p, const struct lep_
     }
     if (v && !(v->flags & CT_F_DEFERRED) && v->generation == generation && v->epoch == epoch)
         return POSTNAT_PASS; /* judged with this very tuple: at the source hook, or before */
-    *identity = peer_identity(&p->flow, DIR_EGRESS);
-    if (!policy_lookup(sep->endpoint_id, DIR_EGRESS, *identity, p->flow.proto, p->flow.dport)) {
-        if (v)
-            ct_forget(p, src_ifindex, DIR_EGRESS);
-        return POSTNAT_DENY;
+    out->identity = peer_identity(&p->flow, DIR_EGRESS);
+    int verdict = v ? POSTNAT_PASS : POSTNAT_ALLOW; /* an event for new flows only */
+    if (!policy_lookup(sep->endpoint_id, DIR_EGRESS, out->identity, p->flow.proto,
+                       p->flow.dport, &out->rule_set)) {
+        if (!(sep->flags & EP_F_AUDIT)) {
+            if (v)
+                ct_forget(p, src_ifindex, DIR_EGRESS);
+            return POSTNAT_DENY;
+        }
+        verdict = POSTNAT_AUDIT;
     }
     if (!p->no_ct && ct_write(p, src_ifindex, DIR_EGRESS, generation, epoch, CT_F_POSTNAT,
                               sep->counter_slot) < 0)
         return POSTNAT_FULL;
-    return POSTNAT_PASS;
+    return verdict;
 }
 
 /* Uplink hook, for a packet no local pod's address is on: the first packet of a flow to a

@@ -83,12 +83,19 @@ class Compiler:
     """node_name None: every endpoint pod is local (the analyzer / single-node lab case)."""
 
     def __init__(
-        self, state: ClusterState, node_name: str | None, first_identity: int = FIRST_IDENTITY
+        self,
+        state: ClusterState,
+        node_name: str | None,
+        first_identity: int = FIRST_IDENTITY,
+        policy_mode: str = "enforce",
     ) -> None:
         """first_identity: number above every identity an older generation may still name
-        (an agent restarting over pinned tables), so no number changes meaning."""
+        (an agent restarting over pinned tables), so no number changes meaning.
+        policy_mode: the node's default, "enforce" or "audit" (a namespace's or pod's
+        annotation overrides it)."""
         self._state = state
         self._node = node_name
+        self._default_mode = policy_mode
         self._reset(ClassRegistry(first_id=first_identity))
 
     def _reset(self, registry: ClassRegistry) -> None:
@@ -186,6 +193,8 @@ class Compiler:
         self._txn = _Txn()
         if isinstance(obj, Namespace):
             self._txn.dirty |= self._peers.namespace_relabelled(obj.name)
+            # Its mode may have changed: its local pods' audit flags follow (cheap when not).
+            self._txn.dirty |= self._local_by_ns.get(obj.name, set())
         elif isinstance(obj, Pod):
             self._pod_changed(self._pods.get(obj.key), obj)
         elif isinstance(obj, NetworkPolicy):
@@ -202,6 +211,7 @@ class Compiler:
         self._txn = _Txn()
         if isinstance(old_obj, Namespace):
             self._txn.dirty |= self._peers.namespace_relabelled(old_obj.name)
+            self._txn.dirty |= self._local_by_ns.get(old_obj.name, set())
         elif isinstance(old_obj, Pod):
             self._pod_changed(self._pods.get(old_obj.key, old_obj), None)
         elif isinstance(old_obj, NetworkPolicy):
@@ -358,10 +368,15 @@ class Compiler:
     def _recompute(self, key: str) -> None:
         pod = self._local[key]
         policy, uses = endpoint_policy(
-            pod, self._state.policies_selecting(key), self._registry, self._peers.members
+            pod, self._state.policies_selecting(key), self._registry, self._peers.members,
+            audit=self._audited(pod),
         )
         self._peers.set_uses(key, uses)
         self._out[key] = policy
+
+    def _audited(self, pod: Pod) -> bool:
+        mode = pod.policy_mode or self._state.namespace_identity(pod.namespace).policy_mode
+        return (mode or self._default_mode) == "audit"
 
     def _finish(self) -> CompileDelta:
         txn = self._txn
@@ -404,5 +419,5 @@ def _owner_id(owner: _Owner | None) -> tuple[str, str] | None:
 
 def _policy_relevant(pod: Pod) -> tuple[object, ...]:
     """What of a local pod its own table depends on: labels select policies, ports resolve
-    ingress named ports."""
-    return (pod.labels, pod.ports)
+    ingress named ports, the mode sets audit."""
+    return (pod.labels, pod.ports, pod.policy_mode)

@@ -19,6 +19,7 @@ from enforcer.datapath.types import (
     Direction,
     EndpointPolicy,
     PolicyEntry,
+    RuleOrigin,
 )
 from enforcer.model.objects import EGRESS, INGRESS, NetworkPolicy, Pod, PolicyRule
 
@@ -32,20 +33,32 @@ def endpoint_policy(
     policies: Iterable[NetworkPolicy],
     registry: ClassRegistry,
     members: Members,
+    audit: bool = False,
 ) -> tuple[EndpointPolicy, set[PeerKey]]:
     """The pod's policy and the peer keys it was built from (its dependencies)."""
-    entries: set[PolicyEntry] = set()
+    origins: set[tuple[PolicyEntry, RuleOrigin]] = set()
     uses: set[PeerKey] = set()
-    isolated = {INGRESS: False, EGRESS: False}
+    isolating: dict[str, list[str]] = {INGRESS: [], EGRESS: []}
     for policy in policies:
         for name, direction in _DIRECTIONS:
             if name not in policy.policy_types:
                 continue
-            isolated[name] = True
-            for rule in policy.rules(name):
-                _rule_entries(pod, policy, rule, direction, registry, members, entries, uses)
+            isolating[name].append(policy.key)
+            for index, rule in enumerate(policy.rules(name)):
+                produced: set[PolicyEntry] = set()
+                _rule_entries(pod, policy, rule, direction, registry, members, produced, uses)
+                origin = RuleOrigin(policy.key, index)
+                origins.update((entry, origin) for entry in produced)
     return (
-        EndpointPolicy(isolated[INGRESS], isolated[EGRESS], frozenset(entries)),
+        EndpointPolicy(
+            bool(isolating[INGRESS]),
+            bool(isolating[EGRESS]),
+            frozenset(entry for entry, _ in origins),
+            frozenset(origins),
+            tuple(sorted(isolating[INGRESS])),
+            tuple(sorted(isolating[EGRESS])),
+            audit=audit,
+        ),
         uses,
     )
 

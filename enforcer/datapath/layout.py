@@ -84,6 +84,7 @@ class DatapathConfig:
 FLOW = struct.Struct("<16s16s2s2sBB2x")
 EP_CONFIG = struct.Struct("<IIII")  # endpoint id, generation, flags, counter slot
 EP_F_OPEN = 1  # shifted by Direction: the generation allows everything that way (common.h)
+EP_F_AUDIT = 4  # what policy denies passes, reported as audit (common.h)
 IDENT4_KEY = struct.Struct("<I4s")
 IDENT6_KEY = struct.Struct("<I16s")
 U32 = struct.Struct("<I")
@@ -97,7 +98,7 @@ FRAG_KEY = struct.Struct("<16s16sIBB2x")
 FRAG_VAL = struct.Struct("<2s2sHBx")
 COUNTER_KEY = struct.Struct("<IBBH")
 COUNTER_VAL = struct.Struct("<QQ")
-EVENT = struct.Struct("<QIIIBBBB40s")
+EVENT = struct.Struct("<QIIIBBBB40sI4x")  # ... flow, rule set
 SVC_KEY = struct.Struct("<16s2sBB")  # frontend address, port (network order), proto, family
 SVC_VAL = struct.Struct("<I")  # flags
 LEP_KEY = struct.Struct("<16sB3x")  # local endpoint address, family

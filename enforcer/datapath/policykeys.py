@@ -3,12 +3,16 @@
 A direction that is not isolated becomes one entry matching the whole direction, so
 isolation changes are part of the same atomic generation as the rules. Port ranges become
 masked prefixes (1-65535 takes 16 entries, 1024-65535 takes 6). Each entry's value keeps the
-range it came from, so a generation can be read back exactly (in normalised form).
+range it came from, so a generation can be read back exactly (in normalised form), and the id
+of the set of rules that allow what it matches (flow attribution: see encode).
 """
 
 from __future__ import annotations
 
+import itertools
+import zlib
 from collections import defaultdict
+from collections.abc import Iterable
 
 from enforcer.datapath.layout import POL_KEY, POL_VAL
 from enforcer.datapath.types import (
@@ -17,6 +21,7 @@ from enforcer.datapath.types import (
     Direction,
     EndpointPolicy,
     PolicyEntry,
+    RuleOrigin,
 )
 
 PREFIX_DIRECTION = 32
@@ -78,21 +83,115 @@ def _key(prefixlen: int, direction: int, peer: int = 0, proto: int = 0, port: in
                         port.to_bytes(2, "big"))
 
 
-def encode(policy: EndpointPolicy) -> list[tuple[bytes, bytes]]:
-    """(key, value) pairs of one complete generation."""
-    norm = normalize(policy)
-    out = []
-    for d, isolated in ((Direction.INGRESS, norm.ingress_isolated),
-                        (Direction.EGRESS, norm.egress_isolated)):
-        if not isolated:
-            out.append((_key(PREFIX_DIRECTION, d), POL_VAL.pack(0, 65535, 0)))
-    for e in sorted(norm.entries):
-        value = POL_VAL.pack(e.port_lo, e.port_hi, 0)
-        if e.protocol == PROTO_ANY:
-            out.append((_key(PREFIX_IDENTITY, e.direction, e.peer), value))
+def rule_set_id(origins: Iterable[RuleOrigin]) -> int:
+    """A table entry's rule set as the u32 the kernel carries (0: no rule, e.g. a direction
+    that is not isolated). From the content, so an agent that restarts over pinned tables
+    names the same sets by the same numbers."""
+    names = sorted({f"{o.policy}#{o.index}" for o in origins})
+    if not names:
+        return 0
+    return zlib.crc32("\n".join(names).encode()) or 1
+
+
+Origins = frozenset[RuleOrigin]
+
+
+def _intervals(
+    own: list[tuple[int, int, Origins]],
+    borrowed: list[tuple[int, int, Origins]],
+    common: Origins,
+    everywhere: bool,
+) -> list[tuple[int, int, Origins]]:
+    """Disjoint port intervals where `own` ranges are (every port when `everywhere`), each
+    with every rule whose range covers it, own or borrowed, plus `common`; adjacent intervals
+    of one rule set merged. A sweep over the range ends, so thousands of disjoint ranges cost
+    n log n, not n squared."""
+    ranges = [(lo, hi, rules, True) for lo, hi, rules in own]
+    ranges += [(lo, hi, rules, False) for lo, hi, rules in borrowed]
+    starts: dict[int, list[int]] = defaultdict(list)
+    ends: dict[int, list[int]] = defaultdict(list)
+    for i, (lo, hi, _, _) in enumerate(ranges):
+        starts[lo].append(i)
+        ends[hi + 1].append(i)
+    if everywhere:  # bounds at both ends, so intervals no range covers exist too
+        starts.setdefault(0, [])
+        ends.setdefault(65536, [])
+    active: set[int] = set()
+    out: list[tuple[int, int, Origins]] = []
+    bounds = sorted(starts.keys() | ends.keys())
+    for lo, nxt in itertools.pairwise(bounds):
+        active.difference_update(ends.get(lo, ()))
+        active.update(starts.get(lo, ()))
+        if not (everywhere or any(ranges[i][3] for i in active)):
             continue
-        for base, bits in port_blocks(e.port_lo, e.port_hi):
-            out.append((_key(PREFIX_PROTO + bits, e.direction, e.peer, e.protocol, base), value))
+        rules = common.union(*(ranges[i][2] for i in active))
+        if out and out[-1][1] == lo - 1 and out[-1][2] == rules:
+            out[-1] = (out[-1][0], nxt - 1, rules)
+        else:
+            out.append((lo, nxt - 1, rules))
+    return out
+
+
+def encode(
+    policy: EndpointPolicy, named: dict[int, Origins] | None = None
+) -> list[tuple[bytes, bytes]]:
+    """(key, value) pairs of one complete generation. Each value carries the id of the set of
+    rules that allow what it matches (rule_set_id); `named` collects id -> rule set.
+
+    The kernel looks up the peer's own entries first and the any-peer entries only when those
+    miss, so a peer's own entries also name the any-peer rules that match the same ports: an
+    event then names every rule that allows the flow, as `analyze --explain` does. Where
+    nothing records origins (tests, benchmarks, transition tables) every id is 0 and the
+    entries are those of the normalised policy."""
+    isolated = {Direction.INGRESS: policy.ingress_isolated,
+                Direction.EGRESS: policy.egress_isolated}
+    out = []
+    for d in (Direction.INGRESS, Direction.EGRESS):
+        if not isolated[d]:
+            out.append((_key(PREFIX_DIRECTION, d), POL_VAL.pack(0, 65535, 0)))
+    by_entry: dict[PolicyEntry, set[RuleOrigin]] = defaultdict(set)
+    for entry, origin in policy.origins:
+        by_entry[entry].add(origin)
+    groups: dict[tuple[Direction, int], list[PolicyEntry]] = defaultdict(list)
+    for e in policy.entries:
+        if isolated[e.direction]:
+            if e.protocol != PROTO_ANY and not 0 <= e.port_lo <= e.port_hi <= 65535:
+                raise ValueError(f"bad port range in {e}")
+            groups[(e.direction, e.peer)].append(e)
+
+    def value(lo: int, hi: int, rules: Origins) -> bytes:
+        ident = rule_set_id(rules)
+        if named is not None and ident:
+            named[ident] = rules
+        return POL_VAL.pack(lo, hi, ident)
+
+    def split(entries: list[PolicyEntry]) -> tuple[bool, Origins, dict[int, list]]:
+        any_proto = [e for e in entries if e.protocol == PROTO_ANY]
+        origins: Origins = frozenset().union(*(by_entry[e] for e in any_proto))
+        by_proto: dict[int, list[tuple[int, int, Origins]]] = defaultdict(list)
+        for e in entries:
+            if e.protocol != PROTO_ANY:
+                by_proto[e.protocol].append((e.port_lo, e.port_hi, frozenset(by_entry[e])))
+        return bool(any_proto), origins, by_proto
+
+    no_origins = not policy.origins
+    for (d, peer), entries in sorted(groups.items()):
+        has_any, any_origins, by_proto = split(entries)
+        borrowed_any: Origins = frozenset()
+        borrowed: dict[int, list[tuple[int, int, Origins]]] = {}
+        if peer != IDENTITY_ANY and not no_origins and (d, IDENTITY_ANY) in groups:
+            _, borrowed_any, borrowed = split(groups[(d, IDENTITY_ANY)])
+        common = any_origins | borrowed_any
+        if has_any:
+            out.append((_key(PREFIX_IDENTITY, d, peer), value(0, 65535, common)))
+        for proto in sorted(by_proto.keys() | (borrowed.keys() if has_any else set())):
+            for lo, hi, rules in _intervals(by_proto.get(proto, []), borrowed.get(proto, []),
+                                            common, everywhere=has_any):
+                if has_any and rules == common:
+                    continue  # the any-protocol entry already says it
+                for base, bits in port_blocks(lo, hi):
+                    out.append((_key(PREFIX_PROTO + bits, d, peer, proto, base),
+                                value(lo, hi, rules)))
     return out
 
 

@@ -53,13 +53,35 @@ class PolicyEntry:
     port_hi: int = 65535
 
 
+@dataclass(frozen=True, order=True)
+class RuleOrigin:
+    """Rule `index` (0-based, as written) of policy `policy` (namespace/name), in the
+    direction of the entry it produced."""
+
+    policy: str
+    index: int
+
+
 @dataclass(frozen=True)
 class EndpointPolicy:
-    """A local pod's complete policy. A direction that is not isolated allows everything."""
+    """A local pod's complete policy. A direction that is not isolated allows everything.
+
+    What flows report comes with it, so it changes in the same generation as the tables:
+    `origins` says which rules produced each entry (the kernel carries an id of each table
+    entry's rule set, lib/maps.h pol_val), `isolating_*` which policies isolate a direction
+    (what a default deny is attributed to), and `audit` makes what the tables deny pass and
+    be reported as audit instead (never part of the tables themselves)."""
 
     ingress_isolated: bool
     egress_isolated: bool
     entries: frozenset[PolicyEntry] = field(default_factory=frozenset)
+    origins: frozenset[tuple[PolicyEntry, RuleOrigin]] = frozenset()
+    isolating_ingress: tuple[str, ...] = ()
+    isolating_egress: tuple[str, ...] = ()
+    audit: bool = False
+
+    def isolating(self, direction: Direction) -> tuple[str, ...]:
+        return self.isolating_ingress if direction == Direction.INGRESS else self.isolating_egress
 
     @classmethod
     def allow_all(cls) -> EndpointPolicy:
@@ -78,6 +100,7 @@ class DropReason(IntEnum):
     MAP_FULL = 144  # a table the program had to write was full (fail closed)
     UNSUPPORTED_L3 = 145  # an ethertype we cannot parse on an isolated endpoint
     FRAGMENT_OVERLAP = 146  # a later fragment reaching back into the L4 header (RFC 1858)
+    AUDIT = 150  # not dropped: policy denies it, but the endpoint is in audit mode
 
     @property
     def label(self) -> str:
@@ -114,6 +137,8 @@ class DropEvent:
     sport: int  # ICMP echo: the id (request) or 0
     dport: int  # ICMP echo: the id (reply) or 0
     tcp_flags: int
+    # The id of the rule set of the table entry that allowed it (0: none; policykeys).
+    rule_set: int = 0
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from enforcer.datapath.layout import (
     CT_IFINDEX_OFFSET,
     CT_KEY,
     EP_CONFIG,
+    EP_F_AUDIT,
     EP_F_OPEN,
     EVENT,
     FLOW,
@@ -54,6 +55,7 @@ from enforcer.datapath.types import (
     EndpointState,
     IPAddress,
     IPNetwork,
+    RuleOrigin,
 )
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,8 @@ class Datapath:
         self.map_full_total = 0  # generation or identity writes refused for lack of room
         self._maps = maps
         self._ring_open = False
+        # Rule set id -> rules, for every id a generation written by this agent carries.
+        self.rule_sets: dict[int, frozenset[RuleOrigin]] = {}
         self._event_callback: Callable[[DropEvent], None] | None = None
         self._lock = threading.Lock()  # writers may be called from several threads
         self._generation = 0
@@ -302,7 +306,7 @@ class Datapath:
 
     def _fill_generation(self, endpoint_id: int, policy: EndpointPolicy) -> int:
         """A new inner table holding the whole policy; returns its fd (the caller closes it)."""
-        pairs = policykeys.encode(policy)
+        pairs = policykeys.encode(policy, self.rule_sets)
         spec = layout.inner_policy_spec(self.config)
         if len(pairs) > spec.max_entries:
             self.map_full_total += 1
@@ -336,18 +340,19 @@ class Datapath:
         self._generation += 1
         generation = self._generation
         slot = self._counter_slot(ifindex)
-        flags = sum(EP_F_OPEN << d for d in policykeys.open_directions(policy))
+        audit = EP_F_AUDIT if policy.audit else 0
+        flags = audit | sum(EP_F_OPEN << d for d in policykeys.open_directions(policy))
         sharing = self._interfaces_of.setdefault(endpoint_id, set())
         sharing.add(ifindex)
         if len(sharing) > 1:
             # Interfaces sharing one table: a flag kept on another would outlive its table.
-            flags = 0
+            flags = audit
             for other in sharing - {ifindex}:
                 raw = self._maps["ep_config"].lookup(U32.pack(other))
                 if raw is not None:
                     eid, gen, _, other_slot = EP_CONFIG.unpack(raw)
                     self._put("ep_config", U32.pack(other),
-                              EP_CONFIG.pack(eid, gen, 0, other_slot))
+                              EP_CONFIG.pack(eid, gen, audit, other_slot))
         self._put("ep_config", U32.pack(ifindex),
                   EP_CONFIG.pack(endpoint_id, generation, flags, slot))
         return generation
@@ -520,6 +525,19 @@ class Datapath:
             self._ring_open = True
         bpf.ring_buffer_poll(timeout_ms)
 
+    def events_lost(self) -> dict[str, int]:
+        """Events this program could not deliver since it was loaded: refused by the rate
+        limit, or with no room in the ring (bpf/lib/events.h event_lost)."""
+        table = self.program.bpf[b"event_lost"]
+        out = {}
+        for slot, name in ((0, "rate_limit"), (1, "ring_full")):
+            out[name] = sum(int(v) for v in table.getvalue(table.Key(slot)))
+        return out
+
+    def rule_set(self, ident: int) -> frozenset[RuleOrigin] | None:
+        """The rules an event's rule set id names (None: not written by this agent)."""
+        return self.rule_sets.get(ident)
+
     def endpoints(self) -> dict[int, EndpointState]:
         """ifindex -> endpoint as the kernel holds it."""
         out = {}
@@ -572,15 +590,15 @@ def _keys_naming(
 
 
 def _decode_event(raw: bytes) -> DropEvent:
-    ts, ifindex, endpoint_id, identity, direction, reason, tcp_flags, _, flow_raw = \
-        EVENT.unpack(raw)
+    (ts, ifindex, endpoint_id, identity, direction, reason, tcp_flags, _, flow_raw,
+     rule_set) = EVENT.unpack(raw)
     saddr, daddr, sport, dport, proto, family = FLOW.unpack(flow_raw)
     return DropEvent(
         timestamp_ns=ts, ifindex=ifindex, endpoint_id=endpoint_id,
         direction=Direction(direction), reason=_reason(reason), peer_identity=identity,
         protocol=proto, src=layout.addr_from(saddr, family), dst=layout.addr_from(daddr, family),
         sport=int.from_bytes(sport, "big"), dport=int.from_bytes(dport, "big"),
-        tcp_flags=tcp_flags,
+        tcp_flags=tcp_flags, rule_set=rule_set,
     )
 
 

@@ -21,6 +21,10 @@ OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 INGRESS = "Ingress"
 EGRESS = "Egress"
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+# Audit mode, per namespace or pod (the pod's wins): policy is judged as enforced, but what it
+# denies passes and is reported as audit. Any other value enforces (fail closed).
+POLICY_MODE_ANNOTATION = "policy.enforcer.dev/mode"
+POLICY_MODES = ("enforce", "audit")
 
 KIND_NAMESPACE = "Namespace"
 KIND_POD = "Pod"
@@ -128,6 +132,7 @@ class Namespace:
     name: str
     labels: Mapping[str, str] = field(default_factory=FrozenLabels)
     uid: str = ""
+    policy_mode: str | None = None  # POLICY_MODE_ANNOTATION; None: the node's default
 
     def __post_init__(self) -> None:
         # The API server always sets this label to the name (users cannot override it).
@@ -162,6 +167,7 @@ class Pod:
     # The controller that owns the pod (metadata.ownerReferences with controller: true), as
     # (kind, name): what flows and `advise` group pods by (enforcer.model.workloads).
     owner: tuple[str, str] | None = None
+    policy_mode: str | None = None  # POLICY_MODE_ANNOTATION; None: its namespace's
 
     def __post_init__(self) -> None:
         _freeze(self, "labels")

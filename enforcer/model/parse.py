@@ -20,6 +20,8 @@ from enforcer.model.objects import (
     KIND_POD,
     KIND_STAGED_NETWORK_POLICY,
     OPERATORS,
+    POLICY_MODE_ANNOTATION,
+    POLICY_MODES,
     PROTOCOLS,
     ContainerPort,
     IPAddress,
@@ -249,7 +251,7 @@ def _parse_namespace(ctx: _Ctx, obj: Mapping[str, Any]) -> Namespace:
     name, _, uid, labels = _metadata(ctx, obj, namespaced=False)
     if not _DNS_LABEL.match(name) or len(name) > 63:
         ctx.fail("metadata.name", f"invalid namespace name {name!r}: not a DNS label")
-    return Namespace(name=name, labels=labels, uid=uid)
+    return Namespace(name=name, labels=labels, uid=uid, policy_mode=_policy_mode(obj))
 
 
 def _protocol(ctx: _Ctx, raw: Any, field: str) -> str:
@@ -308,6 +310,7 @@ def _parse_pod(ctx: _Ctx, obj: Mapping[str, Any]) -> Pod:
     node = spec.get("nodeName")
     return Pod(
         owner=_controller(ctx, obj),
+        policy_mode=_policy_mode(obj),
         namespace=namespace,
         name=name,
         uid=uid,
@@ -318,6 +321,16 @@ def _parse_pod(ctx: _Ctx, obj: Mapping[str, Any]) -> Pod:
         phase=str(status.get("phase") or "Pending"),
         ports=tuple(ports),
     )
+
+
+def _policy_mode(obj: Mapping[str, Any]) -> str | None:
+    """The audit/enforce annotation; a value that is neither enforces (fail closed)."""
+    meta = obj.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
+    if not isinstance(annotations, Mapping) or POLICY_MODE_ANNOTATION not in annotations:
+        return None
+    value = annotations[POLICY_MODE_ANNOTATION]
+    return value if value in POLICY_MODES else "enforce"
 
 
 def _controller(ctx: _Ctx, obj: Mapping[str, Any]) -> tuple[str, str] | None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from enforcer.model.objects import POLICY_MODE_ANNOTATION
+
 _META_KEYS = ("name", "namespace", "uid", "labels", "resourceVersion", "deletionTimestamp")
+_ANNOTATIONS = (POLICY_MODE_ANNOTATION,)  # the only ones the model reads
 
 
 def _pick(src: Any, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -20,7 +23,12 @@ def _pick(src: Any, keys: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _metadata(obj: Mapping[str, Any]) -> dict[str, Any]:
-    return _pick(obj.get("metadata"), _META_KEYS)
+    meta = _pick(obj.get("metadata"), _META_KEYS)
+    annotations = _pick(_pick(obj.get("metadata"), ("annotations",)).get("annotations"),
+                        _ANNOTATIONS)
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
 
 
 def _controller_refs(obj: Mapping[str, Any]) -> list[dict[str, Any]]:

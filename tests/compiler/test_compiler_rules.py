@@ -78,7 +78,9 @@ def test_unselected_pod_allows_everything() -> None:
 
 def test_policy_without_rules_isolates_and_allows_nothing() -> None:
     h = Harness(pod("a", "p", ["10.0.0.1"]), policy("a", "deny", policyTypes=["Ingress", "Egress"]))
-    assert h.compiler.endpoint_policy("a/p") == EndpointPolicy(True, True, frozenset())
+    assert h.compiler.endpoint_policy("a/p") == EndpointPolicy(
+        True, True, frozenset(), isolating_ingress=("a/deny",), isolating_egress=("a/deny",)
+    )
 
 
 def test_empty_rule_allows_any_peer_any_protocol() -> None:
