@@ -22,6 +22,8 @@ KERNEL_TEST_CONFIG = DatapathConfig(
     event_pages=16,
     events_per_second=100000,
     event_burst=100000,
+    endpoint_events_per_second=100000,
+    endpoint_event_burst=100000,
 )
 
 

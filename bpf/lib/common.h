@@ -75,6 +75,8 @@ struct ep_config {
 #define CFG_EVENT_COST_NS 1  /* token bucket: ns of budget one event costs (0: no events) */
 #define CFG_EVENT_BURST_NS 2 /* token bucket capacity in ns */
 #define CFG_EVENT_ALLOWED 3  /* 1: also emit an event for each allowed new flow */
+#define CFG_EP_EVENT_COST_NS 5  /* each endpoint's own token bucket (0: none) */
+#define CFG_EP_EVENT_BURST_NS 6
 /* Bumped by the agent on every change of peer identities, endpoint policy or Service maps:
  * an established flow checked under the current epoch needs no look at anything else. */
 #define CFG_POLICY_EPOCH 4

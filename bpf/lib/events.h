@@ -27,11 +27,16 @@ BPF_RINGBUF_OUTPUT(events, EVENT_PAGES);
 struct bucket {
     __u64 last_ns;
     __u64 budget_ns;
+    __u64 lost; /* events this bucket refused (per CPU) */
 };
+/* The node's bucket protects the agent; each endpoint's own protects the others' events from
+ * one pod that opens flows as fast as it can. An event needs a token from both. */
 BPF_PERCPU_ARRAY(event_bucket, struct bucket, 1);
-/* Events refused by the bucket (slot 0) or by a full ring (slot 1). Not pinned: a counter of
- * this program's life, read by the agent that loaded it. */
-BPF_PERCPU_ARRAY(event_lost, __u64, 2);
+BPF_TABLE("lru_percpu_hash", __u32, struct bucket, ep_event_bucket, EP_MAX);
+/* Events refused by the node's bucket (slot 0), by a full ring (slot 1), or by an endpoint's
+ * own bucket (slot 2). Not pinned: a counter of this program's life, read by the agent that
+ * loaded it. */
+BPF_PERCPU_ARRAY(event_lost, __u64, 3);
 
 static __always_inline void event_lost_count(__u32 slot)
 {
@@ -40,27 +45,49 @@ static __always_inline void event_lost_count(__u32 slot)
         *n += 1;
 }
 
-static __always_inline int event_allowed(void)
+/* Take one event's cost from a bucket refilled at one event per `cost` ns up to `cap`. */
+static __always_inline int bucket_take(struct bucket *b, __u64 now, __u64 cost, __u64 cap)
 {
-    __u64 cost = cfg_get(CFG_EVENT_COST_NS);
-    __u64 cap = cfg_get(CFG_EVENT_BURST_NS);
-    if (cost == 0)
-        return 0;
-    __u32 zero = 0;
-    struct bucket *b = event_bucket.lookup(&zero);
-    if (!b)
-        return 0;
-    __u64 now = bpf_ktime_get_ns();
     __u64 budget = b->budget_ns + (now - b->last_ns);
     if (budget > cap)
         budget = cap;
     b->last_ns = now;
     if (budget < cost) {
         b->budget_ns = budget;
-        event_lost_count(0);
+        b->lost += 1;
         return 0;
     }
     b->budget_ns = budget - cost;
+    return 1;
+}
+
+static __always_inline int event_allowed(__u32 endpoint_id, __u64 now)
+{
+    __u64 cost = cfg_get(CFG_EVENT_COST_NS);
+    if (cost == 0)
+        return 0;
+    __u64 ep_cost = cfg_get(CFG_EP_EVENT_COST_NS);
+    if (endpoint_id && ep_cost) {
+        __u64 ep_cap = cfg_get(CFG_EP_EVENT_BURST_NS);
+        struct bucket *eb = ep_event_bucket.lookup(&endpoint_id);
+        if (!eb) {
+            struct bucket fresh = {.last_ns = now, .budget_ns = ep_cap};
+            ep_event_bucket.update(&endpoint_id, &fresh);
+            eb = ep_event_bucket.lookup(&endpoint_id);
+        }
+        if (eb && !bucket_take(eb, now, ep_cost, ep_cap)) {
+            event_lost_count(2);
+            return 0;
+        }
+    }
+    __u32 zero = 0;
+    struct bucket *b = event_bucket.lookup(&zero);
+    if (!b)
+        return 0;
+    if (!bucket_take(b, now, cost, cfg_get(CFG_EVENT_BURST_NS))) {
+        event_lost_count(0);
+        return 0;
+    }
     return 1;
 }
 
@@ -68,11 +95,12 @@ static __always_inline void emit_ruled(struct __sk_buff *skb, const struct pkt *
                                        __u8 reason, __u32 endpoint_id, __u32 identity,
                                        __u32 rule_set)
 {
-    if (!event_allowed())
+    __u64 now = bpf_ktime_get_ns();
+    if (!event_allowed(endpoint_id, now))
         return;
     struct event ev = {};
     ev.rule_set = rule_set;
-    ev.timestamp_ns = bpf_ktime_get_ns();
+    ev.timestamp_ns = now;
     ev.ifindex = skb_ifindex(skb);
     ev.endpoint_id = endpoint_id;
     ev.identity = identity;

@@ -42,8 +42,12 @@ class DatapathConfig:
     max_service_frontends: int = 65536  # Service frontends (address, port, protocol)
     event_pages: int = 64  # ring buffer size in pages (a power of two)
     unknown_endpoint_allow: bool = False
-    events_per_second: int = 200  # per CPU; 0 disables events
-    event_burst: int = 400
+    events_per_second: int = 1000  # per CPU, for the node; 0 disables events
+    event_burst: int = 2000
+    # Each endpoint's own share (per CPU), so one pod opening flows as fast as it can uses up
+    # its own events, not the other pods' (0: no per-endpoint limit).
+    endpoint_events_per_second: int = 100
+    endpoint_event_burst: int = 200
     events_for_allowed_flows: bool = False
     # How the program is attached: "tcx" (kernel 6.6+; cheaper hooks), "tc" (clsact filters
     # at tc_prio/tc_handle), or "auto": tcx where the kernel has it, else tc.
@@ -61,7 +65,8 @@ class DatapathConfig:
         if self.event_pages < 1 or self.event_pages & (self.event_pages - 1):
             raise ValueError(
                 f"DatapathConfig.event_pages: must be a power of two, got {self.event_pages}")
-        for name in ("events_per_second", "event_burst"):
+        for name in ("events_per_second", "event_burst", "endpoint_events_per_second",
+                     "endpoint_event_burst"):
             if getattr(self, name) < 0:
                 raise ValueError(f"DatapathConfig.{name}: must not be negative, "
                                  f"got {getattr(self, name)}")
@@ -110,6 +115,8 @@ CFG_UNKNOWN_ALLOW = 0
 CFG_EVENT_COST_NS = 1
 CFG_EVENT_BURST_NS = 2
 CFG_EVENT_ALLOWED = 3
+CFG_EP_EVENT_COST_NS = 5
+CFG_EP_EVENT_BURST_NS = 6
 CFG_POLICY_EPOCH = 4
 CFG_SLOTS = 8
 

@@ -24,6 +24,8 @@ from typing import Any
 
 from enforcer.datapath import bpfsys, layout, policykeys, services, tc, tcx
 from enforcer.datapath.layout import (
+    CFG_EP_EVENT_BURST_NS,
+    CFG_EP_EVENT_COST_NS,
     CFG_EVENT_ALLOWED,
     CFG_EVENT_BURST_NS,
     CFG_EVENT_COST_NS,
@@ -160,15 +162,21 @@ class Datapath:
     def _write_config(self) -> None:
         cfg = self.config
         self.set_unknown_verdict(cfg.unknown_endpoint_allow)
-        self.set_event_rate(cfg.events_per_second, cfg.event_burst)
+        self.set_event_rate(cfg.events_per_second, cfg.event_burst,
+                            cfg.endpoint_events_per_second, cfg.endpoint_event_burst)
         self.set_flow_events(cfg.events_for_allowed_flows)
 
     def _set_slot(self, slot: int, value: int) -> None:
         self._maps["config"].update(U32.pack(slot), U64.pack(value))
 
-    def set_event_rate(self, per_second: int, burst: int) -> None:
-        """Kernel-side token bucket per CPU: at most `per_second` events a second after a
-        burst of `burst`; 0 disables events."""
+    def set_event_rate(self, per_second: int, burst: int, endpoint_per_second: int = 0,
+                       endpoint_burst: int = 0) -> None:
+        """Kernel-side token buckets per CPU: at most `per_second` events a second after a
+        burst of `burst` for the node (0 disables events), and as many for each endpoint
+        with `endpoint_*` (0: no per-endpoint limit)."""
+        ep_cost = 10**9 // endpoint_per_second if endpoint_per_second > 0 else 0
+        self._set_slot(CFG_EP_EVENT_BURST_NS, ep_cost * max(endpoint_burst, 1))
+        self._set_slot(CFG_EP_EVENT_COST_NS, ep_cost)
         cost = 10**9 // per_second if per_second > 0 else 0
         self._set_slot(CFG_EVENT_BURST_NS, cost * max(burst, 1))
         self._set_slot(CFG_EVENT_COST_NS, cost)
@@ -530,7 +538,7 @@ class Datapath:
         limit, or with no room in the ring (bpf/lib/events.h event_lost)."""
         table = self.program.bpf[b"event_lost"]
         out = {}
-        for slot, name in ((0, "rate_limit"), (1, "ring_full")):
+        for slot, name in ((0, "rate_limit"), (1, "ring_full"), (2, "endpoint_limit")):
             out[name] = sum(int(v) for v in table.getvalue(table.Key(slot)))
         return out
 

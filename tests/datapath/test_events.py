@@ -1,4 +1,6 @@
-"""The event stream: rate-limited in the kernel, optionally reporting allowed new flows."""
+"""The event stream: rate-limited in the kernel (per node and per endpoint, what is refused
+counted), optionally reporting allowed new flows with the rules that allowed them, and audit
+passes."""
 
 from __future__ import annotations
 
@@ -8,11 +10,20 @@ import pytest
 from scapy.all import UDP
 
 from enforcer.datapath import bpfsys
-from enforcer.datapath.types import DropEvent, DropReason, EndpointPolicy
+from enforcer.datapath.types import (
+    IDENTITY_ANY,
+    PROTO_TCP,
+    Direction,
+    DropEvent,
+    DropReason,
+    EndpointPolicy,
+    PolicyEntry,
+    RuleOrigin,
+)
 from tests.conftest import KERNEL_TEST_CONFIG
 from tests.datapath.conftest import Env
 from tests.datapath.crafted import Pair
-from tests.datapath.net import TcpServer, tcp_connect
+from tests.datapath.net import TcpServer, established_tcp, is_cut, tcp_connect, udp_roundtrip
 
 pytestmark = pytest.mark.kernel
 
@@ -68,3 +79,96 @@ def test_allowed_new_flows_can_be_reported(routed_env: Env) -> None:
     finally:
         env.dp.set_flow_events(False)
         server.close()
+
+
+def _ingress_only_from(peer_ident: int, port: int, origin: RuleOrigin | None = None,
+                       audit: bool = False) -> EndpointPolicy:
+    entry = PolicyEntry(Direction.INGRESS, peer_ident, PROTO_TCP, port, port)
+    origins = frozenset({(entry, origin)}) if origin else frozenset()
+    return EndpointPolicy(True, False, frozenset({entry}), origins,
+                          isolating_ingress=("ns/isolating",), audit=audit)
+
+
+def test_an_allowed_new_flow_names_the_rules_that_allowed_it(env: Env, family: int) -> None:
+    a, b = env.pod("a"), env.pod("b")
+    env.policy(a, EndpointPolicy.allow_all())
+    mine, anyone = RuleOrigin("ns/from-a", 2), RuleOrigin("ns/from-anyone", 0)
+    from_a = PolicyEntry(Direction.INGRESS, env.ident(a), PROTO_TCP, 7200, 7200)
+    from_any = PolicyEntry(Direction.INGRESS, IDENTITY_ANY, PROTO_TCP, 7000, 7300)
+    env.policy(b, EndpointPolicy(True, False, frozenset({from_a, from_any}),
+                                 frozenset({(from_a, mine), (from_any, anyone)})))
+    env.dp.set_flow_events(True)
+    try:
+        with TcpServer(b, family, 7200), TcpServer(b, family, 7201):
+            _drain(env)
+            assert tcp_connect(a, b, family, 7200) and tcp_connect(a, b, family, 7201)
+            events: list[DropEvent] = []
+            env.dp.poll_events(200, events.append)
+        at_b = {e.dport: e for e in events if e.reason is None and e.ifindex == b.host_ifindex}
+        # Both rules allow port 7200, although the kernel's first lookup finds a's own entry.
+        assert env.dp.rule_set(at_b[7200].rule_set) == {mine, anyone}
+        assert env.dp.rule_set(at_b[7201].rule_set) == {anyone}
+        # a's egress is not isolated: no rule decided it.
+        at_a = [e for e in events if e.reason is None and e.ifindex == a.host_ifindex]
+        assert at_a and all(e.rule_set == 0 for e in at_a)
+    finally:
+        env.dp.set_flow_events(False)
+
+
+def test_audit_passes_what_policy_denies_and_enforce_cuts_it_at_its_next_packet(
+    env: Env, family: int
+) -> None:
+    a, b, c = env.pod("a"), env.pod("b"), env.pod("c")
+    env.policy(a, EndpointPolicy.allow_all())
+    env.policy(b, _ingress_only_from(env.ident(c), 7300, audit=True))
+    # Counter rows are per interface index, which a later topology may reuse: deltas.
+    before = env.count(b, Direction.INGRESS, DropReason.AUDIT)
+    denied_before = env.count(b, Direction.INGRESS, DropReason.POLICY_DENIED)
+    _drain(env)
+    with established_tcp(a, b, family, 7300) as client:
+        events: list[DropEvent] = []
+        env.dp.poll_events(200, events.append)
+        audits = [e for e in events if e.reason is DropReason.AUDIT and e.dport == 7300]
+        assert [e.ifindex for e in audits] == [b.host_ifindex]  # once, for the new flow
+        assert env.count(b, Direction.INGRESS, DropReason.AUDIT) == before + 1
+        assert env.count(b, Direction.INGRESS, DropReason.POLICY_DENIED) == denied_before
+        assert not is_cut(client)  # established: passes on, with no more audit events
+        env.dp.poll_events(100, events.append)
+        assert len([e for e in events if e.reason is DropReason.AUDIT]) == 1
+        # The same tables, enforced: a new generation, so the flow is judged again.
+        env.policy(b, _ingress_only_from(env.ident(c), 7300, audit=False))
+        assert is_cut(client)
+    assert env.count(b, Direction.INGRESS, DropReason.POLICY_DENIED) > denied_before
+
+
+def test_one_endpoints_flood_leaves_the_others_their_events(routed_env: Env) -> None:
+    env = routed_env
+    pair = Pair.make(env, 4)  # src's egress and dst's ingress allow only a few ports
+    quiet = env.pod("q")
+    env.policy(quiet, EndpointPolicy.allow_all())
+    lost_before = env.dp.events_lost()
+    # A node budget the flood alone would use up (400 > 100), were it not for its own (10).
+    env.dp.set_event_rate(200, 100, 20, 10)
+    try:
+        _drain(env)
+        time.sleep(0.3)  # buckets full
+        # src floods: each packet dropped at its own egress, charged to its own budget.
+        frame = pair.frame(pair.ip() / UDP(sport=4100, dport=55) / b"flood")
+        for _ in range(400):
+            pair.injector.send(frame)
+        # The quiet pod's one new flow, dropped at dst's ingress, is still reported.
+        assert not udp_roundtrip(quiet, pair.dst, 4, 56)
+        events: list[DropEvent] = []
+        env.dp.poll_events(200, events.append)
+        flood = [e for e in events if e.dport == 55]
+        ncpu = bpfsys.possible_cpus()
+        assert 1 <= len(flood) <= ncpu * (10 + 20 * 2) + 2, len(flood)
+        assert [e for e in events if e.dport == 56], "the quiet pod's drop was not reported"
+        lost = env.dp.events_lost()
+        assert lost["endpoint_limit"] - lost_before["endpoint_limit"] >= 400 - len(flood)
+    finally:
+        env.dp.set_event_rate(KERNEL_TEST_CONFIG.events_per_second,
+                              KERNEL_TEST_CONFIG.event_burst,
+                              KERNEL_TEST_CONFIG.endpoint_events_per_second,
+                              KERNEL_TEST_CONFIG.endpoint_event_burst)
+        pair.close()
