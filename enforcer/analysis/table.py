@@ -1,6 +1,9 @@
-"""Text rendering of reachability matrices: readable at a glance in a terminal."""
+"""Text rendering of reachability matrices and of rows under column headers, readable at a
+glance in a terminal."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from enforcer.analysis.matrix import Matrix
 
@@ -37,3 +40,12 @@ def render_table(port: int, protocol: str, matrix: Matrix, via_service: bool = F
         lines.append(f"{number[src]} {src}".ljust(label + 2) + " ".join(cells))
     lines.append(f"{allowed} of {pairs} pairs allowed (a pod may always reach itself)")
     return "\n".join(lines)
+
+
+def render_columns(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Rows under upper-case headers, columns three spaces apart (as kubectl prints)."""
+    widths = [max(len(c) for c in column) for column in zip(headers, *rows, strict=True)]
+    return "\n".join(
+        "   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [headers, *rows]
+    )

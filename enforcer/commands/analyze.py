@@ -1,9 +1,12 @@
-"""`enforcer analyze`: the reachability matrix between all pods of some manifests."""
+"""`enforcer analyze`: the reachability matrix between all pods of some manifests, or recorded
+flows replayed against them (`--flows`)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from collections.abc import Sequence
 
 from enforcer.analysis.explain import explain_document, explain_text
 from enforcer.analysis.inputs import EXIT_INVALID_INPUT, load_for_command, planned_state
@@ -14,9 +17,15 @@ from enforcer.analysis.matrix import (
     render_json,
 )
 from enforcer.analysis.service_matrix import declared_service_ports, service_document
-from enforcer.analysis.table import render_table
+from enforcer.analysis.table import render_columns, render_table
+from enforcer.flows.record import FlowFormatError, read_lines
+from enforcer.flows.replay import Replayed, Unresolvable, replay
 from enforcer.model.cluster import ClusterState
 from enforcer.model.objects import PROTOCOLS
+from enforcer.model.staged import as_if_applied
+
+FLOW_COLUMNS = ("SOURCE", "DESTINATION", "PORT", "PROTOCOL", "VERDICT", "POLICIES", "REASON")
+EXIT_WOULD_DENY = 1
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,7 +34,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="reachability matrix of pods under NetworkPolicies (no cluster needed)",
         description=(
             "Print which pods may open connections to which. Without --port, every port any "
-            "pod declares is analyzed (JSON: a list of matrix objects, table: one per port)."
+            "pod declares is analyzed (JSON: a list of matrix objects, table: one per port). "
+            "With --flows, replay recorded flows instead: which would the manifests deny, and "
+            "why. StagedNetworkPolicies are read but count only with --staged."
         ),
     )
     p.add_argument("paths", nargs="+", metavar="FILE_OR_DIR", help="manifests (YAML or JSON)")
@@ -39,7 +50,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="service: connect to each pod through the Services that front it (--port is then "
         "the Service port; verdicts are on each backend's target port)",
     )
-    p.add_argument("--strict", action="store_true", help="fail (exit 2) on any invalid object")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 2) on any invalid object, and with --flows on the first bad or "
+        "unresolvable line",
+    )
+    p.add_argument(
+        "--staged",
+        action="store_true",
+        help="judge as if the StagedNetworkPolicies in the manifests were applied",
+    )
+    p.add_argument(
+        "--flows",
+        metavar="FLOWS.jsonl",
+        help="replay recorded flows (the JSON lines of `enforcer flows`; - reads stdin) and "
+        "report which the manifests would deny",
+    )
+    p.add_argument(
+        "--fail-on-deny",
+        action="store_true",
+        help="with --flows: exit 1 when the manifests would deny any replayed flow",
+    )
     p.add_argument(
         "--explain",
         nargs=2,
@@ -60,11 +92,42 @@ def _ports(args: argparse.Namespace, state: ClusterState) -> list[tuple[int, str
     return declared_ports(state, args.protocol)
 
 
+def _usage_error(args: argparse.Namespace) -> str | None:
+    if args.fail_on_deny and not args.flows:
+        return "--fail-on-deny needs --flows"
+    if args.flows:
+        clash = [
+            flag
+            for flag, given in (
+                ("--port", args.port is not None),
+                ("--protocol", args.protocol is not None),
+                ("--via", args.via != "pod"),
+                ("--explain", bool(args.explain)),
+            )
+            if given
+        ]
+        if clash:
+            return f"--flows replays each flow's own port and ends: drop {', '.join(clash)}"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    problem = _usage_error(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
     result, ok = load_for_command(args.paths, args.strict)
     if not ok:
         return EXIT_INVALID_INPUT
     state = planned_state(result)
+    if args.staged:
+        state = as_if_applied(state, result.staged)
+    elif result.staged:
+        print(
+            f"note: {len(result.staged)} StagedNetworkPolicy object(s) not applied "
+            "(--staged judges as if they were)",
+            file=sys.stderr,
+        )
     skipped = sorted(k for k, pod in state.pods.items() if not state.is_endpoint(pod))
     if skipped:
         print(
@@ -72,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
             + ", ".join(skipped),
             file=sys.stderr,
         )
+    if args.flows:
+        return _replay_flows(args, state)
     if args.explain:
         return _explain(args, state)
     ports = _ports(args, state)
@@ -120,3 +185,69 @@ def _explain(args: argparse.Namespace, state: ClusterState) -> int:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_INVALID_INPUT
     return 0
+
+
+def _replay_flows(args: argparse.Namespace, state: ClusterState) -> int:
+    origin = "<stdin>" if args.flows == "-" else args.flows
+    try:
+        lines = _flow_lines(args.flows)
+        flows = read_lines(lines, origin, strict=args.strict)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"error: {origin}: cannot read: {reason}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    except FlowFormatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    for error in flows.errors:
+        print(f"warning: {error} (line skipped)", file=sys.stderr)
+    replayed = []
+    for number, record in zip(_record_lines(lines, flows.errors), flows.records, strict=True):
+        try:
+            replayed.append(replay(state, record))
+        except Unresolvable as exc:
+            if args.strict:
+                print(f"error: {origin}:{number}: {exc}", file=sys.stderr)
+                return EXIT_INVALID_INPUT
+            print(f"warning: {origin}:{number}: {exc} (line skipped)", file=sys.stderr)
+    if args.output == "json":
+        print(json.dumps({"flows": [r.to_json() for r in replayed]}, indent=2))
+    else:
+        print(_flows_table(replayed))
+    if args.fail_on_deny and any(not r.allowed for r in replayed):
+        return EXIT_WOULD_DENY
+    return 0
+
+
+def _flow_lines(path: str) -> list[str]:
+    if path == "-":
+        return sys.stdin.readlines()
+    with open(path, encoding="utf-8") as f:
+        return f.readlines()
+
+
+def _record_lines(lines: Sequence[str], errors: Sequence[FlowFormatError]) -> list[int]:
+    """The line number of each record read_lines returned: it keeps the order and skips blank
+    and bad lines, so the records are the remaining lines, in order."""
+    bad = {e.line for e in errors}
+    return [n for n, text in enumerate(lines, start=1) if text.strip() and n not in bad]
+
+
+def _flows_table(replayed: Sequence[Replayed]) -> str:
+    if not replayed:
+        return "(no flows)"
+    rows = [_flow_row(r) for r in replayed]
+    denied = sum(not r.allowed for r in replayed)
+    return f"{render_columns(FLOW_COLUMNS, rows)}\n{len(replayed)} flow(s): {denied} denied"
+
+
+def _flow_row(r: Replayed) -> list[str]:
+    return [
+        r.record.source,
+        r.record.destination,
+        str(r.record.port),
+        r.record.protocol,
+        "allowed" if r.allowed else "denied",
+        ",".join(r.policies) or "<none>",
+        r.reason,
+    ]

@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "  egress-only-isolates-ingress, empty-egress-without-policytypes, broad-selector,\n"
             "  or-instead-of-and, ipblock-overlaps-pods, duplicate.\n"
             "Checks about pods need Pods in the input (kubectl get pods -A -o yaml).\n"
+            "StagedNetworkPolicies are validated as NetworkPolicies (errors name their kind);\n"
+            "the checks above run on NetworkPolicies.\n"
             "Exit: 0 clean, 1 findings at --fail-on level or worse, 2 invalid input."
         ),
     )
