@@ -18,7 +18,7 @@ import yaml
 
 from enforcer.cli import main
 from enforcer.flows.record import FlowRecord
-from enforcer.model.parse import STAGED_POLICY_API
+from enforcer.model.objects import STAGED_POLICY_API
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = str(REPO / "examples" / "three-tier")

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from enforcer.cli import main
-from enforcer.model.parse import STAGED_POLICY_API
+from enforcer.model.objects import STAGED_POLICY_API
 
 BAD_SPEC = {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/40"}}]}]}
 

@@ -21,9 +21,13 @@ OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 INGRESS = "Ingress"
 EGRESS = "Egress"
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+# The project's API group: its own kinds (StagedNetworkPolicy, the CRD in daemonset/) and, as a
+# suffix, its annotations.
+ENFORCER_API_GROUP = "enforcer.dev"
+STAGED_POLICY_API = f"{ENFORCER_API_GROUP}/v1alpha1"
 # Audit mode, per namespace or pod (the pod's wins): policy is judged as enforced, but what it
 # denies passes and is reported as audit. Any other value enforces (fail closed).
-POLICY_MODE_ANNOTATION = "policy.enforcer.dev/mode"
+POLICY_MODE_ANNOTATION = f"policy.{ENFORCER_API_GROUP}/mode"
 POLICY_MODES = ("enforce", "audit")
 
 KIND_NAMESPACE = "Namespace"

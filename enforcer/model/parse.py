@@ -23,6 +23,7 @@ from enforcer.model.objects import (
     POLICY_MODE_ANNOTATION,
     POLICY_MODES,
     PROTOCOLS,
+    STAGED_POLICY_API,
     ContainerPort,
     IPAddress,
     IPBlock,
@@ -40,9 +41,6 @@ from enforcer.model.objects import (
 
 NETWORK_POLICY_API = "networking.k8s.io/v1"
 CORE_API = "v1"
-# The project's API group: its own kinds (StagedNetworkPolicy) and the CRD in daemonset/.
-ENFORCER_API_GROUP = "enforcer.dev"
-STAGED_POLICY_API = f"{ENFORCER_API_GROUP}/v1alpha1"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

@@ -14,14 +14,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from enforcer.model.objects import KIND_STAGED_NETWORK_POLICY
-from enforcer.model.parse import (
+from enforcer.model.objects import (
     ENFORCER_API_GROUP,
+    KIND_STAGED_NETWORK_POLICY,
     STAGED_POLICY_API,
-    ValidationError,
-    parse_object,
-    parse_staged_policy,
 )
+from enforcer.model.parse import ValidationError, parse_object, parse_staged_policy
 
 from .contract import KUBERNETES_VERSION, METRICS_PORT
 from .render import DAEMONSET_DIR, MONITORING_DIR, REPO, find, load_documents, render

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from enforcer.flows.record import FlowRecord, StagedVerdict
 from enforcer.flows.staged import StagedView, judged_side, staged_verdict
 from enforcer.model.evaluate import evaluate_ip
-from enforcer.model.objects import NetworkPolicy
-from enforcer.model.parse import STAGED_POLICY_API, parse_object, parse_staged_policy
+from enforcer.model.objects import STAGED_POLICY_API, NetworkPolicy
+from enforcer.model.parse import parse_object, parse_staged_policy
 from tests.model.netpol_builders import ns, pod, policy, state_of
 
 OUTSIDE = "192.0.2.9"

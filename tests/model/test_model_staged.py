@@ -13,8 +13,8 @@ from netpol_builders import ns, pod, policy, state_of
 
 from enforcer.model.evaluate import evaluate
 from enforcer.model.loader import ValidationError, load_text, parse_object
-from enforcer.model.objects import NetworkPolicy
-from enforcer.model.parse import STAGED_POLICY_API, parse_staged_policy
+from enforcer.model.objects import STAGED_POLICY_API, NetworkPolicy
+from enforcer.model.parse import parse_staged_policy
 from enforcer.model.staged import as_if_applied
 
 
