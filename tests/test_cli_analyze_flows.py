@@ -300,3 +300,21 @@ def test_usage_errors_exit_2(capsys, tmp_path, monkeypatch, extra, message):
     (tmp_path / "f.jsonl").write_text(WEB_TO_API.to_line() + "\n")
     code, out, err = run_cli(capsys, "analyze", EXAMPLE, *extra)
     assert code == 2 and out == "" and message in err
+
+
+def test_the_staged_example_breaks_only_the_recorded_tcp_dns_flow(capsys):
+    """examples/staged: the README's CI step passes without --staged, fails with it."""
+    staged, flows = (
+        str(REPO / "examples" / "staged"),
+        str(REPO / "examples" / "staged" / "flows.jsonl"),
+    )
+    argv = ["analyze", EXAMPLE, staged, "--flows", flows, "--fail-on-deny", "--output", "json"]
+    code, out, _ = run_cli(capsys, *argv)
+    assert code == 0 and all(f["allowed"] for f in json.loads(out)["flows"])
+    code, out, _ = run_cli(capsys, *argv, "--staged")
+    assert code == 1
+    denied = [f for f in json.loads(out)["flows"] if not f["allowed"]]
+    assert [(f["destination"], f["port"], f["protocol"]) for f in denied] == [
+        ("kube-system/coredns", 53, "TCP")
+    ]
+    assert "frontend/allow-dns" in denied[0]["policies"]

@@ -205,3 +205,16 @@ def test_staged_policy_crd_schema_rejects_a_wrong_shape(spec: Any) -> None:
         doc["spec"] = spec
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, _crd_schema())
+
+
+def test_every_staged_policy_example_fits_the_crd_and_the_model() -> None:
+    examples = [
+        doc
+        for path in sorted((REPO / "examples").rglob("*.yaml"))
+        for doc in load_documents(path)
+        if doc.get("kind") == KIND_STAGED_NETWORK_POLICY
+    ]
+    assert examples
+    for doc in examples:
+        jsonschema.validate(doc, _crd_schema())
+        assert parse_staged_policy(doc) is not None

@@ -9,18 +9,22 @@ make the change.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enforcer.flows.record import FlowRecord, StagedVerdict
+from enforcer.analysis.inputs import planned_state
+from enforcer.flows.record import FlowRecord, StagedVerdict, read_file
 from enforcer.flows.staged import StagedView, judged_side, staged_verdict
 from enforcer.model.evaluate import evaluate_ip
+from enforcer.model.loader import load_paths
 from enforcer.model.objects import STAGED_POLICY_API, NetworkPolicy
 from enforcer.model.parse import parse_object, parse_staged_policy
 from tests.model.netpol_builders import ns, pod, policy, state_of
 
+REPO = Path(__file__).resolve().parents[2]
 OUTSIDE = "192.0.2.9"
 
 
@@ -286,3 +290,18 @@ def test_every_flow_matches_a_preview_built_from_scratch(
                     assert got.policies and set(got.policies) <= set(staged_by_key)
                     alone = {**enforced_by_key, **{k: staged_by_key[k] for k in got.policies}}
                     assert _allowed(list(alone.values()), record) == after, (record, got)
+
+
+def test_the_staged_example_would_deny_the_recorded_tcp_dns_flow() -> None:
+    """examples/staged narrows frontend's DNS egress to UDP: of the recorded flows, only the
+    TCP/53 one changes, and the staged allow-dns is named."""
+    result = load_paths([REPO / "examples" / "three-tier", REPO / "examples" / "staged"])
+    assert not result.errors and [p.key for p in result.staged] == ["frontend/allow-dns"]
+    view = StagedView(planned_state(result), result.staged)
+    flows = read_file(REPO / "examples" / "staged" / "flows.jsonl", strict=True).records
+    changes = {(r.destination, r.protocol, r.direction): view.verdict(r) for r in flows}
+    assert {k: v for k, v in changes.items() if v is not None} == {
+        ("kube-system/coredns", "TCP", "egress"): StagedVerdict(
+            "would-deny", ("frontend/allow-dns",)
+        )
+    }
