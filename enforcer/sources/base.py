@@ -21,6 +21,8 @@ KIND_NETWORK_POLICY = "NetworkPolicy"
 KIND_NODE = "Node"
 KIND_SERVICE = "Service"
 KIND_ENDPOINT_SLICE = "EndpointSlice"
+# enforcer.dev/v1alpha1, a custom resource: judged in a shadow, never enforced.
+KIND_STAGED_NETWORK_POLICY = "StagedNetworkPolicy"
 KNOWN_KINDS = (
     KIND_NAMESPACE,
     KIND_POD,
@@ -28,6 +30,7 @@ KNOWN_KINDS = (
     KIND_NODE,
     KIND_SERVICE,
     KIND_ENDPOINT_SLICE,
+    KIND_STAGED_NETWORK_POLICY,
 )
 
 
@@ -83,8 +86,9 @@ def source_from_spec(spec: str, *, kubeconfig: str | None, node_name: str | None
         from enforcer.sources.kubernetes import DEFAULT_KINDS, KubernetesSource
 
         # Services and EndpointSlices: the datapath judges egress to a Service after DNAT
-        # and needs its frontends (bpf/lib/services.h).
-        kinds = (*DEFAULT_KINDS, KIND_SERVICE, KIND_ENDPOINT_SLICE)
+        # and needs its frontends (bpf/lib/services.h). StagedNetworkPolicies when their CRD
+        # is installed (the source waits for it otherwise): flows judged in a shadow.
+        kinds = (*DEFAULT_KINDS, KIND_SERVICE, KIND_ENDPOINT_SLICE, KIND_STAGED_NETWORK_POLICY)
         return KubernetesSource.from_config(kubeconfig=kubeconfig, node_name=node_name, kinds=kinds)
     if spec.startswith("dir:"):
         from enforcer.sources.directory import DirectorySource

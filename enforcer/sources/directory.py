@@ -2,8 +2,8 @@
 
 Every `*.yaml`, `*.yml` and `*.json` below PATH (recursively; PATH may also be one file) is read:
 multi-document YAML, JSON, `kind: List` and typed lists (`PodList`...), so `kubectl get -o yaml`
-output works as is. Only Namespace, Pod, NetworkPolicy, Node, Service and EndpointSlice are
-kept; other kinds are logged once per file version and skipped.
+output works as is. Only Namespace, Pod, NetworkPolicy, Node, Service, EndpointSlice and
+StagedNetworkPolicy are kept; other kinds are logged once per file version and skipped.
 
 Rules (written for users in the README too):
 - Objects are identified by (kind, namespace, name); a namespaced object without a namespace is
@@ -42,7 +42,9 @@ from enforcer.sources.gcpause import gc_paused
 from enforcer.sources.inotify import FolderWatch
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-NAMESPACED_KINDS = frozenset({"Pod", "NetworkPolicy", "Service", "EndpointSlice"})
+NAMESPACED_KINDS = frozenset(
+    {"Pod", "NetworkPolicy", "Service", "EndpointSlice", "StagedNetworkPolicy"}
+)
 # Emission order within one scan: what others refer to first.
 _KIND_RANK = {k: i for i, k in enumerate(("Namespace", "Node", "Pod", "Service", "EndpointSlice"))}
 

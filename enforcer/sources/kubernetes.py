@@ -6,12 +6,17 @@ rarely needs a relist); on a dropped or timed-out watch, resume from the last re
 seen; on 410 Gone (history compacted while we were away), relist and hand the consumer the whole
 kind again between RESET and SYNCED. Errors back off exponentially with full jitter.
 
+A custom resource (StagedNetworkPolicy) may not be installed: a 404 (or 403, RBAC from an older
+release) on its list is no outage. The kind counts as listed and empty, the source stays healthy,
+says so once, and lists again every 30 s, backing off to 5 min, until the CRD appears.
+
 Responses are read raw (`_preload_content=False`) and parsed as JSON, so objects stay the
 camelCase dicts the API sends; they are stripped to what policy needs before being emitted.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -32,6 +37,7 @@ from enforcer.sources.base import (
     KIND_NODE,
     KIND_POD,
     KIND_SERVICE,
+    KIND_STAGED_NETWORK_POLICY,
     Emit,
     EventType,
     SourceEvent,
@@ -44,36 +50,74 @@ from enforcer.sources.strip import strip_object
 class WatchedKind:
     kind: str
     api_version: str
+    plural: str  # the resource name, as RBAC rules name it
     api_class: str  # attribute of kubernetes.client
     list_method: str  # cluster-wide list (and watch) method of that API class
+    custom: bool = False  # a custom resource: its CRD may be absent (see CRD_RETRY)
+
+    @property
+    def group(self) -> str:
+        """The API group ("" for the core group)."""
+        return self.api_version.rpartition("/")[0]
+
+    def list_function(self, api_client: Any) -> Any:
+        method = getattr(getattr(client, self.api_class)(api_client), self.list_method)
+        if self.custom:  # CustomObjectsApi takes the resource as arguments
+            version = self.api_version.rpartition("/")[2]
+            return functools.partial(method, self.group, version, self.plural)
+        return method
 
 
 WATCHED_KINDS = {
     w.kind: w
     for w in (
-        WatchedKind(KIND_NAMESPACE, "v1", "CoreV1Api", "list_namespace"),
-        WatchedKind(KIND_POD, "v1", "CoreV1Api", "list_pod_for_all_namespaces"),
+        WatchedKind(KIND_NAMESPACE, "v1", "namespaces", "CoreV1Api", "list_namespace"),
+        WatchedKind(KIND_POD, "v1", "pods", "CoreV1Api", "list_pod_for_all_namespaces"),
         WatchedKind(
             KIND_NETWORK_POLICY,
             "networking.k8s.io/v1",
+            "networkpolicies",
             "NetworkingV1Api",
             "list_network_policy_for_all_namespaces",
         ),
-        WatchedKind(KIND_NODE, "v1", "CoreV1Api", "list_node"),
-        WatchedKind(KIND_SERVICE, "v1", "CoreV1Api", "list_service_for_all_namespaces"),
+        WatchedKind(KIND_NODE, "v1", "nodes", "CoreV1Api", "list_node"),
+        WatchedKind(
+            KIND_SERVICE, "v1", "services", "CoreV1Api", "list_service_for_all_namespaces"
+        ),
         WatchedKind(
             KIND_ENDPOINT_SLICE,
             "discovery.k8s.io/v1",
+            "endpointslices",
             "DiscoveryV1Api",
             "list_endpoint_slice_for_all_namespaces",
+        ),
+        WatchedKind(
+            KIND_STAGED_NETWORK_POLICY,
+            "enforcer.dev/v1alpha1",
+            "stagednetworkpolicies",
+            "CustomObjectsApi",
+            "list_cluster_custom_object",
+            custom=True,
         ),
     )
 }
 DEFAULT_KINDS = (KIND_NAMESPACE, KIND_POD, KIND_NETWORK_POLICY, KIND_NODE)
+# A custom resource whose CRD is not installed is listed again after this many seconds,
+# doubling up to CRD_RETRY_MAX: thousands of nodes asking cost the API server little.
+CRD_RETRY = 30.0
+CRD_RETRY_MAX = 300.0
+# What a custom resource's list answers when the agent cannot use it: not installed (404),
+# or not granted (403: RBAC from a release before the CRD). Neither stops the agent.
+_UNAVAILABLE = (403, 404)
 
 
 class _Expired(Exception):
     """The resourceVersion (or list continue token) is too old: relist."""
+
+
+def _unavailable(wk: WatchedKind, exc: BaseException) -> bool:
+    """A custom resource the API does not serve us (CRD not installed, or not granted)."""
+    return wk.custom and isinstance(exc, ApiException) and exc.status in _UNAVAILABLE
 
 
 class _Backoff:
@@ -130,6 +174,8 @@ class KubernetesSource:
         backoff_max: float = 30.0,
         page_size: int = 500,
         name: str | None = None,
+        crd_retry: float = CRD_RETRY,
+        crd_retry_max: float = CRD_RETRY_MAX,
     ) -> None:
         unknown = [k for k in kinds if k not in WATCHED_KINDS]
         if unknown:
@@ -142,6 +188,8 @@ class KubernetesSource:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.page_size = page_size
+        self.crd_retry = crd_retry
+        self.crd_retry_max = crd_retry_max
         self._name = name or f"k8s:{getattr(api_client.configuration, 'host', '?')}"
         self.log = log.get("sources.kubernetes")
         self.watch_restarts: dict[str, int] = dict.fromkeys(self.kinds, 0)
@@ -151,18 +199,14 @@ class KubernetesSource:
         self.resource_versions: dict[str, str | None] = dict.fromkeys(self.kinds)
         self.last_sync_time: float | None = None
         self.synced = threading.Event()  # set at the first SYNCED
+        self.unavailable: set[str] = set()  # custom kinds the API does not serve (yet)
         self._ok: dict[str, bool] = dict.fromkeys(self.kinds, False)
         self._listed: set[str] = set()
+        self._crd_attempts: dict[str, int] = {}  # lists in a row that found a kind unavailable
         self._sync_lock = threading.Lock()  # RESET..ADDED..SYNCED sequences never interleave
         self._responses: dict[str, Any] = {}
         self._responses_lock = threading.Lock()
-        self._list_fns = {
-            kind: getattr(
-                getattr(client, WATCHED_KINDS[kind].api_class)(api_client),
-                WATCHED_KINDS[kind].list_method,
-            )
-            for kind in self.kinds
-        }
+        self._list_fns = {k: WATCHED_KINDS[k].list_function(api_client) for k in self.kinds}
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -230,9 +274,15 @@ class KubernetesSource:
                 except Exception as exc:  # any failure: log, back off, retry
                     if stop.is_set():
                         return
+                    if _unavailable(WATCHED_KINDS[kind], exc):
+                        stop.wait(self._kind_unavailable(kind, exc, emit))
+                        continue
                     self._failed(kind, "list", exc)
                     stop.wait(backoff.next())
                     continue
+                if kind in self.unavailable:
+                    self.unavailable.discard(kind)
+                    self.log.info("custom resource available, watching it", kind=kind)
                 self._ok[kind] = True
                 try:
                     self._deliver_list(kind, items, emit)
@@ -253,7 +303,10 @@ class KubernetesSource:
             if stop.is_set():
                 return
             self.watch_restarts[kind] += 1
-            if outcome == "expired":
+            if outcome == "unavailable":  # the CRD went away: list again, which says so
+                rv = None
+                list_from = None
+            elif outcome == "expired":
                 self.relists[kind] += 1
                 self.log.info("watch expired, relisting", kind=kind, resource_version=rv)
                 rv = None
@@ -262,6 +315,34 @@ class KubernetesSource:
                 backoff.reset()
             else:
                 stop.wait(backoff.next())
+
+    def _kind_unavailable(self, kind: str, exc: BaseException, emit: Emit) -> float:
+        """A custom kind the API does not serve: an empty kind, not an outage. The first time
+        (in a row) it is delivered as an empty list, so the first SYNCED does not wait for it
+        and, when the CRD was deleted, its objects are gone; then it is logged once. Returns
+        how long to wait before listing it again."""
+        self._ok[kind] = True
+        if kind not in self.unavailable:
+            self.unavailable.add(kind)
+            self._crd_attempts[kind] = 0
+            status = getattr(exc, "status", None)
+            self.log.warning(
+                "custom resource not served: its CRD is not installed"
+                if status == 404
+                else "custom resource not readable: the agent's RBAC does not grant it",
+                kind=kind,
+                status=status,
+                retry_seconds=self.crd_retry,
+            )
+            try:
+                self._deliver_list(kind, [], emit)
+            except Exception:  # the consumer failed: deliver it again next time
+                self.log.exception("delivering the list failed", kind=kind)
+                self.unavailable.discard(kind)
+        attempt = self._crd_attempts.get(kind, 0)
+        self._crd_attempts[kind] = attempt + 1
+        delay = min(self.crd_retry_max, self.crd_retry * 2**min(attempt, 30))
+        return delay * random.uniform(0.75, 1.0)  # jittered: nodes do not ask in lockstep
 
     def _failed(self, kind: str, what: str, exc: BaseException) -> None:
         self._ok[kind] = False
@@ -342,6 +423,8 @@ class KubernetesSource:
         except ApiException as exc:
             if exc.status == 410:
                 return rv, "expired"
+            if _unavailable(WATCHED_KINDS[kind], exc):
+                return rv, "unavailable"
             raise
         with self._responses_lock:
             self._responses[kind] = resp

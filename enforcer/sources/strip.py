@@ -106,4 +106,5 @@ def strip_object(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
         return _with_metadata(obj, ())
     if kind == "EndpointSlice":
         return _with_metadata(obj, ("addressType", "endpoints", "ports"))
-    return _with_metadata(obj, ("spec",))  # NetworkPolicy, Service: the spec is the policy
+    # NetworkPolicy, StagedNetworkPolicy (the same spec), Service: the spec is what is read.
+    return _with_metadata(obj, ("spec",))

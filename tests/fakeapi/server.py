@@ -9,7 +9,8 @@ exactly as kube-apiserver does.
 
 Tests drive it from the same process: `create`/`update`/`apply`/`delete` objects,
 `expire_history()`, `bookmark()`, `drop_connections()` (cut every open stream mid-chunk), `stop()`
-and `start()` again on the same port (an API outage), `fail_requests(503)` (up but erroring).
+and `start()` again on the same port (an API outage), `fail_requests(503)` (up but erroring),
+`uninstall_crd(kind)` / `install_crd(kind)` for custom resources (404 while not installed).
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ RESOURCES = (
     Resource("Service", "v1", "services", namespaced=True),
     Resource("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies", namespaced=True),
     Resource("EndpointSlice", "discovery.k8s.io/v1", "endpointslices", namespaced=True),
+    # A custom resource (daemonset/crd-stagednetworkpolicy.yaml): served while installed.
+    Resource(
+        "StagedNetworkPolicy", "enforcer.dev/v1alpha1", "stagednetworkpolicies", namespaced=True
+    ),
 )
 BY_KIND = {r.kind: r for r in RESOURCES}
 
@@ -136,6 +141,7 @@ class FakeKubeAPI:
         self._epoch = 0  # bumped to cut every open watch stream
         self._bookmark_seq = 0
         self._fail_status: int | None = None
+        self._uninstalled: set[str] = set()  # custom kinds whose CRD is not installed
         self._snapshots: dict[str, _Snapshot] = {}
         self._connections: set[socket.socket] = set()
         self._open_watches: dict[str, int] = {r.kind: 0 for r in RESOURCES}
@@ -280,6 +286,22 @@ class FakeKubeAPI:
                 self._epoch += 1
                 self._cond.notify_all()
 
+    def uninstall_crd(self, kind: str) -> None:
+        """Remove a custom resource's CRD: its objects are deleted (watchers see DELETED), its
+        open watches end, and its paths answer 404 until `install_crd`."""
+        with self._cond:
+            for key in sorted(self._objects[kind], key=lambda k: (k[0] or "", k[1])):
+                obj = copy.deepcopy(self._objects[kind].pop(key))
+                self._rv += 1
+                obj["metadata"]["resourceVersion"] = str(self._rv)
+                self._record(WatchEvent(self._rv, kind, "DELETED", obj))
+            self._uninstalled.add(kind)
+            self._cond.notify_all()
+
+    def install_crd(self, kind: str) -> None:
+        with self._cond:
+            self._uninstalled.discard(kind)
+
     def open_watches(self, kind: str | None = None) -> int:
         with self._cond:
             if kind is None:
@@ -313,6 +335,8 @@ class FakeKubeAPI:
         kind = obj.get("kind")
         if kind not in BY_KIND:
             raise ValueError(f"kind {kind!r} is not served")
+        if kind in self._uninstalled:
+            raise KeyError(f"the server could not find the requested resource ({kind})")
         res = BY_KIND[kind]
         new = copy.deepcopy(dict(obj))
         new["apiVersion"] = res.api_version
@@ -441,6 +465,10 @@ class FakeKubeAPI:
                         if self._epoch != epoch:
                             yield None
                             return
+                        if res.kind in self._uninstalled and not self._events_after(
+                            res.kind, pos
+                        ):
+                            return  # the CRD is gone: its watches end, cleanly
                         if pos < self._compacted:
                             out = [_expired(pos, self._compacted)]
                             break
@@ -536,7 +564,9 @@ class _Handler(BaseHTTPRequestHandler):
                 (r for r in RESOURCES if r.prefix == m["prefix"] and r.plural == m["plural"]),
                 None,
             )
-        if res is None or (m and m["ns"] and not res.namespaced):
+        with api._cond:
+            uninstalled = res is not None and res.kind in api._uninstalled
+        if res is None or uninstalled or (m and m["ns"] and not res.namespaced):
             self._send_json(404, _status(404, "NotFound", f"no resource at {url.path}"))
             return
         namespace = m["ns"] if m else None

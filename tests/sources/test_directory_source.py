@@ -283,3 +283,20 @@ def test_mounted_configmap_symlink_swap(folder: Path, run_source: RunSource) -> 
     version("b", {"v": "2"})
     rec.wait(lambda r: r.labels("Pod", "web", "prod") == {"v": "2"}, what="swap seen")
     assert [e.type for e in rec.of("Pod")] == [EventType.ADDED, EventType.MODIFIED]
+
+
+def test_staged_policies_are_delivered_from_files(folder: Path, run_source: RunSource) -> None:
+    """StagedNetworkPolicy files: delivered like NetworkPolicies (namespace defaulted), and
+    a same-named NetworkPolicy is another object."""
+    staged = {**policy("deny", "prod"), "apiVersion": "enforcer.dev/v1alpha1",
+              "kind": "StagedNetworkPolicy"}
+    nons = {**staged, "metadata": {"name": "nons"}}
+    write(folder / "policies.yaml", policy("deny", "prod"), staged, nons)
+    _, rec = start(run_source, folder)
+    _, state = rec.snapshot()
+    assert state[("StagedNetworkPolicy", "prod", "deny")]["spec"] == staged["spec"]
+    assert ("StagedNetworkPolicy", "default", "nons") in state
+    assert ("NetworkPolicy", "prod", "deny") in state
+    write(folder / "policies.yaml", policy("deny", "prod"))
+    rec.wait(lambda r: ("StagedNetworkPolicy", "prod", "deny") not in r.state, what="deleted")
+    assert rec.of("StagedNetworkPolicy", EventType.DELETED)
