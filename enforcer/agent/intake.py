@@ -4,6 +4,10 @@ Source events are parsed and validated here and applied to the ClusterState; the
 then hands the change to the compiler. Before the first full sync nothing is compiled, so the
 initial listing can be taken in while the datapath still compiles (PrelistFeed): the two
 slowest steps of a cold start overlap (bcc's compile runs in C, without the GIL).
+
+StagedNetworkPolicies are validated like NetworkPolicies but kept apart (`staged`): they never
+reach the state the compiler reads, only the shadow that judges flows as if they were applied
+(enforcer.agent.staged).
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from enforcer import log
+from enforcer.agent.staged import StagedShadow
 from enforcer.digest import object_hash
 from enforcer.model.cluster import ClusterState
-from enforcer.model.loader import ValidationError, parse_object
+from enforcer.model.loader import ValidationError, parse_object, parse_staged_policy
+from enforcer.model.objects import KIND_STAGED_NETWORK_POLICY, NetworkPolicy
 from enforcer.model.parse_services import parse_service_object
 from enforcer.sources.base import EventType, SourceEvent
 from enforcer.sources.gcpause import gc_paused
@@ -50,7 +56,10 @@ class Intake:
     ) -> None:
         """on_invalid(kind): called for every rejected object (the agent counts them)."""
         self.state = ClusterState()
-        self.objects: dict[ObjKey, Any] = {}  # last VALID version of every object
+        # Every write to the state goes through the shadow (it keeps the staged preview).
+        self.shadow = StagedShadow(self.state)
+        self.objects: dict[ObjKey, Any] = {}  # last VALID version of every enforced object
+        self.staged: dict[ObjKey, NetworkPolicy] = {}  # last VALID version of each, not enforced
         self.object_hashes: dict[ObjKey, int] = {}
         self.digest = 0  # XOR of object_hash over self.objects: see enforcer.digest
         self.invalid: list[str] = []  # the latest rejections, for /status
@@ -71,6 +80,9 @@ class Intake:
             return self.remove(key)
         try:
             origin = self._describe_source()
+            if kind == KIND_STAGED_NETWORK_POLICY:
+                self._stage(key, raw, parse_staged_policy(raw, origin=origin))
+                return None  # nothing enforced changed
             obj = parse_object(raw, origin=origin) or parse_service_object(raw, origin=origin)
         except ValidationError as exc:
             self._on_invalid(kind)
@@ -81,18 +93,35 @@ class Intake:
             return None
         old = self.objects.get(key)
         self.objects[key] = obj
+        self._track(key, raw)
+        self.shadow.upsert(obj)
+        return ObjectChange(key, old, obj)
+
+    def _stage(self, key: ObjKey, raw: Mapping[str, Any], policy: NetworkPolicy | None) -> None:
+        if policy is None:  # another group's kind of that name (Calico's): not ours
+            return
+        self.staged[key] = policy
+        self._track(key, raw)
+        self.shadow.stage(policy)
+
+    def _track(self, key: ObjKey, raw: Mapping[str, Any]) -> None:
+        """The digest covers every valid object taken in, staged ones too (the lab waits on
+        it to know a manifest was read)."""
         self.digest ^= self.object_hashes.pop(key, 0)
         self.object_hashes[key] = object_hash(raw)
         self.digest ^= self.object_hashes[key]
-        self.state.upsert(obj)
-        return ObjectChange(key, old, obj)
 
     def remove(self, key: ObjKey) -> ObjectChange | None:
+        if key in self.staged:
+            policy = self.staged.pop(key)
+            self.digest ^= self.object_hashes.pop(key, 0)
+            self.shadow.unstage(policy.key)
+            return None  # nothing enforced changed
         old = self.objects.pop(key, None)
         if old is None:
             return None
         self.digest ^= self.object_hashes.pop(key, 0)
-        self.state.remove(key[0], key[1], key[2])
+        self.shadow.remove(key[0], key[1], key[2])
         return ObjectChange(key, old, None)
 
     def begin_relist(self, kind: str) -> None:
@@ -103,7 +132,8 @@ class Intake:
         """SYNCED: remove what the relisted kinds no longer hold."""
         removed = []
         for kind, seen in self._relisting.items():
-            for key in [k for k in self.objects if k[0] == kind and k not in seen]:
+            known = self.staged if kind == KIND_STAGED_NETWORK_POLICY else self.objects
+            for key in [k for k in known if k[0] == kind and k not in seen]:
                 change = self.remove(key)
                 if change is not None:
                     removed.append(change)

@@ -61,6 +61,8 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [head] + ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     for err in status.get("invalid_objects", []):
         lines.append(f"invalid: {err}")
+    if staged := status.get("staged_policies"):
+        lines.append(f"staged (flows judged, never enforced): {', '.join(staged)}")
     return "\n".join(line.rstrip() for line in lines)
 
 
