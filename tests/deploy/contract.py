@@ -18,6 +18,7 @@ AGENT_READS = {
     ("", "services"),
     ("networking.k8s.io", "networkpolicies"),
     ("discovery.k8s.io", "endpointslices"),
+    ("enforcer.dev", "stagednetworkpolicies"),
 }
 READ_VERBS = {"get", "list", "watch"}
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import re
 from types import SimpleNamespace
+from unittest import mock
 
+from kubernetes import client
 from prometheus_client import generate_latest
 
 from enforcer.agent.metrics import AgentMetrics, DatapathCollector, SourceCollector
 from enforcer.cli import build_parser
 from enforcer.datapath.types import Direction, DropReason
+from enforcer.sources.base import source_from_spec
+from enforcer.sources.kubernetes import WATCHED_KINDS, KubernetesSource
 
-from .contract import METRICS, METRICS_PORT, PIN_DIR
+from .contract import AGENT_READS, METRICS, METRICS_PORT, PIN_DIR
 from .render import find, render
 
 
@@ -53,3 +57,23 @@ def test_agent_exports_every_metric_the_monitoring_uses() -> None:
             rf"^{metric}_bucket\{{", text, re.MULTILINE
         ), metric
     assert re.search(r'^enforcer_drop_count_total\{[^}]*namespace="x",pod="a"', text, re.M)
+
+
+def test_the_contracts_reads_are_what_the_agents_source_watches() -> None:
+    """AGENT_READS (and so the RBAC, test_security) is exactly the resources `--source k8s`
+    lists and watches, the StagedNetworkPolicy custom resource included."""
+    seen: dict[str, tuple[str, ...]] = {}
+
+    def capture(cls: type, *, kubeconfig: str | None, node_name: str | None,
+                kinds: tuple[str, ...]) -> KubernetesSource:
+        seen["kinds"] = kinds
+        return KubernetesSource(client.ApiClient(), kinds=kinds)
+
+    with mock.patch.object(KubernetesSource, "from_config", classmethod(capture)):
+        source_from_spec("k8s", kubeconfig=None, node_name="n1")
+    watched = {(WATCHED_KINDS[k].group, WATCHED_KINDS[k].plural) for k in seen["kinds"]}
+    assert watched == AGENT_READS
+    crd = find(render(), "CustomResourceDefinition", "stagednetworkpolicies.enforcer.dev")
+    staged = WATCHED_KINDS["StagedNetworkPolicy"]
+    assert (crd["spec"]["group"], crd["spec"]["names"]["plural"]) == (staged.group, staged.plural)
+    assert [v["name"] for v in crd["spec"]["versions"]] == [staged.api_version.split("/")[1]]
