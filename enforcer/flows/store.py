@@ -33,9 +33,10 @@ from enforcer.flows.record import FlowRecord, StagedVerdict
 
 # Bytes of one aggregate besides its strings' characters: the bucket's dict entry and key
 # tuple, the (count, first, last, record) tuple and its floats, the FlowRecord and its tuples,
-# the string objects' headers. Measured with tracemalloc on CPython 3.11 at 880-1,080 bytes for
-# a record with one policy and one rule, the most just after the bucket's dict doubled
-# (tests/flows/test_store.py::test_the_estimate_is_not_below_measured_memory); rounded up.
+# the string objects' headers. Measured with tracemalloc on CPython 3.11 at about 1,120 bytes
+# for a record with one policy and one rule (830 with neither), just after the bucket's dict
+# doubled, its most wasteful point (tests/flows/test_store.py::
+# test_the_estimate_is_not_below_measured_memory); rounded up.
 AGGREGATE_BYTES = 1200
 # Each further policy, rule or staged policy: a string header and a tuple slot, or a RuleRef
 # (measured about 60 bytes for a policy name, 130 for a rule with its own name string).
