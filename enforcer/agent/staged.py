@@ -39,11 +39,6 @@ class _LiveView(StagedView):
         self._staged_keys = frozenset(p.key for p in staged)
         self._live_preview = preview
 
-    def names(self) -> list[str]:
-        """The staged policies' namespace/name, sorted (for /status, from any thread)."""
-        with self.lock:
-            return sorted(self._policies)
-
     @property
     def preview(self) -> ClusterState:
         return self._live_preview
@@ -62,6 +57,11 @@ class StagedShadow:
     @property
     def policies(self) -> Mapping[str, NetworkPolicy]:
         return self._policies
+
+    def names(self) -> list[str]:
+        """The staged policies' namespace/name, sorted (for /status, from any thread)."""
+        with self.lock:
+            return sorted(self._policies)
 
     @property
     def preview(self) -> ClusterState | None:

@@ -70,6 +70,7 @@ def test_staged_policies_are_kept_apart_and_never_change_the_enforced_state() ->
     assert intake.state.policies == {} and intake.state.generation == generation
     assert set(intake.staged) == {("StagedNetworkPolicy", "x", "deny")}
     assert ("StagedNetworkPolicy", "x", "deny") not in intake.objects
+    assert intake.shadow.names() == ["x/deny"]  # what /status lists
     # The digest covers it (the lab waits on it), as the manifests' digest does.
     objects = [pod("a", "10.0.0.1"), pod("b", "10.0.0.2", "b"), pod("c", "10.0.0.3", "c"), staged]
     assert intake.digest == set_digest(objects)
@@ -213,3 +214,12 @@ def test_verdicts_on_another_thread_while_the_state_changes() -> None:
         reader.join()
     assert intake.shadow.errors == 0
     assert seen  # judged throughout
+
+
+def test_status_prints_the_staged_policies() -> None:
+    from enforcer.commands.status import format_status
+
+    status = {"node": "n1", "ready": True, "source": "dir:/m", "map_full": 0, "endpoints": [],
+              "staged_policies": ["x/deny", "y/narrow"]}
+    assert "staged (flows judged, never enforced): x/deny, y/narrow" in format_status(status)
+    assert "staged" not in format_status({**status, "staged_policies": []})
