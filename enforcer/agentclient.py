@@ -52,10 +52,21 @@ def get_text(
 
 
 def stream_events(addr: str, netns: str | None = None) -> Iterator[dict[str, Any]]:
-    conn = _connect(addr, netns, None)
+    yield from stream_json_lines(addr, "/events", netns)
+
+
+def stream_json_lines(
+    addr: str, path: str, netns: str | None = None, timeout: float | None = None
+) -> Iterator[dict[str, Any]]:
+    """The JSON objects of an NDJSON response (/events, /flows), as they arrive; an HTTP error
+    raises RuntimeError with the agent's message (a bad filter names its parameter)."""
+    conn = _connect(addr, netns, timeout)
     try:
-        conn.request("GET", "/events")
+        conn.request("GET", path)
         resp = conn.getresponse()
+        if resp.status != 200:
+            raise RuntimeError(resp.read().decode(errors="replace").strip() or
+                               f"{path}: HTTP {resp.status}")
         for raw in resp:
             line = raw.strip()
             if line:

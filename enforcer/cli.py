@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "enforcer.commands.uninstall",
     "enforcer.commands.analyze",
     "enforcer.commands.lint",
+    "enforcer.commands.flows",
     "enforcer.commands.advise",
 ]
 

@@ -1,4 +1,5 @@
-"""The agent's HTTP endpoint: /metrics, /healthz, /readyz, /status and /events (drop stream)."""
+"""The agent's HTTP endpoint: /metrics, /healthz, /readyz, /status, /events (drop stream) and
+/flows (the flow store: a query, or with follow=1 a query then a live stream)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import queue
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+if TYPE_CHECKING:
+    from enforcer.flows.store import FlowStore
 
 
 class EventHub:
@@ -49,9 +54,10 @@ class AgentHTTPServer:
         is_ready: Callable[[], bool],
         status: Callable[[], dict[str, Any]],
         events: EventHub,
+        flows: FlowStore | None = None,
     ) -> None:
         host, _, port = addr.rpartition(":")
-        handler = _make_handler(registry, is_ready, status, events)
+        handler = _make_handler(registry, is_ready, status, events, flows)
         self.server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
@@ -73,6 +79,7 @@ def _make_handler(
     is_ready: Callable[[], bool],
     status: Callable[[], dict[str, Any]],
     events: EventHub,
+    flows: FlowStore | None,
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:  # access logs are noise
@@ -99,8 +106,44 @@ def _make_handler(
                 self._send(200, body, "application/json")
             elif path == "/events":
                 self._stream_events()
+            elif path == "/flows" and flows is not None:
+                self._flows(flows, parse_qs(self.path.partition("?")[2]))
             else:
                 self._send(404, b"not found\n")
+
+        def _flows(self, store: FlowStore, params: dict[str, list[str]]) -> None:
+            from enforcer.flows.filters import FlowFilter
+
+            try:
+                flt = FlowFilter.from_query(params)
+                since = float(params["since"][-1]) if "since" in params else None
+                # limit=0 or none: everything the store has
+                limit = int(params["limit"][-1]) if "limit" in params else None
+                limit = limit or None
+            except ValueError as exc:
+                self._send(400, f"{exc}\n".encode())
+                return
+            follow = params.get("follow", ["0"])[-1] in ("1", "true")
+            # Subscribed before the query, so nothing falls between the two.
+            sub = store.subscribe(flt=flt) if follow else None
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.end_headers()
+                for record in store.query(flt, since=since, limit=limit):
+                    self.wfile.write((record.to_line() + "\n").encode())
+                self.wfile.flush()
+                while sub is not None:
+                    record = sub.get(timeout=1.0)
+                    # A bare newline: keepalive, also detects a gone client.
+                    line = "\n" if record is None else record.to_line() + "\n"
+                    self.wfile.write(line.encode())
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            finally:
+                if sub is not None:
+                    store.unsubscribe(sub)
 
         def _stream_events(self) -> None:
             q = events.subscribe()

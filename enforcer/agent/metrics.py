@@ -98,6 +98,37 @@ class SourceCollector(Collector):
         yield from (restarts, revision)
 
 
+class FlowsCollector(Collector):
+    """Flow events the kernel could not deliver, and the flow store's size and evictions."""
+
+    def __init__(self, events_lost: Callable[[], Mapping[str, int]],
+                 store_stats: Callable[[], Any]) -> None:
+        self._lost = events_lost
+        self._stats = store_stats
+
+    def collect(self) -> Iterable[Any]:
+        lost = CounterMetricFamily(
+            "enforcer_flow_events_lost",
+            "Flow and drop events the datapath did not deliver: refused by the node's or an "
+            "endpoint's rate limit, or no room in the ring",
+            labels=["reason"],
+        )
+        for reason, n in sorted(self._lost().items()):
+            lost.add_metric([reason], n)
+        stats = self._stats()
+        size = GaugeMetricFamily("enforcer_flow_store_bytes",
+                                 "Estimated memory of the agent's flow store")
+        size.add_metric([], stats.bytes)
+        records = GaugeMetricFamily("enforcer_flow_store_records",
+                                    "Aggregated flows held by the agent's flow store")
+        records.add_metric([], stats.records)
+        evicted = CounterMetricFamily(
+            "enforcer_flow_store_evicted",
+            "Aggregated flows evicted from the flow store (oldest first, to stay under its cap)")
+        evicted.add_metric([], stats.evicted_records)
+        yield from (lost, size, records, evicted)
+
+
 class AgentMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -138,6 +169,26 @@ class AgentMetrics:
             "Drop events not delivered to a slow monitor",
             registry=r,
         )
+        # Bounded: the policies that select this node's pods (plus "" for no policy).
+        self.policy_verdicts = Counter(
+            "enforcer_policy_verdicts",
+            "New flows by the policy that decided them (for a deny: each policy isolating the "
+            "pod), verdict (allowed, denied, audit; would-deny and would-allow for staged "
+            "policies) and direction",
+            ["namespace", "policy", "verdict", "direction"],
+            registry=r,
+        )
+
+    def count_verdicts(self, record: Any) -> None:
+        """One flow record's verdict, per deciding policy (and its staged verdict)."""
+        for key in record.policies or ("/",):
+            namespace, _, name = key.partition("/")
+            self.policy_verdicts.labels(namespace, name, record.verdict, record.direction).inc()
+        if record.staged is not None:
+            for key in record.staged.policies:
+                namespace, _, name = key.partition("/")
+                self.policy_verdicts.labels(
+                    namespace, name, record.staged.verdict, record.direction).inc()
 
     def add_collector(self, collector: Collector) -> None:
         self.registry.register(collector)

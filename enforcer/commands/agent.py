@@ -78,7 +78,36 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--events-per-second",
         type=_at_least(0),
         default=None,
-        help=f"drop events per second per CPU for monitor (default {d.events_per_second})",
+        help="flow and drop events per second per CPU for the node; what the limit refuses is "
+        f"counted in enforcer_flow_events_lost_total (default {d.events_per_second})",
+    )
+    p.add_argument(
+        "--endpoint-events-per-second",
+        type=_at_least(0),
+        default=None,
+        help="each pod's own share of those, so one pod's flood leaves the others theirs "
+        f"(default {d.endpoint_events_per_second}; 0: no per-pod limit)",
+    )
+    p.add_argument(
+        "--flow-events",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="report every allowed new flow too, not only drops (default: on; `enforcer "
+        "flows` shows them)",
+    )
+    p.add_argument(
+        "--flow-store-max-mb",
+        type=_at_least(1),
+        default=64,
+        help="memory cap of the agent's flow store in MB; the oldest flows go first (default 64)",
+    )
+    p.add_argument(
+        "--policy-mode",
+        choices=["enforce", "audit"],
+        default="enforce",
+        help="audit: judge every policy, but let what it denies pass and report it as audit; "
+        "a namespace's or pod's policy.enforcer.dev/mode annotation overrides it "
+        "(default: enforce)",
     )
     p.set_defaults(func=run)
 
@@ -109,21 +138,31 @@ def datapath_config(args: argparse.Namespace) -> DatapathConfig:
             "max_policy_entries",
             "max_conntrack",
             "events_per_second",
+            "endpoint_events_per_second",
         )
-        if getattr(args, name) is not None
+        if getattr(args, name, None) is not None
     }
-    return DatapathConfig(**overrides)
+    return DatapathConfig(events_for_allowed_flows=getattr(args, "flow_events", False),
+                          **overrides)
 
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: bcc is heavy, and other subcommands must not pay for it.
     from enforcer import log
+    from enforcer.agent.flowcontext import AgentFlowContext
     from enforcer.agent.http import AgentHTTPServer, EventHub
     from enforcer.agent.intake import Intake, PrelistFeed
     from enforcer.agent.interfaces import InterfaceDiscovery
-    from enforcer.agent.metrics import AgentMetrics, DatapathCollector, SourceCollector
+    from enforcer.agent.metrics import (
+        AgentMetrics,
+        DatapathCollector,
+        FlowsCollector,
+        SourceCollector,
+    )
     from enforcer.agent.runtime import Agent, EarlyCompile
     from enforcer.datapath import Datapath
+    from enforcer.flows.collector import FlowCollector
+    from enforcer.flows.store import FlowStore
     from enforcer.kheaders import configure_bcc_headers
     from enforcer.sources.base import source_from_spec
 
@@ -140,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     # The source lists the cluster, the listing is parsed into the cluster state and compiled,
     # while bcc compiles (the slow steps of a cold start); the loop starts at the first SYNCED.
     intake = Intake(source.describe, lambda kind: metrics.invalid_objects.labels(kind=kind).inc())
-    first_compile = EarlyCompile(intake.state, args.node_name)
+    first_compile = EarlyCompile(intake.state, args.node_name, policy_mode=args.policy_mode)
     early: queue.Queue[Any] = queue.Queue()
     feed = PrelistFeed(intake, early, on_synced=first_compile)
     threading.Thread(target=source.run, args=(feed, stop), name="source", daemon=True).start()
@@ -158,12 +197,24 @@ def run(args: argparse.Namespace) -> int:
         node_interface_pattern=args.node_interface_pattern,
         intake=intake,
         early=first_compile,
+        policy_mode=args.policy_mode,
     )
     metrics.add_collector(
         DatapathCollector(datapath.counters, agent.pod_for_ifindex, datapath.map_pressure)
     )
     metrics.add_collector(SourceCollector(source))
-    http = AgentHTTPServer(args.metrics_addr, metrics.registry, agent.is_ready, agent.snapshot, hub)
+    flows = FlowStore(max_bytes=args.flow_store_max_mb * 2**20)
+    collector = FlowCollector(
+        AgentFlowContext(agent, datapath),
+        flows,
+        on_drop=lambda ev: hub.publish(agent.describe_drop(ev)),
+        on_record=metrics.count_verdicts,
+        staged=intake.shadow,  # what the StagedNetworkPolicies would change (a no-op without)
+    )
+    metrics.add_collector(FlowsCollector(datapath.events_lost, flows.stats))
+    http = AgentHTTPServer(
+        args.metrics_addr, metrics.registry, agent.is_ready, agent.snapshot, hub, flows
+    )
     http.start()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -171,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
 
     def pump_events() -> None:
         while not stop.is_set():
-            datapath.poll_events(200, lambda ev: hub.publish(agent.describe_drop(ev)))
+            datapath.poll_events(200, collector.on_event)
 
     threading.Thread(target=pump_events, name="events", daemon=True).start()
     logger.info(

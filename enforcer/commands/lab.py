@@ -84,6 +84,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--output", choices=["table", "json"], default="table")
     st.set_defaults(func=run_status)
 
+    from enforcer.commands.flows import add_filter_args
+
+    fl = ls.add_parser("flows", help="the flows every node's agent saw, merged (as `flows`)")
+    fl.add_argument("--name", default="lab")
+    add_filter_args(fl)
+    fl.set_defaults(func=run_flows)
+
     dn = ls.add_parser("down", help="remove a lab (namespaces, processes, pinned maps)")
     dn.add_argument("--name", default=None)
     dn.add_argument("--all", action="store_true", help="remove every lab on this machine")
@@ -282,6 +289,33 @@ def run_status(args: argparse.Namespace) -> int:
             if "error" in status
             else format_status(status)
         )
+    return 0
+
+
+def lab_flows(state: Any, path: str, follow: bool) -> Any:
+    """Every node agent's answer to one /flows query, merged (see commands.flows.merged)."""
+    from enforcer.agentclient import stream_json_lines
+    from enforcer.commands.flows import merged
+    from enforcer.lab import lab
+
+    streams = [stream_json_lines(lab.AGENT_ADDR, path, node.netns)
+               for node in state.node_nets()]
+    return merged(streams, follow)
+
+
+def run_flows(args: argparse.Namespace) -> int:
+    from enforcer.commands.flows import print_records, query_path
+    from enforcer.lab import lab
+
+    try:
+        state = lab.LabState.load(args.name)
+        path = query_path(args)
+    except (lab.LabError, ValueError) as exc:
+        return _fail(exc)
+    try:
+        print_records(lab_flows(state, path, args.follow), args.output, args.wide, args.follow)
+    except (OSError, RuntimeError) as exc:
+        return _fail(RuntimeError(f"reading the lab's agents: {exc}"))
     return 0
 
 

@@ -160,7 +160,7 @@ def parse_record(doc: Any, origin: str = "<input>", line: int = 0) -> FlowRecord
                                tuple(raw_staged.get("policies") or ()))
     protocol = _str(doc, "protocol", fail).upper()
     protocol = "ICMPv6" if protocol == "ICMPV6" else protocol
-    if protocol not in PROTOCOLS:
+    if protocol not in PROTOCOLS and not protocol.isdigit():  # other IP protocols by number
         fail("protocol", f"must be one of {', '.join(PROTOCOLS)}, got {doc['protocol']!r}")
     return FlowRecord(
         source=_str(doc, "source", fail),

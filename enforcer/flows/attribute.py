@@ -1,0 +1,104 @@
+"""A kernel event as a flow record: who talked to whom, the verdict, and what decided it.
+
+The kernel says which table entry allowed a flow (its rule set id, enforcer/datapath/
+policykeys.py) and which endpoint judged it; this module names them as `analyze --explain`
+does. For an allow: the rules of that set (the policies whose rules allow it). For a policy
+deny or an audit pass: the policies that isolate the judging pod in that direction (no rule
+of theirs allows it: a default deny, attributed as Cilium's PR 48588 proposes). Userspace never
+re-judges the flow; it only looks the kernel's answer up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from enforcer.datapath.types import DropEvent, DropReason, EndpointPolicy, RuleOrigin
+from enforcer.flows.record import FlowRecord, RuleRef
+from enforcer.model.objects import Pod
+from enforcer.model.workloads import workload_of
+
+PROTOCOL_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP"}
+_PORTED = {6, 17, 132}
+
+
+class FlowContext(Protocol):
+    """What the agent knows that the kernel does not: names."""
+
+    node: str
+
+    def pod_at(self, address: str) -> Pod | None: ...
+
+    def endpoint(self, endpoint_id: int) -> tuple[Pod, EndpointPolicy] | None:
+        """The local pod an endpoint id belongs to, with the policy in force for it."""
+        ...
+
+    def rule_set(self, ident: int) -> frozenset[RuleOrigin] | None: ...
+
+
+@dataclass(frozen=True)
+class _End:
+    name: str  # namespace/pod, or the address
+    workload: str  # namespace/name, or "" outside the cluster
+
+
+def _end(ctx: FlowContext, address: str) -> _End:
+    pod = ctx.pod_at(address)
+    if pod is None:
+        return _End(address, "")
+    return _End(pod.key, workload_of(pod).key)
+
+
+def verdict_of(reason: DropReason | None) -> str:
+    if reason is None:
+        return "allowed"
+    return "audit" if reason is DropReason.AUDIT else "denied"
+
+
+class MonotonicToWall:
+    """Kernel event times (CLOCK_MONOTONIC ns) as unix seconds."""
+
+    def __init__(self, wall: Callable[[], float] = time.time,
+                 mono_ns: Callable[[], int] = time.monotonic_ns) -> None:
+        self._offset = wall() - mono_ns() / 1e9
+
+    def __call__(self, monotonic_ns: int) -> float:
+        return self._offset + monotonic_ns / 1e9
+
+
+def flow_record(event: DropEvent, ctx: FlowContext, when: float) -> FlowRecord:
+    """The record of one event (count 1, seen at `when`)."""
+    direction = event.direction.name.lower()
+    source, destination = _end(ctx, str(event.src)), _end(ctx, str(event.dst))
+    verdict = verdict_of(event.reason)
+    policies: tuple[str, ...] = ()
+    rules: tuple[RuleRef, ...] = ()
+    if verdict == "allowed" and event.rule_set:
+        origins = ctx.rule_set(event.rule_set) or frozenset()
+        rules = tuple(RuleRef(o.policy, direction, o.index) for o in sorted(origins))
+        policies = tuple(sorted({o.policy for o in origins}))
+    elif event.reason in (DropReason.POLICY_DENIED, DropReason.AUDIT):
+        judged = ctx.endpoint(event.endpoint_id)
+        if judged is not None:
+            policies = judged[1].isolating(event.direction)
+    return FlowRecord(
+        source=source.name,
+        destination=destination.name,
+        port=event.dport if event.protocol in _PORTED else 0,
+        protocol=PROTOCOL_NAMES.get(event.protocol, str(event.protocol)),
+        direction=direction,
+        verdict=verdict,
+        policies=policies,
+        rules=rules,
+        reason="forwarded" if event.reason is None else event.reason.label,
+        source_ip=str(event.src),
+        destination_ip=str(event.dst),
+        source_workload=source.workload,
+        destination_workload=destination.workload,
+        node=ctx.node,
+        count=1,
+        first_seen=when,
+        last_seen=when,
+    )

@@ -1,0 +1,83 @@
+"""A kernel event named as a flow record: ends, verdict, and the policies that decided it."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+
+from enforcer.datapath.types import (
+    PROTO_TCP,
+    Direction,
+    DropEvent,
+    DropReason,
+    EndpointPolicy,
+    RuleOrigin,
+)
+from enforcer.flows.attribute import MonotonicToWall, flow_record
+from enforcer.flows.record import RuleRef
+from enforcer.model.objects import Pod
+
+WEB = Pod("shop", "web-5d8-abcde", ips=(ip_address("10.0.0.1"),),
+          labels={"pod-template-hash": "5d8"}, owner=("ReplicaSet", "web-5d8"))
+API = Pod("shop", "api-0", ips=(ip_address("10.0.0.2"),), owner=("StatefulSet", "api"))
+API_POLICY = EndpointPolicy(True, False, isolating_ingress=("shop/default-deny", "shop/api"))
+RULES = {7: frozenset({RuleOrigin("shop/api", 1), RuleOrigin("shop/any", 0)})}
+
+
+class Context:
+    node = "node1"
+
+    def pod_at(self, address: str) -> Pod | None:
+        return {"10.0.0.1": WEB, "10.0.0.2": API}.get(address)
+
+    def endpoint(self, endpoint_id: int) -> tuple[Pod, EndpointPolicy] | None:
+        return (API, API_POLICY) if endpoint_id == 42 else None
+
+    def rule_set(self, ident: int) -> frozenset[RuleOrigin] | None:
+        return RULES.get(ident)
+
+
+def _event(reason: DropReason | None, rule_set: int = 0, dst: str = "10.0.0.2",
+           protocol: int = PROTO_TCP) -> DropEvent:
+    return DropEvent(timestamp_ns=0, ifindex=5, endpoint_id=42, direction=Direction.INGRESS,
+                     reason=reason, peer_identity=20, protocol=protocol,
+                     src=ip_address("10.0.0.1"), dst=ip_address(dst), sport=40000, dport=8080,
+                     tcp_flags=2, rule_set=rule_set)
+
+
+def test_an_allowed_flow_names_every_rule_of_its_entry() -> None:
+    r = flow_record(_event(None, rule_set=7), Context(), 100.0)
+    assert (r.source, r.destination, r.port, r.protocol) == ("shop/web-5d8-abcde", "shop/api-0",
+                                                             8080, "TCP")
+    assert (r.source_workload, r.destination_workload) == ("shop/web", "shop/api")
+    assert (r.direction, r.verdict, r.reason, r.node) == ("ingress", "allowed", "forwarded",
+                                                          "node1")
+    assert r.policies == ("shop/any", "shop/api")
+    assert set(r.rules) == {RuleRef("shop/api", "ingress", 1), RuleRef("shop/any", "ingress", 0)}
+    assert (r.count, r.first_seen, r.last_seen) == (1, 100.0, 100.0)
+
+
+def test_a_default_deny_names_the_policies_isolating_the_judging_pod() -> None:
+    for reason, verdict in ((DropReason.POLICY_DENIED, "denied"), (DropReason.AUDIT, "audit")):
+        r = flow_record(_event(reason), Context(), 1.0)
+        assert (r.verdict, r.policies, r.rules) == (verdict, ("shop/default-deny", "shop/api"),
+                                                    ())
+
+
+def test_other_drops_name_no_policy_and_outside_peers_are_addresses() -> None:
+    r = flow_record(_event(DropReason.SPOOFED_SOURCE, dst="203.0.113.7"), Context(), 1.0)
+    assert (r.verdict, r.reason, r.policies) == ("denied", "spoofed_source", ())
+    assert (r.destination, r.destination_workload) == ("203.0.113.7", "")
+
+
+def test_an_allowed_flow_no_rule_decided_names_nothing() -> None:
+    r = flow_record(_event(None, rule_set=0), Context(), 1.0)
+    assert (r.verdict, r.policies, r.rules) == ("allowed", (), ())
+
+
+def test_icmp_has_no_port() -> None:
+    assert flow_record(_event(None, protocol=1), Context(), 1.0).port == 0
+
+
+def test_kernel_times_become_wall_clock_times() -> None:
+    to_wall = MonotonicToWall(wall=lambda: 1000.0, mono_ns=lambda: 5 * 10**9)
+    assert to_wall(7 * 10**9) == 1002.0
