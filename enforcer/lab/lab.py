@@ -315,14 +315,17 @@ def _kill(pid: int | None, sig: int = signal.SIGTERM, wait: float = 5.0) -> None
 
 
 def expected_digest(state: LabState) -> str:
-    """The digest of what the agents enforce: the objects their parsers model."""
-    from enforcer.model.loader import parse_object
+    """The digest of what the agents have taken in: the objects their parsers model, and the
+    staged policies they judge flows by."""
+    from enforcer.model.loader import parse_object, parse_staged_policy
     from enforcer.model.parse_services import parse_service_object
 
     tracked = [
         o
         for o in mf.read_folder(state.manifest_dir)
-        if parse_object(o) is not None or parse_service_object(o) is not None
+        if parse_object(o) is not None
+        or parse_service_object(o) is not None
+        or parse_staged_policy(o) is not None
     ]
     return f"{set_digest(tracked):016x}"
 
@@ -472,8 +475,18 @@ def probe_endpoints(state: LabState, family: int = 4) -> list[ProbeEndpoint]:
 
 
 def model_state(state: LabState) -> Any:
-    """The model's view of the lab's current objects, for `probe --check`."""
+    """The model's view of the lab's current objects, for `probe --check`: what is enforced,
+    so without the StagedNetworkPolicies (see staged_policies)."""
     return _cluster_of(mf.read_folder(state.manifest_dir), str(state.manifest_dir))
+
+
+def staged_policies(state: LabState) -> list[Any]:
+    """The lab's StagedNetworkPolicies, as the NetworkPolicies they preview."""
+    from enforcer.model.loader import parse_staged_policy
+
+    folder = state.manifest_dir
+    found = (parse_staged_policy(raw, str(folder)) for raw in mf.read_folder(folder))
+    return [p for p in found if p is not None]
 
 
 def _cluster_of(objects: Iterable[dict[str, Any]], origin: str) -> Any:

@@ -15,12 +15,20 @@ from typing import Any
 
 import yaml
 
-from enforcer.model.loader import MANIFEST_SUFFIXES, ValidationError, parse_object
+from enforcer.model.loader import (
+    MANIFEST_SUFFIXES,
+    ValidationError,
+    parse_object,
+    parse_staged_policy,
+)
 from enforcer.model.loader import _documents as documents
 from enforcer.model.loader import _flatten as flatten
 from enforcer.model.parse_services import parse_service_object
 
-LAB_KINDS = ("Namespace", "Pod", "NetworkPolicy", "Service", "EndpointSlice")
+# StagedNetworkPolicy reaches the agents (flows judged as if applied), never enforcement.
+LAB_KINDS = (
+    "Namespace", "Pod", "NetworkPolicy", "Service", "EndpointSlice", "StagedNetworkPolicy"
+)
 RawObject = dict[str, Any]
 
 
@@ -57,6 +65,7 @@ def read_raw(paths: Sequence[str | Path]) -> tuple[list[RawObject], list[str]]:
                     try:
                         parse_object(item, str(file))
                         parse_service_object(item, str(file))
+                        parse_staged_policy(item, str(file))
                     except ValidationError as exc:
                         errors.append(str(exc))
                         continue
