@@ -100,8 +100,12 @@ class EarlyCompile:
     FIRST_IDENTITY: the agent uses it only if no pinned state names identities (a cold start;
     after a restart it compiles again, above the pinned numbers)."""
 
-    def __init__(self, state: ClusterState, node_name: str | None) -> None:
-        self.compiler: Compiler | None = Compiler(state, node_name, FIRST_IDENTITY)
+    def __init__(
+        self, state: ClusterState, node_name: str | None, policy_mode: str = "enforce"
+    ) -> None:
+        self.compiler: Compiler | None = Compiler(
+            state, node_name, FIRST_IDENTITY, policy_mode=policy_mode
+        )
         self.delta: CompileDelta | None = None
 
     def __call__(self) -> None:
@@ -139,12 +143,15 @@ class Agent:
         node_interface_pattern: str = DEFAULT_NODE_INTERFACE_PATTERN,
         intake: Intake | None = None,
         early: EarlyCompile | None = None,
+        policy_mode: str = "enforce",
     ) -> None:
         """started_queue: the source already runs and feeds this queue (it was started
         before the datapath's compile, so listing the cluster and compiling overlap);
         intake: the objects it has delivered so far (see enforcer.agent.intake.PrelistFeed);
-        early: the first full compile, done by the time the first SYNCED is queued."""
+        early: the first full compile, done by the time the first SYNCED is queued;
+        policy_mode: the node's default, enforce or audit (Compiler)."""
         self.node_name = node_name
+        self.policy_mode = policy_mode
         self.source = source
         self.datapath = datapath
         self.discovery = discovery
@@ -163,7 +170,7 @@ class Agent:
         else:
             if early is not None:
                 early.cancel()
-            self.compiler = Compiler(self.state, node_name, first_identity)
+            self.compiler = Compiler(self.state, node_name, first_identity, policy_mode)
         self.queue: queue.Queue[tuple[float, SourceEvent | LinkEvent]] = (
             started_queue if started_queue is not None else queue.Queue()
         )
@@ -348,7 +355,8 @@ class Agent:
             early.cancel()
         elif first and early is not None:  # it failed part way: start from a fresh compiler
             early.cancel()
-            self.compiler = Compiler(self.state, self.node_name, FIRST_IDENTITY)
+            self.compiler = Compiler(self.state, self.node_name, FIRST_IDENTITY,
+                                     self.policy_mode)
             delta = self.compiler.full()
         else:
             delta = self.compiler.full()
@@ -660,6 +668,8 @@ class Agent:
             "objects": len(self.intake.objects),
             "digest": f"{self.intake.digest:016x}",
             "invalid_objects": self.intake.invalid[-10:],
+            # Judged in a shadow, never enforced (namespace/name).
+            "staged_policies": self.intake.shadow.names(),
             "endpoints": eps,
         }
 
