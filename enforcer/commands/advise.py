@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from enforcer.advise import AdviceError, AdviseOptions, Prefixes, advise
 from enforcer.advise.advice import Advice, parse_manifests
 from enforcer.advise.render import render_json, render_yaml, summary
 from enforcer.analysis.inputs import EXIT_INVALID_INPUT, load_for_command, planned_state
-from enforcer.flows.record import FlowFormatError, read_file
+from enforcer.flows.record import FlowFormatError, FlowsFile, parse_record, read_file
 from enforcer.model.loader import load_text
 
 EXIT_UNPROVEN = 3
+EXIT_UNREACHABLE = 1
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,14 +35,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Learned: flows every recording side let through (verdict allowed or audit).\n"
             "Denied flows are not learned unless --include-denied (policy denials only).\n\n"
             "Before printing, the model checks that every learned flow is allowed with the\n"
-            "advice in place, and counts the pod pairs it newly denies (stderr).\n"
-            "Exit: 0 advised, 2 invalid input, 3 the advice failed its own proof (a bug)."
+            "advice in place, and counts the pod pairs it newly denies (stderr).\n\n"
+            "--lab NAME reads a lab (`enforcer lab up`): its manifests as CLUSTER_DIR and\n"
+            "every flow its agents hold as --flows; either, when given, is used instead.\n"
+            "Exit: 0 advised, 1 a lab agent unreachable, 2 invalid input, 3 the advice failed\n"
+            "its own proof (a bug)."
         ),
     )
-    p.add_argument("paths", nargs="+", metavar="CLUSTER_DIR",
-                   help="the cluster's Namespaces, Pods and existing NetworkPolicies")
-    p.add_argument("--flows", required=True, metavar="FLOWS.jsonl",
-                   help="flow records, one JSON object a line (`-`: standard input)")
+    p.add_argument("paths", nargs="*", metavar="CLUSTER_DIR",
+                   help="the cluster's Namespaces, Pods and existing NetworkPolicies "
+                   "(default with --lab: the lab's)")
+    p.add_argument("--flows", metavar="FLOWS.jsonl",
+                   help="flow records, one JSON object a line (`-`: standard input; default "
+                   "with --lab: every flow the lab's agents hold)")
+    p.add_argument("--lab", metavar="NAME",
+                   help="advise for a lab: its manifests and its agents' flows")
     p.add_argument("--cidr-prefix", type=int, default=32, metavar="N",
                    help="aggregate IPv4 addresses outside the cluster to /N (default 32)")
     p.add_argument("--cidr-prefix-v6", type=int, default=128, metavar="N",
@@ -80,21 +90,67 @@ def _check_rendered(advice: Advice, text: str) -> None:
         raise AdviceError(f"the printed YAML does not read back as the advice: {problems}")
 
 
+def _lab_inputs(name: str) -> tuple[Path, Callable[[], FlowsFile]]:
+    """The lab's manifest folder, and a reader of every flow its agents hold (records the
+    agents wrote themselves, so any that does not parse is a bug: it fails)."""
+    from enforcer.commands.lab import lab_flows
+    from enforcer.lab import lab
+
+    state = lab.LabState.load(name)
+
+    def read() -> FlowsFile:
+        try:
+            docs = list(lab_flows(state, "/flows?limit=0", follow=False))
+        except OSError as exc:  # not a file's error: said as the agents' (RuntimeError)
+            raise RuntimeError(f"an agent is unreachable: {exc}") from exc
+        return FlowsFile([parse_record(doc, f"lab {name}") for doc in docs], [])
+
+    return state.manifest_dir, read
+
+
+def _inputs(args: argparse.Namespace) -> tuple[list[str], Callable[[], FlowsFile]] | None:
+    """The cluster's paths and the flows' reader, from the flags; None: said why on stderr."""
+    lab_dir, lab_read = None, None
+    if args.lab:
+        from enforcer.lab.lab import LabError
+
+        try:
+            lab_dir, lab_read = _lab_inputs(args.lab)
+        except LabError as exc:
+            print(f"error: --lab: {exc}", file=sys.stderr)
+            return None
+    paths = args.paths or ([str(lab_dir)] if lab_dir else [])
+    if not paths:
+        print("error: give CLUSTER_DIR (or --lab NAME)", file=sys.stderr)
+        return None
+    if args.flows:
+        return paths, lambda: read_file(args.flows, strict=args.strict)
+    if lab_read is None:
+        print("error: give --flows FLOWS.jsonl (or --lab NAME)", file=sys.stderr)
+        return None
+    return paths, lab_read
+
+
 def run(args: argparse.Namespace) -> int:
     options = _options(args)
-    if options is None:
+    inputs = _inputs(args)
+    if options is None or inputs is None:
         return EXIT_INVALID_INPUT
-    result, ok = load_for_command(args.paths, args.strict)
+    paths, read_flows = inputs
+    result, ok = load_for_command(paths, args.strict)
     if not ok:
         return EXIT_INVALID_INPUT
     try:
-        flows = read_file(args.flows, strict=args.strict)
+        flows = read_flows()
     except FlowFormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID_INPUT
     except OSError as exc:
         print(f"error: --flows: {exc}", file=sys.stderr)
         return EXIT_INVALID_INPUT
+    except RuntimeError as exc:  # an agent unreachable or refusing the query
+        print(f"error: reading the flows of lab {args.lab}: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     for error in flows.errors:
         print(f"warning: {error} (line skipped)", file=sys.stderr)
     try:
