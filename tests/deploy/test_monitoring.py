@@ -1,15 +1,21 @@
-"""Alerts and dashboard: promtool checks and unit-tests the rules; panels use real metrics."""
+"""Alerts and dashboard: promtool checks and unit-tests the rules; panels use real metrics.
+(test_flow_metrics_live.py scrapes a lab's agent with a real Prometheus.)"""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import generate_latest
+
+from enforcer.agent.metrics import AgentMetrics, FlowsCollector
 
 from .contract import METRICS, series_names
 from .promql import metric_names
@@ -19,6 +25,19 @@ DASHBOARD = DAEMONSET_DIR / "grafana" / "enforcer-dashboard.json"
 ALERT_TESTS = Path(__file__).with_name("alerts_test.yaml")
 # Series Prometheus itself provides, allowed in alerts.
 BUILTIN_SERIES = {"up"}
+# The flow metrics (issue 19), checked to be exported below. They belong in contract.METRICS
+# beside the others; kept here until that file takes them.
+FLOW_METRICS = {
+    "enforcer_policy_verdicts_total",
+    "enforcer_flow_events_lost_total",
+    "enforcer_flow_store_bytes",
+    "enforcer_flow_store_records",
+    "enforcer_flow_store_evicted_total",
+}
+
+
+def _exported() -> set[str]:
+    return series_names() | FLOW_METRICS
 
 
 def _rules() -> list[dict[str, Any]]:
@@ -89,7 +108,7 @@ def test_dashboard_parses_and_is_shipped_in_the_configmap() -> None:
 def test_dashboard_panel_uses_only_exported_metrics(title: str, expr: str) -> None:
     names = metric_names(expr)
     assert names, f"{title}: no metric found in {expr!r}"
-    assert names <= series_names(), f"{title}: unknown metrics {names - series_names()}"
+    assert names <= _exported(), f"{title}: unknown metrics {names - _exported()}"
 
 
 def test_dashboard_expressions_are_valid_promql(tmp_path: Path) -> None:
@@ -114,4 +133,49 @@ def test_dashboard_shows_drops_by_namespace_pod_and_reason_delay_and_pressure() 
     used = set().union(*(metric_names(e) for e in exprs))
     # Every exported metric appears somewhere on the dashboard.
     base = {n.removesuffix("_bucket") for n in used}
-    assert base >= METRICS
+    assert base >= METRICS | FLOW_METRICS
+
+
+def test_the_agent_exports_the_flow_metrics() -> None:
+    metrics = AgentMetrics()
+    metrics.count_verdicts(SimpleNamespace(policies=("x/p",), verdict="denied",
+                                           direction="ingress", staged=None))
+    stats = SimpleNamespace(bytes=1024, records=3, evicted_records=0)
+    metrics.add_collector(FlowsCollector(lambda: {"ring_full": 2}, lambda: stats))
+    text = generate_latest(metrics.registry).decode()
+    for metric in FLOW_METRICS:
+        assert re.search(rf"^{metric}(\{{| )", text, re.MULTILINE), metric
+
+
+def _grouping(expr: str) -> set[str]:
+    """The labels of an expression's outermost `by (...)`."""
+    match = re.search(r"\bby \(([^)]*)\)", expr)
+    return {label.strip() for label in match.group(1).split(",")} if match else set()
+
+
+def _panels_using(metric: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for title, expr in _panel_exprs():
+        if metric in metric_names(expr):
+            found.setdefault(title, []).append(expr)
+    return found
+
+
+def test_dashboard_shows_flows_by_verdict_and_policy_and_audit_and_staged_apart() -> None:
+    panels = _panels_using("enforcer_policy_verdicts_total")
+    enforced = [e for es in panels.values() for e in es if 'verdict=~"allowed|denied"' in e]
+    previews = {t for t, es in panels.items() for e in es if "would-deny" in e and "audit" in e}
+    assert enforced and previews
+    assert all(_grouping(e) >= {"namespace", "policy", "verdict"}
+               for es in panels.values() for e in es)
+    # Audit and staged verdicts have their own panel, not mixed into the enforced verdicts.
+    assert not any("would-deny" in e or "audit" in e for e in enforced)
+    assert len(previews) == 1
+
+
+def test_dashboard_shows_flow_events_lost_by_reason_and_the_flow_store() -> None:
+    lost = [e for es in _panels_using("enforcer_flow_events_lost_total").values() for e in es]
+    assert lost and all("reason" in _grouping(e) for e in lost)
+    assert _panels_using("enforcer_flow_store_bytes")
+    assert _panels_using("enforcer_flow_store_records")
+    assert _panels_using("enforcer_flow_store_evicted_total")
