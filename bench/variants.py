@@ -14,11 +14,16 @@ is not there.
         [--metric conn|udp|tcp] [--rounds 12] [--seconds 2] [--rules 10000] \\
         [--conntrack N] [--fill-conntrack] [--stats]
 
-A variant spec ending in @tc or @tcx sets how that variant is attached (clsact filters, or
-TCX on kernel 6.6+; DatapathConfig.attach_mode), to measure what the hooks themselves cost:
-e.g. `--variant tc=bpf@tc --variant tcx=bpf@tcx`. Without it, as the agent: TCX where the
-kernel has it. A macro may carry a value: `--variant lookup=bpf:FLOW_CACHE_SLOTS=0` is the
-program without its per-CPU flow memory (bpf/lib/flowcache.h).
+A variant spec ending in +flows runs that variant as the agent runs by default: every allowed
+new flow is reported too, and a thread drains the events through the agent's flow pipeline
+(attribution, the flow store), so `--variant off=bpf --variant flows=bpf+flows` measures what
+flow events and attribution cost, both in the kernel and in the agent's CPU time.
+
+A variant spec ending in @tc or @tcx (before any +flows) sets how that variant is attached
+(clsact filters, or TCX on kernel 6.6+; DatapathConfig.attach_mode), to measure what the
+hooks themselves cost: e.g. `--variant tc=bpf@tc --variant tcx=bpf@tcx`. Without it, as the
+agent: TCX where the kernel has it. A macro may carry a value:
+`--variant lookup=bpf:FLOW_CACHE_SLOTS=0` is the program without its per-CPU flow memory (bpf/lib/flowcache.h).
 
 --fill-conntrack fills each variant's conntrack table to capacity first (a busy node's table
 is full: every new flow evicts one). --stats turns on the kernel's bpf run-time statistics
@@ -84,10 +89,14 @@ class Variant:
     source: Path
     macros: tuple[str, ...] = field(default=())
     attach: str = "auto"  # DatapathConfig.attach_mode
+    flows: bool = False  # report allowed new flows and drain them as the agent does
 
 
 def parse_variant(spec: str) -> Variant:
-    """NAME=DIR[:MACRO[,MACRO...]][@MODE] (a MACRO may be NAME=VALUE; MODE tc or tcx)."""
+    """NAME=DIR[:MACRO[,MACRO...]][@MODE][+flows] (a MACRO may be NAME=VALUE; MODE tc or
+    tcx)."""
+    flows = spec.endswith("+flows")
+    spec = spec.removesuffix("+flows")
     name, sep, rest = spec.partition("=")
     rest, _, attach = rest.rpartition("@") if "@" in rest else (rest, "", "auto")
     if not sep or not name or not rest:
@@ -102,7 +111,8 @@ def parse_variant(spec: str) -> Variant:
     source = Path(directory)
     if not (source / "enforcer.c").is_file():
         raise argparse.ArgumentTypeError(f"--variant {name}: no enforcer.c in {source}")
-    return Variant(name, source.resolve(), tuple(m for m in macros.split(",") if m), attach)
+    return Variant(name, source.resolve(), tuple(m for m in macros.split(",") if m), attach,
+                   flows)
 
 
 def fill_conntrack(dp: Datapath, capacity: int) -> None:
@@ -118,7 +128,8 @@ def load(variant: Variant, pin_root: Path, args: argparse.Namespace, client: Pod
          server: Pod) -> Datapath:
     """Compile the variant from its own sources and write the benchmark's tables."""
     config = VariantConfig(max_identities=args.rules + 16, max_conntrack=args.conntrack,
-                           macros=variant.macros, attach_mode=variant.attach)
+                           macros=variant.macros, attach_mode=variant.attach,
+                           events_for_allowed_flows=variant.flows)
     saved = os.environ.get(BPF_DIR_ENV)
     os.environ[BPF_DIR_ENV] = str(variant.source)
     try:
@@ -138,6 +149,55 @@ def load(variant: Variant, pin_root: Path, args: argparse.Namespace, client: Pod
     if args.fill_conntrack:
         fill_conntrack(dp, args.conntrack)
     return dp
+
+
+class _BenchFlowContext:
+    """The two benchmark pods as the agent would name them."""
+
+    node = "bench"
+
+    def __init__(self, dp: Datapath, client: Pod, server: Pod) -> None:
+        from ipaddress import ip_address as ip
+
+        from enforcer.model.objects import Pod as ModelPod
+
+        self._dp = dp
+        self._pods = {client.ipv4: ModelPod("bench", "client", ips=(ip(client.ipv4),)),
+                      server.ipv4: ModelPod("bench", "server", ips=(ip(server.ipv4),))}
+
+    def pod_at(self, address: str) -> object:
+        return self._pods.get(address)
+
+    def endpoint(self, endpoint_id: int) -> None:
+        return None
+
+    def rule_set(self, ident: int) -> object:
+        return self._dp.rule_set(ident)
+
+
+def flow_drain(dp: Datapath, client: Pod, server: Pod) -> Callable[[], None]:
+    """Drain dp's events through the agent's flow pipeline on a thread; returns its stop."""
+    import threading
+
+    from enforcer.flows.collector import FlowCollector
+    from enforcer.flows.store import FlowStore
+
+    context = _BenchFlowContext(dp, client, server)
+    collector = FlowCollector(context, FlowStore())  # type: ignore[arg-type]
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            dp.poll_events(100, collector.on_event)
+
+    thread = threading.Thread(target=run, name="flow-drain", daemon=True)
+    thread.start()
+
+    def halt() -> None:
+        stop.set()
+        thread.join()
+
+    return halt
 
 
 @contextmanager
@@ -172,10 +232,13 @@ def measure(args: argparse.Namespace) -> dict[str, Result]:
                       file=sys.stderr, flush=True)
                 loaded[variant.name] = load(variant, pin_roots[-1], args, client, server)
             stats_fd = bpfsys.enable_run_time_stats() if args.stats else None
+            drains = [flow_drain(loaded[v.name], client, server) for v in variants if v.flows]
             try:
                 with servers(server):
                     rounds(args, loaded, results, client, server, stats_fd)
             finally:
+                for stop in drains:
+                    stop()
                 if stats_fd is not None:
                     os.close(stats_fd)  # the statistics stop with the last holder
         finally:

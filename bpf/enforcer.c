@@ -36,10 +36,10 @@ static __always_inline int pass_tracked(struct __sk_buff *skb, const struct pkt 
 }
 
 static __always_inline int drop(struct __sk_buff *skb, const struct pkt *p, __u8 dir,
-                                __u8 reason, __u32 endpoint_id, __u32 identity)
+                                __u8 reason, __u32 endpoint_id, __u32 slot, __u32 identity)
 {
     count(skb, dir, reason);
-    emit(skb, p, dir, reason, endpoint_id, identity);
+    emit(skb, p, dir, reason, endpoint_id, slot, identity);
     return TC_ACT_SHOT;
 }
 
@@ -49,15 +49,17 @@ static __always_inline int postnat_outcome(struct __sk_buff *skb, const struct p
                                            int verdict, const struct postnat_verdict *pv)
 {
     if (verdict == POSTNAT_DENY)
-        return drop(skb, p, DIR_EGRESS, DROP_POLICY_DENIED, pv->endpoint_id, pv->identity);
+        return drop(skb, p, DIR_EGRESS, DROP_POLICY_DENIED, pv->endpoint_id, pv->slot,
+                    pv->identity);
     if (verdict == POSTNAT_FULL)
-        return drop(skb, p, DIR_EGRESS, DROP_MAP_FULL, pv->endpoint_id, pv->identity);
+        return drop(skb, p, DIR_EGRESS, DROP_MAP_FULL, pv->endpoint_id, pv->slot,
+                    pv->identity);
     if (verdict == POSTNAT_AUDIT) {
         count(skb, DIR_EGRESS, REASON_AUDIT);
-        emit(skb, p, DIR_EGRESS, REASON_AUDIT, pv->endpoint_id, pv->identity);
+        emit(skb, p, DIR_EGRESS, REASON_AUDIT, pv->endpoint_id, pv->slot, pv->identity);
     } else if (verdict == POSTNAT_ALLOW && cfg_get(CFG_EVENT_ALLOWED)) {
-        emit_ruled(skb, p, DIR_EGRESS, REASON_FORWARDED, pv->endpoint_id, pv->identity,
-                   pv->rule_set);
+        emit_ruled(skb, p, DIR_EGRESS, REASON_FORWARDED, pv->endpoint_id, pv->slot,
+                   pv->identity, pv->rule_set, 0);
     }
     return TC_ACT_UNSPEC;
 }
@@ -75,7 +77,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
         struct ep_config *arp_ep = 0;
         if (dir == DIR_EGRESS && wears_another_address(&p.flow, ifindex) &&
             (arp_ep = ep_config.lookup(&ifindex)))
-            return drop(skb, &p, dir, DROP_SPOOFED_SOURCE, arp_ep->endpoint_id, 0);
+            return drop(skb, &p, dir, DROP_SPOOFED_SOURCE, arp_ep->endpoint_id,
+                        arp_ep->counter_slot, 0);
         return forward(skb, dir, 0);
     }
     if (reason == 0 && p.l3 == L3_IP && p.frag == FRAG_LATER)
@@ -109,7 +112,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
         /* Attached before its pod is known (or after it left): deny unless configured. */
         if (cfg_get(CFG_UNKNOWN_ALLOW))
             return forward(skb, dir, 0);
-        return drop(skb, &p, dir, DROP_UNKNOWN_ENDPOINT, 0, 0);
+        return drop(skb, &p, dir, DROP_UNKNOWN_ENDPOINT, 0, 0, 0);
     }
     __u32 endpoint_id = ep->endpoint_id;
     __u32 generation = ep->generation;
@@ -119,11 +122,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     if (reason != 0 || p.l3 != L3_IP) {
         /* Not even there from an address not the pod's (an IP header read, the rest not). */
         if (dir == DIR_EGRESS && p.l3 == L3_IP && wears_another_address(&p.flow, ifindex))
-            return drop(skb, &p, dir, DROP_SPOOFED_SOURCE, endpoint_id, 0);
+            return drop(skb, &p, dir, DROP_SPOOFED_SOURCE, endpoint_id, slot, 0);
         /* What we cannot see passes only where the direction allows everything anyway. */
         if (open || policy_allows_everything(endpoint_id, dir))
             return forward(skb, dir, slot);
-        return drop(skb, &p, dir, reason ? reason : DROP_UNSUPPORTED_L3, endpoint_id, 0);
+        return drop(skb, &p, dir, reason ? reason : DROP_UNSUPPORTED_L3, endpoint_id,
+                    slot, 0);
     }
     /* A pod speaks only from its own addresses, whatever its policy; to it, only what is
      * addressed to it is tracked (lib/source.h). Before replies: a packet wearing another
@@ -131,13 +135,13 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     struct lep_val *me = dir == DIR_EGRESS ? local_source(&p.flow) : 0;
     if (dir == DIR_EGRESS && !(me && me->ifindex == ifindex)) {
         if (!anonymous_source(&p.flow))
-            return drop(skb, &p, dir, DROP_SPOOFED_SOURCE, endpoint_id, 0);
+            return drop(skb, &p, dir, DROP_SPOOFED_SOURCE, endpoint_id, slot, 0);
         p.no_ct = 1;
     }
     if (p.nd) {
         /* Neighbour discovery passes, unless a pod speaks in it for someone else. */
         if (dir == DIR_EGRESS && nd_claims_another(skb, &p, ifindex))
-            return drop(skb, &p, dir, DROP_SPOOFED_SOURCE, endpoint_id, 0);
+            return drop(skb, &p, dir, DROP_SPOOFED_SOURCE, endpoint_id, slot, 0);
         return forward(skb, dir, slot);
     }
 
@@ -193,7 +197,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
             if (!(ep->flags & EP_F_AUDIT)) {
                 if (state == CT_ESTABLISHED)
                     ct_forget(&p, ifindex, dir);
-                return drop(skb, &p, dir, DROP_POLICY_DENIED, endpoint_id, identity);
+                return drop(skb, &p, dir, DROP_POLICY_DENIED, endpoint_id, slot, identity);
             }
             /* Audit: passes and is tracked as an allowed flow would be, so a switch to
              * enforce (a new generation) cuts it at its next packet. */
@@ -204,7 +208,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     if (dir == DIR_INGRESS && !p.no_ct && !owned_by(p.flow.daddr, p.flow.family, ifindex))
         p.no_ct = 1; /* flooded to this port, or multicast: judged packet by packet */
     if (!p.no_ct && ct_write(&p, ifindex, dir, generation, epoch, flags, slot) < 0)
-        return drop(skb, &p, dir, DROP_MAP_FULL, endpoint_id, identity);
+        return drop(skb, &p, dir, DROP_MAP_FULL, endpoint_id, slot, identity);
     if (p.frag == FRAG_FIRST)
         frag_remember(&p); /* on failure later fragments drop: fail closed */
     /* An audit pass's event always; an allowed new flow's when those are reported, with the
@@ -212,8 +216,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
      * there against the backend). */
     if (event_reason == REASON_AUDIT ||
         (state == CT_MISS && !(flags & CT_F_DEFERRED) && cfg_get(CFG_EVENT_ALLOWED)))
-        emit_ruled(skb, &p, dir, event_reason, endpoint_id,
-                   identity ? identity : peer_identity(&p.flow, dir), rule_set);
+        emit_ruled(skb, &p, dir, event_reason, endpoint_id, slot, identity, rule_set, 1);
     return forward(skb, dir, slot);
 }
 

@@ -5,6 +5,7 @@
 
 #include "lib/maps.h"
 #include "lib/parse.h"
+#include "lib/policy.h"
 
 struct event {
     __u64 timestamp_ns;
@@ -32,7 +33,10 @@ struct bucket {
 /* The node's bucket protects the agent; each endpoint's own protects the others' events from
  * one pod that opens flows as fast as it can. An event needs a token from both. */
 BPF_PERCPU_ARRAY(event_bucket, struct bucket, 1);
-BPF_TABLE("lru_percpu_hash", __u32, struct bucket, ep_event_bucket, EP_MAX);
+/* By the interface's counter slot (ep_config.counter_slot: unique among local interfaces,
+ * below EP_MAX): an array index, not a hash lookup, on every new flow. A slot's next owner
+ * inherits its bucket's budget, which is harmless. */
+BPF_PERCPU_ARRAY(ep_event_bucket, struct bucket, EP_MAX);
 /* Events refused by the node's bucket (slot 0), by a full ring (slot 1), or by an endpoint's
  * own bucket (slot 2). Not pinned: a counter of this program's life, read by the agent that
  * loaded it. */
@@ -61,21 +65,15 @@ static __always_inline int bucket_take(struct bucket *b, __u64 now, __u64 cost, 
     return 1;
 }
 
-static __always_inline int event_allowed(__u32 endpoint_id, __u64 now)
+static __always_inline int event_allowed(__u32 slot, __u64 now)
 {
     __u64 cost = cfg_get(CFG_EVENT_COST_NS);
     if (cost == 0)
         return 0;
     __u64 ep_cost = cfg_get(CFG_EP_EVENT_COST_NS);
-    if (endpoint_id && ep_cost) {
-        __u64 ep_cap = cfg_get(CFG_EP_EVENT_BURST_NS);
-        struct bucket *eb = ep_event_bucket.lookup(&endpoint_id);
-        if (!eb) {
-            struct bucket fresh = {.last_ns = now, .budget_ns = ep_cap};
-            ep_event_bucket.update(&endpoint_id, &fresh);
-            eb = ep_event_bucket.lookup(&endpoint_id);
-        }
-        if (eb && !bucket_take(eb, now, ep_cost, ep_cap)) {
+    if (slot && ep_cost) {
+        struct bucket *eb = ep_event_bucket.lookup(&slot);
+        if (eb && !bucket_take(eb, now, ep_cost, cfg_get(CFG_EP_EVENT_BURST_NS))) {
             event_lost_count(2);
             return 0;
         }
@@ -91,13 +89,18 @@ static __always_inline int event_allowed(__u32 endpoint_id, __u64 now)
     return 1;
 }
 
+/* slot: the judging endpoint's counter slot, whose own bucket the event is charged to (0:
+ * the node's only). identity 0 with resolve: looked up only once the event is let through
+ * (an open direction judged no peer; most new flows' events are refused under load). */
 static __always_inline void emit_ruled(struct __sk_buff *skb, const struct pkt *p, __u8 dir,
-                                       __u8 reason, __u32 endpoint_id, __u32 identity,
-                                       __u32 rule_set)
+                                       __u8 reason, __u32 endpoint_id, __u32 slot,
+                                       __u32 identity, __u32 rule_set, int resolve)
 {
     __u64 now = bpf_ktime_get_ns();
-    if (!event_allowed(endpoint_id, now))
+    if (!event_allowed(slot, now))
         return;
+    if (resolve && !identity)
+        identity = peer_identity(&p->flow, dir);
     struct event ev = {};
     ev.rule_set = rule_set;
     ev.timestamp_ns = now;
@@ -113,7 +116,7 @@ static __always_inline void emit_ruled(struct __sk_buff *skb, const struct pkt *
 }
 
 static __always_inline void emit(struct __sk_buff *skb, const struct pkt *p, __u8 dir,
-                                 __u8 reason, __u32 endpoint_id, __u32 identity)
+                                 __u8 reason, __u32 endpoint_id, __u32 slot, __u32 identity)
 {
-    emit_ruled(skb, p, dir, reason, endpoint_id, identity, 0);
+    emit_ruled(skb, p, dir, reason, endpoint_id, slot, identity, 0, 0);
 }

@@ -192,6 +192,7 @@ static __always_inline int svc_hairpin(struct __sk_buff *skb, const struct pkt *
 /* What an egress judged after DNAT decided, for its counters and event. */
 struct postnat_verdict {
     __u32 endpoint_id; /* the source's */
+    __u32 slot;        /* the source's counter slot (its event budget) */
     __u32 identity;    /* the backend's peer identity */
     __u32 rule_set;
 };
@@ -206,6 +207,7 @@ static __always_inline int postnat_egress(const struct pkt *p, const struct lep_
         return POSTNAT_DENY; /* its interface has no policy (yet): the unknown verdict */
     __u32 generation = sep->generation;
     out->endpoint_id = sep->endpoint_id;
+    out->slot = sep->counter_slot;
     if (sep->flags & EP_F_OPEN(DIR_EGRESS))
         return POSTNAT_PASS; /* its egress allows everything: nothing to judge or track */
     int reply = 0;

@@ -23,7 +23,14 @@ from enforcer.datapath.types import (
 from tests.conftest import KERNEL_TEST_CONFIG
 from tests.datapath.conftest import Env
 from tests.datapath.crafted import Pair
-from tests.datapath.net import TcpServer, established_tcp, is_cut, tcp_connect, udp_roundtrip
+from tests.datapath.net import (
+    TcpServer,
+    established_tcp,
+    is_cut,
+    tcp_connect,
+    udp_roundtrip,
+    wait_until,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -130,15 +137,23 @@ def test_audit_passes_what_policy_denies_and_enforce_cuts_it_at_its_next_packet(
         env.dp.poll_events(200, events.append)
         audits = [e for e in events if e.reason is DropReason.AUDIT and e.dport == 7300]
         assert [e.ifindex for e in audits] == [b.host_ifindex]  # once, for the new flow
-        assert env.count(b, Direction.INGRESS, DropReason.AUDIT) == before + 1
+        assert env.count(b, Direction.INGRESS, DropReason.AUDIT) >= before + 1
         assert env.count(b, Direction.INGRESS, DropReason.POLICY_DENIED) == denied_before
         assert not is_cut(client)  # established: passes on, with no more audit events
         env.dp.poll_events(100, events.append)
-        assert len([e for e in events if e.reason is DropReason.AUDIT]) == 1
-        # The same tables, enforced: a new generation, so the flow is judged again.
+        # (Other packets may be audited meanwhile, MLD from the node: only this flow's count.)
+        assert len([e for e in events if e.reason is DropReason.AUDIT and e.dport == 7300]) == 1
+        # The same tables, enforced: a new generation, so the flow's next packet is judged
+        # again, and denied. (Whether the connection then stays cut depends on the server:
+        # a packet it sends back after the cut is a new flow of its own open egress, whose
+        # entry makes the client's packets its replies; see the issue note.)
         env.policy(b, _ingress_only_from(env.ident(c), 7300, audit=False))
-        assert is_cut(client)
-    assert env.count(b, Direction.INGRESS, DropReason.POLICY_DENIED) > denied_before
+        denied = env.count(b, Direction.INGRESS, DropReason.POLICY_DENIED)
+        audited = env.count(b, Direction.INGRESS, DropReason.AUDIT)
+        client.sendall(b"two")
+        assert wait_until(lambda: env.count(b, Direction.INGRESS, DropReason.POLICY_DENIED)
+                          > denied)
+        assert env.count(b, Direction.INGRESS, DropReason.AUDIT) == audited
 
 
 def test_one_endpoints_flood_leaves_the_others_their_events(routed_env: Env) -> None:
