@@ -23,7 +23,8 @@ A variant spec ending in @tc or @tcx (before any +flows) sets how that variant i
 (clsact filters, or TCX on kernel 6.6+; DatapathConfig.attach_mode), to measure what the
 hooks themselves cost: e.g. `--variant tc=bpf@tc --variant tcx=bpf@tcx`. Without it, as the
 agent: TCX where the kernel has it. A macro may carry a value:
-`--variant lookup=bpf:FLOW_CACHE_SLOTS=0` is the program without its per-CPU flow memory (bpf/lib/flowcache.h).
+`--variant lookup=bpf:FLOW_CACHE_SLOTS=0` is the program without its per-CPU flow memory
+(bpf/lib/flowcache.h).
 
 --fill-conntrack fills each variant's conntrack table to capacity first (a busy node's table
 is full: every new flow evicts one). --stats turns on the kernel's bpf run-time statistics
