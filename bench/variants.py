@@ -175,6 +175,9 @@ class _BenchFlowContext:
     def rule_set(self, ident: int) -> object:
         return self._dp.rule_set(ident)
 
+    def service_frontend(self, address: str, port: int, protocol: str) -> bool:
+        return False
+
 
 def flow_drain(dp: Datapath, client: Pod, server: Pod) -> Callable[[], None]:
     """Drain dp's events through the agent's flow pipeline on a thread; returns its stop."""

@@ -37,3 +37,9 @@ class AgentFlowContext:
 
     def rule_set(self, ident: int) -> frozenset[RuleOrigin] | None:
         return self._datapath.rule_set(ident)
+
+    def service_frontend(self, address: str, port: int, protocol: str) -> bool:
+        try:
+            return (ip_address(address), port, protocol) in self._datapath.service_frontends
+        except ValueError:
+            return False

@@ -94,6 +94,9 @@ class Datapath:
         self.map_full_total = 0  # generation or identity writes refused for lack of room
         self._maps = maps
         self._ring_open = False
+        # (address, port, protocol name) of the Service frontends last written: flows judge
+        # traffic to them after DNAT (enforcer.flows.attribute reads it).
+        self.service_frontends: frozenset[services.Frontend] = frozenset()
         # Rule set id -> rules, for every id a generation written by this agent carries.
         self.rule_sets: dict[int, frozenset[RuleOrigin]] = {}
         self._event_callback: Callable[[DropEvent], None] | None = None
@@ -219,8 +222,10 @@ class Datapath:
 
     def set_services(self, desired: services.ServiceMaps) -> int:
         """Service frontends, local endpoint addresses and hairpin backends, as a whole."""
-        return self._write_services(
+        written = self._write_services(
             lambda: services.sync(self._maps, desired, self._services_written))
+        self.service_frontends = frozenset(desired.frontends)
+        return written
 
     def add_local_endpoints(self, addresses: Mapping[IPAddress, tuple[int, int]]) -> int:
         """Address -> (endpoint id, host veth ifindex) for these addresses, before their

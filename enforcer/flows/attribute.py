@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from enforcer.datapath.types import DropEvent, DropReason, EndpointPolicy, RuleOrigin
+from enforcer.datapath.types import Direction, DropEvent, DropReason, EndpointPolicy, RuleOrigin
 from enforcer.flows.record import FlowRecord, RuleRef
 from enforcer.model.objects import Pod
 from enforcer.model.workloads import workload_of
@@ -36,6 +36,10 @@ class FlowContext(Protocol):
         ...
 
     def rule_set(self, ident: int) -> frozenset[RuleOrigin] | None: ...
+
+    def service_frontend(self, address: str, port: int, protocol: str) -> bool:
+        """Whether (address, port, protocol) is a Service's frontend (a ClusterIP...)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,17 @@ class MonotonicToWall:
 
     def __call__(self, monotonic_ns: int) -> float:
         return self._offset + monotonic_ns / 1e9
+
+
+def unjudged_service_flow(event: DropEvent, ctx: FlowContext) -> bool:
+    """An allowed egress no rule decided (the source's egress is not isolated) to a Service
+    frontend: nothing was judged, and the record would name the ClusterIP, not the backend
+    the flow reached. Such flows are reported where they are judged, after DNAT: by the
+    backend's ingress (and by the source's egress wherever an egress policy isolates it)."""
+    return (event.reason is None and event.direction is Direction.EGRESS
+            and not event.rule_set
+            and ctx.service_frontend(str(event.dst), event.dport,
+                                     PROTOCOL_NAMES.get(event.protocol, "")))
 
 
 def flow_record(event: DropEvent, ctx: FlowContext, when: float) -> FlowRecord:

@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from enforcer.datapath.types import DropEvent, DropReason
-from enforcer.flows.attribute import FlowContext, MonotonicToWall, flow_record
+from enforcer.flows.attribute import (
+    FlowContext,
+    MonotonicToWall,
+    flow_record,
+    unjudged_service_flow,
+)
 from enforcer.flows.record import FlowRecord
 from enforcer.flows.store import FlowStore
 
@@ -36,6 +41,8 @@ class FlowCollector:
     def on_event(self, event: DropEvent) -> None:
         if event.reason is not None and event.reason is not DropReason.AUDIT:
             self._on_drop(event)
+        if unjudged_service_flow(event, self._ctx):
+            return
         record = flow_record(event, self._ctx, self._wall(event.timestamp_ns))
         if self.staged is not None:
             record = self.staged(record)

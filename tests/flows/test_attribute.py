@@ -35,6 +35,9 @@ class Context:
     def rule_set(self, ident: int) -> frozenset[RuleOrigin] | None:
         return RULES.get(ident)
 
+    def service_frontend(self, address: str, port: int, protocol: str) -> bool:
+        return (address, port, protocol) == ("10.96.0.10", 53, "UDP")
+
 
 def _event(reason: DropReason | None, rule_set: int = 0, dst: str = "10.0.0.2",
            protocol: int = PROTO_TCP) -> DropEvent:
@@ -81,3 +84,18 @@ def test_icmp_has_no_port() -> None:
 def test_kernel_times_become_wall_clock_times() -> None:
     to_wall = MonotonicToWall(wall=lambda: 1000.0, mono_ns=lambda: 5 * 10**9)
     assert to_wall(7 * 10**9) == 1002.0
+
+
+def test_an_unjudged_egress_to_a_service_frontend_is_left_to_the_post_dnat_records() -> None:
+    from dataclasses import replace
+
+    from enforcer.flows.attribute import unjudged_service_flow
+
+    to_dns = replace(_event(None, dst="10.96.0.10", protocol=17), direction=Direction.EGRESS,
+                     dport=53)
+    assert unjudged_service_flow(to_dns, Context())
+    # Judged (an egress policy's rule decided it), denied, or not a frontend: reported.
+    assert not unjudged_service_flow(replace(to_dns, rule_set=7), Context())
+    assert not unjudged_service_flow(replace(to_dns, reason=DropReason.POLICY_DENIED), Context())
+    assert not unjudged_service_flow(replace(to_dns, dport=54), Context())
+    assert not unjudged_service_flow(replace(to_dns, direction=Direction.INGRESS), Context())

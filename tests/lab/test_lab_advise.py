@@ -182,12 +182,7 @@ def test_advise_from_lab_flows_keeps_what_was_seen_and_denies_the_rest(
                        "api.shop.svc.cluster.local", timeout=0.5) is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the datapath reports a Service flow from a pod that no egress policy isolates at the "
-    "source's egress with the ClusterIP as destination (judged before DNAT, no workload); "
-    "once its egress is isolated the post-DNAT hooks report the backend pod. advise then "
-    "learns the ClusterIP as an address outside the cluster (a useless ipBlock rule)"))
-def test_egress_record_of_a_service_flow_names_the_backend_pod(
+def test_a_service_flow_is_reported_against_the_backend_never_the_clusterip(
     lab_factory: Callable[..., lab.LabState],
     write_manifests: Callable[[list[dict[str, Any]]], Path],
 ) -> None:
@@ -197,6 +192,8 @@ def test_egress_record_of_a_service_flow_names_the_backend_pod(
     web = _pods_of(state, "shop/web-")[0]
     assert dns.resolve(state.pods[web]["netns"], svcs.DNS_V4, "kube-dns.kube-system.svc."
                        f"{dns.CLUSTER_DOMAIN}") == [svcs.DNS_V4]
-    egress = [r for r in _flows(state) if r.direction == "egress" and r.port == 53]
-    assert egress
-    assert {r.destination for r in egress} == {DNS_WORKLOAD}, egress
+    # web's egress is isolated by nothing: no egress record (nothing judged it, and before
+    # DNAT it would name the ClusterIP); the backend's ingress names both ends.
+    records = [r for r in _flows(state) if r.port == 53]
+    assert not [r for r in records if r.destination == svcs.DNS_V4], records
+    assert {(r.direction, r.destination) for r in records} == {("ingress", DNS_WORKLOAD)}
