@@ -1,10 +1,14 @@
-"""Talk to a running agent's HTTP endpoint, optionally inside a network namespace (the lab)."""
+"""Talk to a running agent's HTTP endpoint, optionally inside a network namespace (the lab).
+
+`AgentEndpoint` names where one agent's API is; the functions below take an address and a
+namespace, as the older callers do."""
 
 from __future__ import annotations
 
 import json
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.client import HTTPConnection
 from typing import Any
 
@@ -73,3 +77,72 @@ def stream_json_lines(
                 yield json.loads(line)
     finally:
         conn.close()
+
+
+class _UnixHTTPConnection(HTTPConnection):
+    def __init__(self, path: str, timeout: float | None) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+@dataclass(frozen=True)
+class AgentEndpoint:
+    """Where one agent's API is: a unix socket on its node (`socket`), or a network address
+    (`addr`, reached inside `netns` in the lab), with a bearer token for the network."""
+
+    name: str = ""  # the node, for messages
+    addr: str | None = None
+    netns: str | None = None
+    socket: str | None = None
+    token: str | None = None
+
+    def __str__(self) -> str:
+        where = f"unix:{self.socket}" if self.socket else str(self.addr)
+        return f"{self.name} ({where})" if self.name else where
+
+    def connect(self, timeout: float | None) -> HTTPConnection:
+        if self.socket:
+            return _UnixHTTPConnection(self.socket, timeout)
+        if not self.addr:
+            raise ValueError("an agent endpoint needs a socket or an address")
+        return _connect(self.addr, self.netns, timeout)
+
+    def _request(self, conn: HTTPConnection, path: str) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        conn.request("GET", path, headers=headers)
+        return conn.getresponse()
+
+    def get_text(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
+        conn = self.connect(timeout)
+        try:
+            resp = self._request(conn, path)
+            return resp.status, resp.read().decode()
+        finally:
+            conn.close()
+
+    def get_json(self, path: str, timeout: float = 5.0) -> Any:
+        status, body = self.get_text(path, timeout)
+        if status != 200:
+            raise RuntimeError(f"{path}: HTTP {status}: {body[:200]!r}")
+        return json.loads(body)
+
+    def stream(self, path: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """The JSON objects of an NDJSON response as they arrive (RuntimeError on an HTTP
+        error, with the agent's message)."""
+        conn = self.connect(timeout)
+        try:
+            resp = self._request(conn, path)
+            if resp.status != 200:
+                raise RuntimeError(resp.read().decode(errors="replace").strip()
+                                   or f"{path}: HTTP {resp.status}")
+            for raw in resp:
+                line = raw.strip()
+                if line:
+                    yield json.loads(line)
+        finally:
+            conn.close()

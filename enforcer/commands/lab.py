@@ -294,12 +294,10 @@ def run_status(args: argparse.Namespace) -> int:
 
 def lab_flows(state: Any, path: str, follow: bool) -> Any:
     """Every node agent's answer to one /flows query, merged (see commands.flows.merged)."""
-    from enforcer.agentclient import stream_json_lines
     from enforcer.commands.flows import merged
     from enforcer.lab import lab
 
-    streams = [stream_json_lines(lab.AGENT_ADDR, path, node.netns)
-               for node in state.node_nets()]
+    streams = [agent.stream(path) for agent in lab.agent_endpoints(state).values()]
     return merged(streams, follow)
 
 

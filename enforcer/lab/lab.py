@@ -20,7 +20,7 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
-from enforcer.agentclient import get_json
+from enforcer.agentclient import AgentEndpoint, get_json
 from enforcer.digest import set_digest
 from enforcer.lab import kubeproxy
 from enforcer.lab import manifests as mf
@@ -461,6 +461,12 @@ def _delete_pods(state: LabState, keys: Iterable[str]) -> None:
 
 
 # -- probing ------------------------------------------------------------------------------------
+
+
+def agent_endpoints(state: LabState) -> dict[str, AgentEndpoint]:
+    """Each node's agent API, by node name (what lab flows, status and a console read)."""
+    return {node.name: AgentEndpoint(node.name, AGENT_ADDR, node.netns)
+            for node in state.node_nets()}
 
 
 def probe_endpoints(state: LabState, family: int = 4) -> list[ProbeEndpoint]:
