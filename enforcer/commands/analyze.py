@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from enforcer.analysis.explain import explain_document, explain_text
+from enforcer.analysis.html_report import pod_explainer, render_html, service_explainer
 from enforcer.analysis.inputs import EXIT_INVALID_INPUT, load_for_command, planned_state
 from enforcer.analysis.matrix import (
     declared_ports,
@@ -42,7 +43,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("paths", nargs="+", metavar="FILE_OR_DIR", help="manifests (YAML or JSON)")
     p.add_argument("--port", type=int, help="destination port (default: every declared port)")
     p.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default TCP with --port")
-    p.add_argument("--output", choices=["table", "json"], default="table")
+    p.add_argument(
+        "--output",
+        choices=["table", "json", "html"],
+        default="table",
+        help="html: one self-contained page of the matrices, each cell's --explain on hover",
+    )
     p.add_argument(
         "--via",
         choices=["pod", "service"],
@@ -95,6 +101,10 @@ def _ports(args: argparse.Namespace, state: ClusterState) -> list[tuple[int, str
 def _usage_error(args: argparse.Namespace) -> str | None:
     if args.fail_on_deny and not args.flows:
         return "--fail-on-deny needs --flows"
+    if args.output == "html" and (args.flows or args.explain):
+        return "--output html renders the matrix (with every cell's explanation): drop " + (
+            "--flows" if args.flows else "--explain"
+        )
     if args.flows:
         clash = [
             flag
@@ -152,6 +162,11 @@ def run(args: argparse.Namespace) -> int:
         docs = [matrix_document(p, proto, reachability(state, p, proto)) for p, proto in ports]
     if args.output == "json":
         print(render_json(docs[0] if args.port is not None else docs))
+    elif args.output == "html":
+        explainer = service_explainer if args.via == "service" else pod_explainer
+        notes = ["StagedNetworkPolicies judged as if applied (--staged)"] if args.staged else []
+        explainers = [explainer(state, p, proto) for p, proto in ports]
+        print(render_html(docs, explainers, args.paths, notes))
     else:
         via = args.via == "service"
         print("\n\n".join(render_table(d["port"], d["protocol"], d["matrix"], via) for d in docs))
