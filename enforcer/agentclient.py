@@ -14,7 +14,7 @@ from typing import Any
 
 from enforcer.netnsutil import run_in_netns
 
-DEFAULT_AGENT = "127.0.0.1:9830"
+DEFAULT_AGENT = "unix:/run/enforcer/agent.sock"  # the agent's --api-socket on this node
 
 
 def _connect(addr: str, netns: str | None, timeout: float | None) -> HTTPConnection:
@@ -146,3 +146,18 @@ class AgentEndpoint:
                     yield json.loads(line)
         finally:
             conn.close()
+
+
+def endpoint(agent: str, netns: str | None = None, token_file: str | None = None) -> AgentEndpoint:
+    """What the CLI's --agent names: `unix:PATH` (the node's socket) or HOST:PORT (the network,
+    which needs a token for /status, /events and /flows: --token-file)."""
+    token = None
+    if token_file:
+        with open(token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+    if agent.startswith("unix:"):
+        return AgentEndpoint(socket=agent[5:], token=token)
+    host, sep, port = agent.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"--agent: expected unix:PATH or HOST:PORT, got {agent!r}")
+    return AgentEndpoint(addr=agent, netns=netns, token=token)

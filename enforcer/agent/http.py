@@ -1,10 +1,16 @@
-"""The agent's HTTP endpoint: /metrics, /healthz, /readyz, /status, /events (drop stream) and
-/flows (the flow store: a query, or with follow=1 a query then a live stream)."""
+"""The agent's HTTP endpoints: /metrics, /healthz, /readyz, /status, /events (drop stream) and
+/flows (the flow store: a query, or with follow=1 a query then a live stream).
+
+On the network address every path is open except /status, /events and /flows, which show pods,
+policies and traffic: those need a token the Authorizer accepts (enforcer.agent.authn). On the
+agent's unix socket (the node's root only) everything is served."""
 
 from __future__ import annotations
 
 import json
+import os
 import queue
+import socketserver
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from enforcer.agent.authn import SUBRESOURCES, Authorizer
 
 if TYPE_CHECKING:
     from enforcer.flows.store import FlowStore
@@ -55,23 +63,59 @@ class AgentHTTPServer:
         status: Callable[[], dict[str, Any]],
         events: EventHub,
         flows: FlowStore | None = None,
+        authorizer: Authorizer | None = None,
+        api_socket: str | None = None,
     ) -> None:
+        """authorizer: who may read the sensitive paths on the network (None: no one);
+        api_socket: a unix socket path serving every path (None: none)."""
         host, _, port = addr.rpartition(":")
-        handler = _make_handler(registry, is_ready, status, events, flows)
-        self.server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), handler)
+        network = _make_handler(registry, is_ready, status, events, flows, authorizer, True)
+        self.server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), network)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+        self.servers: list[socketserver.BaseServer] = [self.server]
+        self.api_socket = api_socket
+        if api_socket:
+            local = _make_handler(registry, is_ready, status, events, flows, None, False)
+            self.servers.append(_unix_server(api_socket, local))
+        self.threads = [threading.Thread(target=s.serve_forever, name="http", daemon=True)
+                        for s in self.servers]
 
     @property
     def port(self) -> int:
         return int(self.server.server_address[1])
 
     def start(self) -> None:
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+        if self.api_socket:
+            try:
+                os.unlink(self.api_socket)
+            except FileNotFoundError:
+                pass
+
+
+class _UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+
+
+def _unix_server(path: str, handler: type[BaseHTTPRequestHandler]) -> _UnixHTTPServer:
+    """Listening on `path`, readable and writable by root only (a stale socket of an earlier
+    run is replaced)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    old = os.umask(0o177)
+    try:
+        return _UnixHTTPServer(path, handler)
+    finally:
+        os.umask(old)
 
 
 def _make_handler(
@@ -80,10 +124,32 @@ def _make_handler(
     status: Callable[[], dict[str, Any]],
     events: EventHub,
     flows: FlowStore | None,
+    authorizer: Authorizer | None,
+    guarded: bool,
 ) -> type[BaseHTTPRequestHandler]:
+    """guarded: the sensitive paths need the authorizer's yes (the network server)."""
+
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:  # access logs are noise
             return
+
+        def address_string(self) -> str:  # a unix socket's peer has no address
+            return str(self.client_address[0]) if self.client_address else "unix"
+
+        def _refused(self, path: str) -> bool:
+            """True (and answered) when the caller may not read `path` here."""
+            subresource = SUBRESOURCES.get(path)
+            if not guarded or subresource is None:
+                return False
+            auth = self.headers.get("Authorization", "")
+            token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+            if authorizer is None:
+                self._send(403, b"served on the agent's unix socket only\n")
+                return True
+            decision = authorizer.decide(token, subresource)
+            if not decision.allowed:
+                self._send(decision.code, f"{decision.reason}\n".encode())
+            return not decision.allowed
 
         def _send(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
             self.send_response(code)
@@ -94,6 +160,8 @@ def _make_handler(
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
+            if self._refused(path):
+                return
             if path == "/metrics":
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif path == "/healthz":

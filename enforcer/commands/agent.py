@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PIN_DIR = "/sys/fs/bpf/enforcer"
 DEFAULT_METRICS_ADDR = "0.0.0.0:9830"
+DEFAULT_API_SOCKET = "/run/enforcer/agent.sock"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,8 +40,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--metrics-addr",
         default=DEFAULT_METRICS_ADDR,
-        help="HOST:PORT for /metrics, /healthz, /readyz, /status and /events",
+        help="HOST:PORT for /metrics, /healthz and /readyz, and for /status, /events and "
+        "/flows to authorized callers (--authn)",
     )
+    p.add_argument(
+        "--api-socket",
+        default=DEFAULT_API_SOCKET,
+        help="unix socket serving /status, /events and /flows to the node's root (what "
+        f"`enforcer status`, `monitor` and `flows` use on the node; default {DEFAULT_API_SOCKET}; "
+        "'' for none)",
+    )
+    p.add_argument(
+        "--authn",
+        choices=["auto", "k8s", "none"],
+        default="auto",
+        help="who may read /status, /events and /flows on --metrics-addr: k8s, callers whose "
+        "service-account token the API server authenticates and authorizes for get on "
+        "agents/flows (group enforcer.dev); none, no one (the socket only); auto (default): "
+        "k8s with --source k8s, else none",
+    )
+    p.add_argument("--authn-kubeconfig", default=None,
+                   help="kubeconfig for the token checks (default: as --kubeconfig)")
     p.add_argument(
         "--unknown-endpoint-verdict",
         choices=["deny", "allow"],
@@ -110,6 +130,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default: enforce)",
     )
     p.set_defaults(func=run)
+
+
+def authorizer(args: argparse.Namespace) -> Any:
+    """Who may read the agent's view of the cluster on the network (enforcer.agent.authn)."""
+    from enforcer.agent.authn import RefuseAll, TokenReviewAuthorizer
+
+    mode = args.authn
+    if mode == "auto":
+        mode = "k8s" if args.source == "k8s" else "none"
+    if mode == "none":
+        return RefuseAll()
+    from enforcer.sources.kubernetes import api_client
+
+    api, _ = api_client(args.authn_kubeconfig or args.kubeconfig)
+    return TokenReviewAuthorizer(api, args.node_name or "")
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
@@ -213,7 +248,8 @@ def run(args: argparse.Namespace) -> int:
     )
     metrics.add_collector(FlowsCollector(datapath.events_lost, flows.stats))
     http = AgentHTTPServer(
-        args.metrics_addr, metrics.registry, agent.is_ready, agent.snapshot, hub, flows
+        args.metrics_addr, metrics.registry, agent.is_ready, agent.snapshot, hub, flows,
+        authorizer=authorizer(args), api_socket=args.api_socket or None,
     )
     http.start()
 

@@ -94,20 +94,20 @@ def _drops_total(state: Any) -> float:
 
 
 def _collect_drops(state: Any, into: list[dict[str, Any]], stop: threading.Event) -> None:
-    from enforcer.agentclient import stream_events
-    from enforcer.lab.lab import AGENT_ADDR
+    from enforcer.agentclient import AgentEndpoint
+    from enforcer.lab.lab import agent_endpoints
 
-    def follow(netns: str) -> None:
+    def follow(agent: AgentEndpoint) -> None:
         try:
-            for ev in stream_events(AGENT_ADDR, netns):
+            for ev in agent.stream("/events"):
                 if stop.is_set():
                     return
                 into.append(ev)
         except OSError:
             return
 
-    for node in state.node_nets():
-        threading.Thread(target=follow, args=(node.netns,), daemon=True).start()
+    for agent in agent_endpoints(state).values():
+        threading.Thread(target=follow, args=(agent,), daemon=True).start()
 
 
 def _drop_metrics(state: Any) -> list[str]:

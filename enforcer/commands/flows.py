@@ -11,8 +11,6 @@ import time
 from collections.abc import Iterable, Iterator
 from urllib.parse import urlencode
 
-from enforcer.agentclient import DEFAULT_AGENT
-
 LAST_DEFAULT = 100
 
 
@@ -58,8 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "that judged it, its verdict (allowed, denied, audit) and why: the rules that allowed "
         "it, or the policies that isolate the pod it was denied at.",
     )
-    p.add_argument("--agent", default=DEFAULT_AGENT, help="the agent's address HOST:PORT")
-    p.add_argument("--netns", default=None, help="reach the agent inside this network namespace")
+    from enforcer.commands.status import add_agent_args
+
+    add_agent_args(p)
     add_filter_args(p)
     p.set_defaults(func=run)
 
@@ -117,16 +116,16 @@ def print_records(lines: Iterable[dict[str, object]], output: str, wide: bool,
 
 
 def run(args: argparse.Namespace) -> int:
-    from enforcer.agentclient import stream_json_lines
+    from enforcer.commands.status import agent_of
 
     try:
         path = query_path(args)
+        agent = agent_of(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        print_records(stream_json_lines(args.agent, path, args.netns), args.output, args.wide,
-                      args.follow)
+        print_records(agent.stream(path), args.output, args.wide, args.follow)
     except OSError as exc:
         print(f"error: cannot reach the agent at {args.agent}: {exc}", file=sys.stderr)
         return 1

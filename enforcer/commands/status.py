@@ -7,12 +7,29 @@ import json
 import sys
 from typing import Any
 
-from enforcer.agentclient import DEFAULT_AGENT, get_json, stream_events
+from enforcer.agentclient import DEFAULT_AGENT, AgentEndpoint, endpoint
+
+
+def add_agent_args(p: argparse.ArgumentParser) -> None:
+    """How the CLI reaches an agent (status, monitor, flows)."""
+    p.add_argument(
+        "--agent", default=DEFAULT_AGENT,
+        help=f"unix:PATH, the agent's socket on this node (default {DEFAULT_AGENT}; in a "
+        "cluster: kubectl exec into the agent's pod), or HOST:PORT with --token-file",
+    )
+    p.add_argument("--token-file", default=None,
+                   help="a service-account token allowed to read the agent (with HOST:PORT)")
+    p.add_argument("--netns", default=None, help="reach HOST:PORT inside this network namespace")
+
+
+def agent_of(args: argparse.Namespace) -> AgentEndpoint:
+    """--agent, --netns and --token-file as an endpoint; ValueError or OSError names what is
+    wrong."""
+    return endpoint(args.agent, args.netns, args.token_file)
 
 
 def _agent_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--agent", default=DEFAULT_AGENT, help="the agent's metrics address HOST:PORT")
-    p.add_argument("--netns", default=None, help="reach the agent inside this network namespace")
+    add_agent_args(p)
     p.add_argument("--output", choices=["table", "json"], default="table")
 
 
@@ -68,9 +85,15 @@ def format_status(status: dict[str, Any]) -> str:
 
 def run_status(args: argparse.Namespace) -> int:
     try:
-        status = get_json(args.agent, "/status", args.netns)
+        status = agent_of(args).get_json("/status")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"error: cannot reach the agent at {args.agent}: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
+        print(f"error: the agent refused: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(status, indent=2) if args.output == "json" else format_status(status))
     return 0
@@ -103,7 +126,7 @@ def format_event(ev: dict[str, Any]) -> str:
 def run_monitor(args: argparse.Namespace) -> int:
     seen = 0
     try:
-        for ev in stream_events(args.agent, args.netns):
+        for ev in agent_of(args).stream("/events"):
             if not event_matches(ev, args):
                 continue
             print(json.dumps(ev, sort_keys=True) if args.output == "json" else format_event(ev))
@@ -111,7 +134,13 @@ def run_monitor(args: argparse.Namespace) -> int:
             seen += 1
             if args.count and seen >= args.count:
                 break
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"error: cannot reach the agent at {args.agent}: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
+        print(f"error: the agent refused: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -20,7 +20,7 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
-from enforcer.agentclient import AgentEndpoint, get_json
+from enforcer.agentclient import AgentEndpoint
 from enforcer.digest import set_digest
 from enforcer.lab import kubeproxy
 from enforcer.lab import manifests as mf
@@ -31,6 +31,7 @@ from enforcer.lab.probe import ProbeEndpoint
 LAB_ROOT = Path(os.environ.get("ENFORCER_LAB_ROOT", "/run/enforcer/labs"))
 PIN_ROOT = Path("/sys/fs/bpf/enforcer-lab")
 AGENT_ADDR = "127.0.0.1:9830"  # inside each node namespace, so every node can use it
+AGENT_LISTEN = "0.0.0.0:9830"
 NETNS_PREFIX = "enf-"
 
 Progress = Callable[[str], None]
@@ -58,6 +59,7 @@ class LabState:
     services: str = "none"  # "per-pod": a Service for every pod (see services.py)
     dns: bool = False  # a DNS pod and its kube-dns Service
     cni_masquerade: bool = False  # pod traffic leaving the pod network is SNATed (flannel)
+    agent_args: list[str] = field(default_factory=list)  # more flags for every node's agent
     # What the "API server" allocated, so a re-applied manifest keeps its addresses.
     cluster_ips: dict[str, list[str]] = field(default_factory=dict)  # service key -> IPs
     node_ports: dict[str, int] = field(default_factory=dict)  # "ns/svc/port name" -> port
@@ -132,7 +134,9 @@ def up(
     services: str = "none",
     dns: bool = False,
     cni_masquerade: bool = False,
+    agent_args: Sequence[str] = (),
 ) -> LabState:
+    """agent_args: more flags for every node's agent (e.g. --authn k8s and its kubeconfig)."""
     _valid_name(name)
     if services not in ("none", "per-pod"):
         raise LabError(f"--services {services!r}: use none or per-pod")
@@ -156,6 +160,7 @@ def up(
         services=services,
         dns=dns,
         cni_masquerade=cni_masquerade,
+        agent_args=list(agent_args),
     )
     state.nodes = [
         asdict(topo.NodeNet(n, i, f"{NETNS_PREFIX}{name}-n{i}"))
@@ -231,9 +236,18 @@ def agent_command(netns: str, node: str, source: str, pins: Path, *extra: str) -
     ]  # fmt: skip
 
 
+def agent_socket(state: LabState, node_name: str) -> Path:
+    """The node agent's API socket (--api-socket): /status, /events and /flows, which its
+    network address serves only to authorized tokens (--authn), as on a real node."""
+    return state.dir / f"agent-{node_name}.sock"
+
+
 def _start_agent(state: LabState, node: topo.NodeNet) -> int:
     cmd = agent_command(
-        node.netns, node.name, f"dir:{state.manifest_dir}", pin_dir(state.name, node.name)
+        node.netns, node.name, f"dir:{state.manifest_dir}", pin_dir(state.name, node.name),
+        # Every address of the node, as the DaemonSet's 0.0.0.0: pods can reach it.
+        "--metrics-addr", AGENT_LISTEN, "--api-socket", str(agent_socket(state, node.name)),
+        *state.agent_args,
     )
     with open(state.dir / f"agent-{node.name}.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
@@ -331,7 +345,8 @@ def expected_digest(state: LabState) -> str:
 
 
 def node_status(state: LabState, node: topo.NodeNet) -> dict[str, Any]:
-    return get_json(AGENT_ADDR, "/status", netns=node.netns, timeout=2.0)
+    status: dict[str, Any] = agent_endpoints(state)[node.name].get_json("/status", timeout=2.0)
+    return status
 
 
 def _node_enforced(state: LabState, node: topo.NodeNet, digest: str) -> tuple[bool, str]:
@@ -379,6 +394,23 @@ def wait_enforced(state: LabState, timeout: float = 60.0) -> float:
             detail = "; ".join(f"{n}: {w}" for n, w in sorted(pending.items()))
             raise LabError(f"not enforced after {timeout:.0f} s: {detail}")
         time.sleep(0.05)
+
+
+def restart_agent(state: LabState, node_name: str, timeout: float = 60.0) -> None:
+    """Stop a node's agent and start it again with the lab's current agent_args (the datapath
+    stays in place: a restart leaves no gap); waits until every node enforces again."""
+    node = next(n for n in state.node_nets() if n.name == node_name)
+    pid = state.agent_pids.get(node_name)
+    if pid and _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    state.agent_pids[node_name] = _start_agent(state, node)
+    state.save()
+    wait_enforced(state, timeout)
 
 
 def _alive(pid: int) -> bool:
@@ -465,7 +497,7 @@ def _delete_pods(state: LabState, keys: Iterable[str]) -> None:
 
 def agent_endpoints(state: LabState) -> dict[str, AgentEndpoint]:
     """Each node's agent API, by node name (what lab flows, status and a console read)."""
-    return {node.name: AgentEndpoint(node.name, AGENT_ADDR, node.netns)
+    return {node.name: AgentEndpoint(node.name, socket=str(agent_socket(state, node.name)))
             for node in state.node_nets()}
 
 

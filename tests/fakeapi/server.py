@@ -145,6 +145,10 @@ class FakeKubeAPI:
         self._snapshots: dict[str, _Snapshot] = {}
         self._connections: set[socket.socket] = set()
         self._open_watches: dict[str, int] = {r.kind: 0 for r in RESOURCES}
+        # TokenReview and SubjectAccessReview (the agent's authn): token -> user name, and
+        # the grants an RBAC role would give: (user, API group, resource, subresource, verb).
+        self.tokens: dict[str, str] = {}
+        self.grants: set[tuple[str, str, str, str, str]] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._bookmark_thread: threading.Thread | None = None
@@ -546,6 +550,30 @@ class _Handler(BaseHTTPRequestHandler):
             super().finish()
         except OSError:
             pass
+
+    def do_POST(self) -> None:
+        """TokenReview and SubjectAccessReview, as the authentication and authorization APIs
+        answer them (the body's `status` filled in)."""
+        api = self.server.api
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        api.requests.append(RequestRecord("POST", url.path, {}))
+        spec = body.get("spec") or {}
+        if url.path == "/apis/authentication.k8s.io/v1/tokenreviews":
+            user = api.tokens.get(spec.get("token", ""))
+            body["status"] = ({"authenticated": True,
+                               "user": {"username": user, "groups": ["system:authenticated"]}}
+                              if user else {"authenticated": False, "error": "invalid token"})
+        elif url.path == "/apis/authorization.k8s.io/v1/subjectaccessreviews":
+            attrs = spec.get("resourceAttributes") or {}
+            want = (spec.get("user", ""), attrs.get("group", ""), attrs.get("resource", ""),
+                    attrs.get("subresource", ""), attrs.get("verb", ""))
+            body["status"] = {"allowed": want in api.grants}
+        else:
+            self._send_json(404, _status(404, "NotFound", f"no resource at {url.path}"))
+            return
+        self._send_json(201, body)
 
     def do_GET(self) -> None:
         api = self.server.api
