@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "enforcer.commands.lint",
     "enforcer.commands.flows",
     "enforcer.commands.advise",
+    "enforcer.commands.console",
 ]
 
 

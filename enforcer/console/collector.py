@@ -1,0 +1,224 @@
+"""Agents in: every node agent's flows merged into one store, and each node's health.
+
+One thread re-lists the agents (they come and go: rolling updates, node loss); each node then
+has a thread following its `/flows?follow=1` and one polling its `/status`. A broken stream
+marks the node unreachable and reconnects with backoff, asking only for what is newer than
+the newest record merged from that node (`since`): the agent answers with its aggregates
+seen at or after that moment, and those not newer (or, at that very moment, already merged)
+are skipped, so a reconnect merges nothing twice.
+
+Known limit: an aggregate the agent kept extending across the disconnect comes back with its
+whole count, part of which was merged before (the agent's API has no per-record cursor).
+
+Nothing here outlives a restart: the store is rebuilt from the agents' own stores.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from enforcer import log
+from enforcer.flows.record import FlowFormatError, parse_record
+from enforcer.flows.store import FlowStore, Key, key_of
+
+# The agent sends a bare newline every second on a followed stream: a silence this long
+# means the agent (or its node) is gone without closing the connection.
+READ_TIMEOUT = 15.0
+STATUS_TIMEOUT = 3.0
+
+
+class AgentAPI(Protocol):
+    """What the collector uses of `enforcer.agentclient.AgentEndpoint` (tests fake it)."""
+
+    name: str
+
+    def get_json(self, path: str, timeout: float = ...) -> Any: ...
+
+    def stream(self, path: str, timeout: float | None = ...) -> Iterator[dict[str, Any]]: ...
+
+
+ListAgents = Callable[[], Mapping[str, AgentAPI]]
+
+
+@dataclass(frozen=True)
+class NodeHealth:
+    """What /api/nodes shows of one node."""
+
+    name: str
+    reachable: bool
+    error: str | None
+    last_record: float | None  # unix seconds of the newest record merged from it
+    status: dict[str, Any] | None  # its agent's last /status answer
+
+
+class _Node:
+    """One node's agent: its stream and status threads, and what was merged from it."""
+
+    def __init__(self, name: str, agent: AgentAPI, collector: Collector) -> None:
+        self.name = name
+        self.agent = agent  # replaced when the listing names another address for the node
+        self.collector = collector
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.reachable = False
+        self.error: str | None = "not contacted yet"
+        self.status: dict[str, Any] | None = None
+        # The newest last_seen merged, and the keys merged at exactly that moment.
+        self.newest: float | None = None
+        self.keys_at_newest: set[Key] = set()
+        self.bad_records = 0
+
+    def start(self) -> None:
+        for target, kind in ((self._follow, "flows"), (self._poll_status, "status")):
+            threading.Thread(
+                target=target, name=f"console-{kind}-{self.name}", daemon=True
+            ).start()
+
+    def health(self) -> NodeHealth:
+        with self.lock:
+            return NodeHealth(self.name, self.reachable, self.error, self.newest, self.status)
+
+    def _mark(self, reachable: bool, error: str | None) -> None:
+        with self.lock:
+            self.reachable, self.error = reachable, error
+
+    def _path(self) -> str:
+        with self.lock:
+            since = self.newest
+        path = "/flows?follow=1&limit=0"
+        return path if since is None else f"{path}&since={since!r}"
+
+    def _follow(self) -> None:
+        delay = self.collector.backoff_min
+        while not self.stop.is_set():
+            started = time.monotonic()
+            with self.lock:
+                threshold, known = self.newest, set(self.keys_at_newest)
+            try:
+                for doc in self.agent.stream(self._path(), timeout=self.collector.read_timeout):
+                    if self.stop.is_set():
+                        return
+                    self._merge(doc, threshold, known)
+                error = "the agent closed its flow stream"
+            except (OSError, RuntimeError, ValueError) as exc:  # ValueError: a bad JSON line
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if self.stop.is_set():
+                return
+            self._mark(False, error)
+            self.collector.log.info("agent unreachable", node=self.name, error=error)
+            # A stream that stayed up a while was healthy: start the backoff over.
+            if time.monotonic() - started > self.collector.backoff_max:
+                delay = self.collector.backoff_min
+            self.stop.wait(delay)
+            delay = min(delay * 2, self.collector.backoff_max)
+
+    def _merge(self, doc: dict[str, Any], threshold: float | None, known: set[Key]) -> None:
+        try:
+            record = parse_record(doc, origin=f"agent {self.name}")
+        except FlowFormatError as exc:
+            self.bad_records += 1
+            self.collector.log.warning("bad flow record", node=self.name, error=str(exc))
+            return
+        if not record.node:
+            record = replace(record, node=self.name)
+        key = key_of(record)
+        # Only what this connection's `since` could repeat is checked: records at or before
+        # the newest merged when it connected.
+        if threshold is not None and (
+            record.last_seen < threshold or (record.last_seen == threshold and key in known)
+        ):
+            return
+        self.collector.store.add(record)
+        with self.lock:
+            self.reachable, self.error = True, None
+            if self.newest is None or record.last_seen > self.newest:
+                self.newest, self.keys_at_newest = record.last_seen, {key}
+            elif record.last_seen == self.newest:
+                self.keys_at_newest.add(key)
+
+    def _poll_status(self) -> None:
+        while not self.stop.is_set():
+            try:
+                status = self.agent.get_json("/status", timeout=self.collector.status_timeout)
+            except (OSError, RuntimeError, ValueError) as exc:
+                self._mark(False, f"/status: {type(exc).__name__}: {exc}")
+            else:
+                with self.lock:
+                    self.status = status if isinstance(status, dict) else None
+                    self.reachable, self.error = True, None
+            self.stop.wait(self.collector.status_seconds)
+
+
+class Collector:
+    """Follows every agent `list_agents` names (called every `relist_seconds`) into `store`."""
+
+    def __init__(
+        self,
+        list_agents: ListAgents,
+        store: FlowStore,
+        relist_seconds: float = 10.0,
+        status_seconds: float = 5.0,
+        backoff_min: float = 0.5,
+        backoff_max: float = 30.0,
+        read_timeout: float = READ_TIMEOUT,
+        status_timeout: float = STATUS_TIMEOUT,
+    ) -> None:
+        self.list_agents = list_agents
+        self.store = store
+        self.relist_seconds = relist_seconds
+        self.status_seconds = status_seconds
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.read_timeout = read_timeout
+        self.status_timeout = status_timeout
+        self.listing_error: str | None = None
+        self.log = log.get("console")
+        self._nodes: dict[str, _Node] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self.relist()
+        threading.Thread(target=self._relist_loop, name="console-agents", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            for node in self._nodes.values():
+                node.stop.set()
+
+    def _relist_loop(self) -> None:
+        while not self._stop.wait(self.relist_seconds):
+            self.relist()
+
+    def relist(self) -> None:
+        """Starts following new agents, stops following those no longer listed; a failed
+        listing keeps the agents known."""
+        try:
+            agents = self.list_agents()
+        except Exception as exc:  # the API or the lab state may be briefly unreadable
+            self.listing_error = f"listing the agents: {exc}"
+            self.log.warning("listing the agents failed", error=str(exc))
+            return
+        self.listing_error = None
+        with self._lock:
+            for name in [n for n in self._nodes if n not in agents]:
+                self._nodes.pop(name).stop.set()
+                self.log.info("agent gone", node=name)
+            for name, agent in agents.items():
+                node = self._nodes.get(name)
+                if node is None:
+                    node = self._nodes[name] = _Node(name, agent, self)
+                    node.start()
+                    self.log.info("following agent", node=name, agent=str(agent))
+                else:
+                    node.agent = agent  # a new pod's address takes effect at the next connect
+
+    def nodes(self) -> list[NodeHealth]:
+        with self._lock:
+            nodes = list(self._nodes.values())
+        return sorted((n.health() for n in nodes), key=lambda h: h.name)
