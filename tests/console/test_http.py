@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -143,3 +144,6 @@ def test_the_page_and_its_files_and_nothing_outside_them(console: tuple[str, Flo
 
 def test_the_package_ships_the_page_folder() -> None:
     assert STATIC_DIR.is_dir()
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    shipped = pyproject["tool"]["setuptools"]["package-data"]["enforcer"]
+    assert {"console/static/*", "console/static/**/*"} <= set(shipped)
