@@ -143,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         state = lab.up([cluster], name, args.topology, args.nodes, progress=_say)
         _say(f"   lab up and enforced in {time.monotonic() - t0:.1f} s")
+        _say(f"   the console, while the lab runs: {state.console_url}")
         app_flows = _app_before_policies(state, work)
         problems = _before_and_after(state, policies)
         _flow_log(state)

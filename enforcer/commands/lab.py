@@ -130,6 +130,8 @@ def run_up(args: argparse.Namespace) -> int:
         f"lab {state.name} enforced: {len(state.pods)} pods on {len(state.nodes)} node(s) "
         f"in {time.monotonic() - start:.1f} s"
     )
+    if state.console_url:
+        _progress(f"console: {state.console_url}")
     return 0
 
 
@@ -272,7 +274,8 @@ def run_status(args: argparse.Namespace) -> int:
         state = lab.LabState.load(args.name)
     except lab.LabError as exc:
         return _fail(exc)
-    out: dict[str, Any] = {"name": state.name, "topology": state.topology, "nodes": {}}
+    out: dict[str, Any] = {"name": state.name, "topology": state.topology,
+                           "console": state.console_url, "nodes": {}}
     for node in state.node_nets():
         try:
             out["nodes"][node.name] = lab.node_status(state, node)
@@ -282,6 +285,8 @@ def run_status(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
         return 0
     print(f"lab {state.name}: {state.topology}, {len(state.nodes)} node(s), {len(state.pods)} pods")
+    if state.console_url:
+        print(f"console: {state.console_url}")
     for name, status in out["nodes"].items():
         print()
         print(

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -55,6 +56,8 @@ class LabState:
     fabric_netns: str | None = None
     agent_pids: dict[str, int] = field(default_factory=dict)
     server_pid: int | None = None
+    console_pid: int | None = None  # `enforcer console` for the lab's nodes
+    console_url: str | None = None
     next_pod_index: int = 1
     services: str = "none"  # "per-pod": a Service for every pod (see services.py)
     dns: bool = False  # a DNS pod and its kube-dns Service
@@ -184,6 +187,7 @@ def up(
         for node in state.node_nets():
             state.agent_pids[node.name] = _start_agent(state, node)
         state.save()
+        _start_console(state)
         _restart_server(state)
         progress("waiting until every agent enforces the cluster")
         wait_enforced(state, timeout)
@@ -252,6 +256,36 @@ def _start_agent(state: LabState, node: topo.NodeNet) -> int:
     with open(state.dir / f"agent-{node.name}.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
     return proc.pid
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_console(state: LabState, timeout: float = 10.0) -> None:
+    """`enforcer console` for the lab's nodes and manifests, on a free port of this machine's
+    loopback; its URL and pid go in the state, its log in the lab's folder."""
+    port = _free_port()
+    listen = f"127.0.0.1:{port}"
+    cmd = [
+        sys.executable, "-m", "enforcer.cli", "--log-format", "json", "console",
+        "--listen", listen, "--agents", f"lab:{state.name}",
+        "--source", f"dir:{state.manifest_dir}",
+    ]  # fmt: skip
+    with open(state.dir / "console.log", "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+    state.console_pid, state.console_url = proc.pid, f"http://{listen}/"
+    state.save()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise LabError(f"the console did not start: see {state.dir}/console.log")
 
 
 def _all_ports(state: LabState) -> list[tuple[int, str]]:
@@ -681,7 +715,7 @@ def down(name: str, progress: Progress = _quiet) -> None:
     if path.exists():
         try:
             state = LabState.load(name)
-            for pid in [*state.agent_pids.values(), state.server_pid]:
+            for pid in [*state.agent_pids.values(), state.server_pid, state.console_pid]:
                 _kill(pid)
         except (OSError, ValueError, TypeError) as exc:
             progress(f"state of lab {name} unreadable ({exc}); removing by name")
