@@ -9,11 +9,19 @@ import threading
 from typing import TYPE_CHECKING
 
 from enforcer.commands.agent import _at_least
+from enforcer.sources.base import (
+    KIND_NAMESPACE,
+    KIND_NETWORK_POLICY,
+    KIND_POD,
+    KIND_STAGED_NETWORK_POLICY,
+)
 
 if TYPE_CHECKING:
     from enforcer.sources.base import Source
 
 DEFAULT_LISTEN = "127.0.0.1:9840"
+# What the policy view shows, and all the console's role lets it read (daemonset/).
+CONSOLE_KINDS = (KIND_NAMESPACE, KIND_POD, KIND_NETWORK_POLICY, KIND_STAGED_NETWORK_POLICY)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,19 +75,12 @@ def _listen_addr(text: str) -> str:
 def console_source(spec: str, kubeconfig: str | None) -> Source:
     """The agent's sources, but from the API only the kinds the policy view shows (the
     console's RBAC grants no more)."""
-    from enforcer.sources.base import (
-        KIND_NAMESPACE,
-        KIND_NETWORK_POLICY,
-        KIND_POD,
-        KIND_STAGED_NETWORK_POLICY,
-        source_from_spec,
-    )
+    from enforcer.sources.base import source_from_spec
 
     if spec == "k8s":
         from enforcer.sources.kubernetes import KubernetesSource
 
-        kinds = (KIND_NAMESPACE, KIND_POD, KIND_NETWORK_POLICY, KIND_STAGED_NETWORK_POLICY)
-        return KubernetesSource.from_config(kubeconfig=kubeconfig, kinds=kinds)
+        return KubernetesSource.from_config(kubeconfig=kubeconfig, kinds=CONSOLE_KINDS)
     return source_from_spec(spec, kubeconfig=kubeconfig, node_name=None)
 
 

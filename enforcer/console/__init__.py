@@ -37,5 +37,6 @@ JSON API (every answer is JSON; a bad parameter is 400 `{"error": message}`):
   policy's as if it were applied), and the most recent records naming it (among the deciding
   policies; for a staged policy, among the staged ones), newest last. 404 `{"error"}` when
   there is no such policy.
+- `GET /healthz` -> `ok` (the Deployment's probes).
 - `GET /` the page (`static/index.html`), `GET /static/FILE` the files under `static/`.
 """

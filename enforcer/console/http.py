@@ -190,7 +190,9 @@ def _make_handler(api: ConsoleAPI) -> type[BaseHTTPRequestHandler]:
                 pass
 
         def _route(self, path: str, params: dict[str, list[str]]) -> None:
-            if path == "/api/flows":
+            if path == "/healthz":
+                self._send(200, b"ok\n")
+            elif path == "/api/flows":
                 self._json(api.flows(params))
             elif path == "/api/flows/stream":
                 self._stream(_filter(params))

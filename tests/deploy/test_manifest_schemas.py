@@ -71,7 +71,7 @@ def test_validator_rejects_a_broken_daemonset() -> None:
 
 def test_service_monitor_structure_selects_the_metrics_service() -> None:
     sm = find(render(MONITORING_DIR), "ServiceMonitor")
-    svc = find(render(), "Service")
+    svc = find(render(), "Service", "enforcer-agent-metrics")
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     assert set(sm["spec"]) <= {"selector", "namespaceSelector", "endpoints", "jobLabel"}
     assert sm["spec"]["namespaceSelector"]["matchNames"] == [svc["metadata"]["namespace"]]

@@ -113,7 +113,7 @@ def test_agent_arguments_match_ports_and_pins() -> None:
     }
     (port,) = agent["ports"]
     assert (port["name"], port["containerPort"]) == ("metrics", METRICS_PORT)
-    svc = find(render(), "Service")
+    svc = find(render(), "Service", "enforcer-agent-metrics")
     assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
 
 
@@ -140,8 +140,8 @@ def test_rbac_grants_only_reads_of_what_the_agent_watches() -> None:
 def test_binding_ties_the_role_to_the_daemonsets_account() -> None:
     objects = render()
     pod, _ = _agent()
-    sa = find(objects, "ServiceAccount")
-    binding = find(objects, "ClusterRoleBinding")
+    sa = find(objects, "ServiceAccount", "enforcer-agent")
+    binding = find(objects, "ClusterRoleBinding", "enforcer-agent")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
@@ -151,7 +151,8 @@ def test_binding_ties_the_role_to_the_daemonsets_account() -> None:
         {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "enforcer-system"}
     ]
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
-    assert [o["kind"] for o in objects].count("ClusterRoleBinding") == 1
+    # One binding each: the agent's and the console's (tests/deploy/test_console.py).
+    assert [o["kind"] for o in objects].count("ClusterRoleBinding") == 2
     assert not [o for o in objects if o["kind"] == "RoleBinding"]
 
 
