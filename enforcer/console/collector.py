@@ -63,6 +63,9 @@ class _Node:
         self.agent = agent  # replaced when the listing names another address for the node
         self.collector = collector
         self.stop = threading.Event()
+        # Set by a successful /status: an agent that answers again is reconnected at once,
+        # not at the end of its backoff (a lab's agents answer seconds after the console asks).
+        self.wake = threading.Event()
         self.lock = threading.Lock()
         self.reachable = False
         self.error: str | None = "not contacted yet"
@@ -113,7 +116,8 @@ class _Node:
             # A stream that stayed up a while was healthy: start the backoff over.
             if time.monotonic() - started > self.collector.backoff_max:
                 delay = self.collector.backoff_min
-            self.stop.wait(delay)
+            self.wake.clear()
+            self.wake.wait(delay)
             delay = min(delay * 2, self.collector.backoff_max)
 
     def _merge(self, doc: dict[str, Any], threshold: float | None, known: set[Key]) -> None:
@@ -150,7 +154,12 @@ class _Node:
                 with self.lock:
                     self.status = status if isinstance(status, dict) else None
                     self.reachable, self.error = True, None
-            self.stop.wait(self.collector.status_seconds)
+                self.wake.set()
+            # While unreachable, ask more often: the stream reconnects when this answers.
+            with self.lock:
+                reachable = self.reachable
+            self.stop.wait(self.collector.status_seconds if reachable else
+                           min(1.0, self.collector.status_seconds))
 
 
 class Collector:
@@ -163,7 +172,7 @@ class Collector:
         relist_seconds: float = 10.0,
         status_seconds: float = 5.0,
         backoff_min: float = 0.5,
-        backoff_max: float = 30.0,
+        backoff_max: float = 5.0,
         read_timeout: float = READ_TIMEOUT,
         status_timeout: float = STATUS_TIMEOUT,
     ) -> None:
@@ -190,6 +199,7 @@ class Collector:
         with self._lock:
             for node in self._nodes.values():
                 node.stop.set()
+                node.wake.set()
 
     def _relist_loop(self) -> None:
         while not self._stop.wait(self.relist_seconds):
@@ -207,7 +217,9 @@ class Collector:
         self.listing_error = None
         with self._lock:
             for name in [n for n in self._nodes if n not in agents]:
-                self._nodes.pop(name).stop.set()
+                gone = self._nodes.pop(name)
+                gone.stop.set()
+                gone.wake.set()
                 self.log.info("agent gone", node=name)
             for name, agent in agents.items():
                 node = self._nodes.get(name)

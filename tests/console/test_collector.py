@@ -96,6 +96,22 @@ def test_flows_of_every_node_are_merged_and_a_dead_node_is_unreachable() -> None
         collector.stop()
 
 
+def test_an_agent_that_answers_again_is_followed_at_once_not_after_its_backoff() -> None:
+    agent = FakeAgent("node1")
+    agent.down.set()  # not started yet, as a lab's agents when its console starts
+    store = _store()
+    collector = Collector(lambda: {"node1": agent}, store, status_seconds=0.05,
+                          backoff_min=60.0, backoff_max=60.0)
+    collector.start()
+    try:
+        _eventually(lambda: len(agent.paths) == 1)  # refused: 60 s of backoff ahead
+        agent.held = [record(at=T0)]
+        agent.down.clear()
+        _eventually(lambda: len(store.query()) == 1, timeout=3.0)
+    finally:
+        collector.stop()
+
+
 def test_agents_that_go_away_are_no_longer_followed() -> None:
     agents = {"node1": FakeAgent("node1"), "node2": FakeAgent("node2")}
     collector = _collector(agents, _store())
