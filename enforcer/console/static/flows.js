@@ -115,10 +115,12 @@ export class FlowView {
     const n = this.records.size;
     const live = this.status.dataset.stream === 'live' ? ' · live' : '';
     const parts = [`${n} flow${n === 1 ? '' : 's'}${n >= LIMIT ? ' (the newest)' : ''}${live}`];
-    if (this.stats) {
-      for (const [k, v] of Object.entries(this.stats)) {
-        if (typeof v !== 'object') parts.push(`${k.replaceAll('_', ' ')}: ${v}`);
-      }
+    const st = this.stats;
+    if (st && st.records !== undefined) {
+      const mb = (b) => (b / 2 ** 20).toFixed(1);
+      parts.push(`console store: ${st.records} records, ${mb(st.bytes)} of ${mb(st.max_bytes)} MB`);
+      const evicted = (st.evicted_records || 0) + (st.lost_to_subscribers || 0);
+      if (evicted) parts.push(`${evicted} evicted or lost`);
     }
     this.status.replaceChildren(el('span', {}, parts.join(' · ')));
   }

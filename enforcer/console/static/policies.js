@@ -3,6 +3,10 @@
 
 import {el, flowTable, getJSON, matrixTable} from './util.js';
 
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
 export class PolicyView {
   constructor(root) {
     this.list = root.querySelector('#policy-list');
@@ -17,7 +21,7 @@ export class PolicyView {
     this.list.replaceChildren(...doc.policies.map((p) => {
       const a = el('a', {href: this.href(p), 'data-key': p.key, 'data-kind': p.kind},
         p.key, p.kind !== 'NetworkPolicy' ? el('span', {class: 'kind'}, ' staged') : null,
-        el('span', {class: 'count'}, ` ${(p.selects || []).length} pods`));
+        el('span', {class: 'count'}, ` ${plural((p.selects || []).length, 'pod')}`));
       return el('li', {}, a);
     }));
     return doc.policies;
@@ -54,24 +58,24 @@ export class PolicyView {
     const selects = doc.selects || [];
     const parts = [
       el('h2', {}, doc.key, el('span', {class: 'kind'}, ` ${doc.kind}`)),
-      el('h3', {}, `Selects ${selects.length} pod${selects.length === 1 ? '' : 's'}`),
+      el('h3', {}, `Selects ${plural(selects.length, 'pod')}`),
       selects.length
         ? el('ul', {class: 'selects'}, ...selects.map((s) => el('li', {}, s)))
         : el('p', {class: 'status'}, 'no pod: this policy selects nothing'),
       el('h3', {}, 'What it allows'),
       el('p', {class: 'hint'}, 'The model\'s reachability (enforcer analyze) with this policy ' +
-        'in force: rows from, columns to.'),
+        'in force, on each port its pods declare: rows from, columns to; its pods in bold.'),
     ];
     for (const m of doc.matrix || []) {
       parts.push(el('section', {class: 'port', 'data-port': `${m.port}/${m.protocol}`},
-        el('h4', {}, `port ${m.port}/${m.protocol}`), matrixTable(m.matrix)));
+        el('h4', {}, `port ${m.port}/${m.protocol}`), matrixTable(m.matrix, new Set(selects))));
     }
     if (!(doc.matrix || []).length) parts.push(el('p', {class: 'status'}, 'no port to analyze'));
     const flows = doc.flows || [];
     parts.push(el('h3', {}, `Flows it decided recently (${flows.length})`));
     parts.push(flows.length ? el('div', {class: 'scroll'}, flowTable(flows))
       : el('p', {class: 'status'}, 'none yet'));
-    parts.push(el('details', {}, el('summary', {}, 'spec'),
+    parts.push(el('details', {open: true}, el('summary', {}, 'spec'),
       el('pre', {class: 'spec'}, JSON.stringify(doc.spec, null, 2))));
     this.detail.replaceChildren(...parts);
   }

@@ -73,16 +73,17 @@ export function flowTable(records) {
     el('tbody', {}, ...records.map(flowRow)));
 }
 
-// A matrix {src: {dst: bool}} as a table: rows from, columns to.
-export function matrixTable(matrix) {
+// A matrix {src: {dst: bool}} as a table: rows from, columns to; the pods in `marked` (the
+// policy's selected pods) are marked in the headers.
+export function matrixTable(matrix, marked = new Set()) {
   const rows = Object.keys(matrix);
   const cols = rows.length ? Object.keys(matrix[rows[0]]) : [];
   const table = el('table', {class: 'matrix'});
   table.append(el('thead', {}, el('tr', {}, el('th', {}, 'from \\ to'),
-    ...cols.map((c) => el('th', {class: 'col', scope: 'col'}, c)))));
+    ...cols.map((c) => el('th', {class: marked.has(c) ? 'col marked' : 'col', scope: 'col'}, c)))));
   const body = el('tbody');
   for (const src of rows) {
-    const tr = el('tr', {}, el('th', {scope: 'row'}, src));
+    const tr = el('tr', {}, el('th', {scope: 'row', class: marked.has(src) ? 'marked' : ''}, src));
     for (const dst of cols) {
       const ok = matrix[src][dst];
       tr.append(el('td', {class: ok ? 'ok' : 'deny', 'data-from': src, 'data-to': dst,
