@@ -152,3 +152,26 @@ def test_names_are_escaped(capsys, tmp_path):
     code, out, err = analyze(capsys, str(odd), "--port", "80", "--output", "html")
     assert code == 0, err
     assert "<b>odd" not in out and "&lt;b&gt;odd" in out
+
+
+def test_through_services_each_cell_explains_every_route_on_its_target_port(capsys, tmp_path):
+    from tests.test_cli_analyze_services import EXAMPLE as SERVICES
+
+    path = tmp_path / "svc.yaml"
+    path.write_text(yaml.safe_dump_all(SERVICES))
+    code, out, err = analyze(capsys, str(path), "--via", "service", "--output", "html")
+    assert code == 0, err
+    page = parse(out)
+    assert_self_contained(out, page)
+    assert "through Services" in out
+    cells = {(c["data-from"], c["data-to"]): (c, t) for c, t in zip(page.cells, page.cell_text,
+                                                                    strict=True)}
+    assert set(cells) == {(s, d) for s in ("x/b", "x/c", "x/client") for d in ("x/b", "x/c")}
+    state = planned_state(load_for_command([str(path)], False)[0])
+    cell, text = cells[("x/client", "x/c")]
+    assert text == "--"
+    assert cell["data-explain"] == "through x/web:80 -> 9090:\n" + explain_text(
+        state, "x/client", "x/c", 9090, "TCP"
+    )
+    cell, text = cells[("x/client", "x/b")]
+    assert text == "OK" and "through x/web:80 -> 8080:\n" in cell["data-explain"]
