@@ -50,23 +50,25 @@ def policy_detail(
     A staged policy's matrices are the cluster's as if it were applied."""
     key = f"{namespace}/{name}"
 
-    def analyze(
+    def snapshot(
         state: ClusterState, staged: Mapping[str, NetworkPolicy]
-    ) -> tuple[list[str], list[dict[str, Any]]]:
+    ) -> tuple[list[str], list[tuple[int, str]], ClusterState]:
         policy = staged.get(key) if kind == KIND_STAGED_NETWORK_POLICY else state.policies.get(key)
         if policy is None:
             raise UnknownPolicy(f"no {kind} {key}")
         selects = state.pods_selected_by(policy)
-        judged = as_if_applied(state, [policy]) if kind == KIND_STAGED_NETWORK_POLICY else state
         ports = sorted({(p.port, p.protocol) for pod in selects for p in state.pods[pod].ports})
-        # Rows sources, columns destinations, over every pod: what `enforcer analyze` prints.
-        matrices = [
-            matrix_document(port, protocol, reachability(judged, port, protocol))
-            for port, protocol in ports
-        ]
-        return sorted(selects), matrices
+        # A copy (linear), so the matrices (quadratic) are made without holding up the source.
+        judged = as_if_applied(state, [policy]) if kind == KIND_STAGED_NETWORK_POLICY else (
+            state.copy())
+        return sorted(selects), ports, judged
 
-    selects, matrices = view.read(analyze)
+    selects, ports, judged = view.read(snapshot)
+    # Rows sources, columns destinations, over every pod: what `enforcer analyze` prints.
+    matrices = [
+        matrix_document(port, protocol, reachability(judged, port, protocol))
+        for port, protocol in ports
+    ]
     return {
         "key": key,
         "kind": kind,
