@@ -191,6 +191,7 @@ def up(
         _restart_server(state)
         progress("waiting until every agent enforces the cluster")
         wait_enforced(state, timeout)
+        _await_console(state)
     except BaseException:
         state.save()
         raise
@@ -264,11 +265,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_console(state: LabState, timeout: float = 10.0) -> None:
+def _start_console(state: LabState) -> None:
     """`enforcer console` for the lab's nodes and manifests, on a free port of this machine's
     loopback; its URL and pid go in the state, its log in the lab's folder."""
-    port = _free_port()
-    listen = f"127.0.0.1:{port}"
+    listen = f"127.0.0.1:{_free_port()}"
     cmd = [
         sys.executable, "-m", "enforcer.cli", "--log-format", "json", "console",
         "--listen", listen, "--agents", f"lab:{state.name}",
@@ -278,11 +278,16 @@ def _start_console(state: LabState, timeout: float = 10.0) -> None:
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
     state.console_pid, state.console_url = proc.pid, f"http://{listen}/"
     state.save()
+
+
+def _await_console(state: LabState, timeout: float = 10.0) -> None:
+    """Until the console accepts connections (it starts while the agents compile)."""
+    port = int((state.console_url or "").rstrip("/").rpartition(":")[2])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
-        if proc.poll() is not None:
+        if state.console_pid and not _alive(state.console_pid):
             break
         time.sleep(0.05)
     raise LabError(f"the console did not start: see {state.dir}/console.log")
