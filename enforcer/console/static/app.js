@@ -71,7 +71,8 @@ async function refreshNodes() {
         n.last_record ? `last flow ${n.last_record}` : null,
       ].filter(Boolean).join('\n');
       return el('li', {class: `node ${state}`, title: tip, 'data-node': n.name,
-        'data-reachable': String(Boolean(n.reachable))}, n.name);
+        'data-reachable': String(Boolean(n.reachable))},
+      n.name, state === 'ok' ? '' : el('span', {class: 'why'}, ` ${state.replace('-', ' ')}`));
     }));
   } catch (err) {
     strip.replaceChildren(el('li', {class: 'node unreachable'}, `console: ${err.message}`));

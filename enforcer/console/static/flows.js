@@ -117,8 +117,8 @@ export class FlowView {
     const parts = [`${n} flow${n === 1 ? '' : 's'}${n >= LIMIT ? ' (the newest)' : ''}${live}`];
     const st = this.stats;
     if (st && st.records !== undefined) {
-      const mb = (b) => (b / 2 ** 20).toFixed(1);
-      parts.push(`console store: ${st.records} records, ${mb(st.bytes)} of ${mb(st.max_bytes)} MB`);
+      const size = (b) => (b < 2 ** 20 ? `${Math.ceil(b / 1024)} KB` : `${(b / 2 ** 20).toFixed(1)} MB`);
+      parts.push(`console store: ${st.records} records, ${size(st.bytes)} of ${size(st.max_bytes)}`);
       const evicted = (st.evicted_records || 0) + (st.lost_to_subscribers || 0);
       if (evicted) parts.push(`${evicted} evicted or lost`);
     }

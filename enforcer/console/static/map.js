@@ -15,6 +15,7 @@ const OUTSIDE = '(outside the cluster)';
 const MAX_WORKLOADS = 120;
 const SEVERITY = ['allowed', 'would-allow', 'audit', 'would-deny', 'denied'];
 const MAX_EXTERNAL = 30;
+const MAX_FIT_ZOOM = 1.4;
 
 const STYLE = [
   {selector: 'node', style: {
@@ -155,7 +156,7 @@ export class MapView {
   // layout past that, a circle for a dense tangle.
   static layout(nodes, edges) {
     if (nodes <= 150 && edges <= 400) {
-      return {name: 'dagre', rankDir: 'LR', nodeSep: 20, rankSep: 90, edgeSep: 8, padding: 20,
+      return {name: 'dagre', rankDir: 'LR', nodeSep: 50, rankSep: 160, edgeSep: 20, padding: 30,
         animate: false};
     }
     if (edges <= 2000) return {name: 'cose', animate: false, numIter: 500, padding: 20};
@@ -174,6 +175,12 @@ export class MapView {
       layout: MapView.layout(elements.length - edges, edges),
       minZoom: 0.05,
     });
+    // A small graph fitted to the panel would be drawn huge: keep it at most a little larger
+    // than life, centred.
+    if (this.cy.zoom() > MAX_FIT_ZOOM) {
+      this.cy.zoom(MAX_FIT_ZOOM);
+      this.cy.center();
+    }
     this.cy.on('tap', 'edge', (evt) => {
       const d = evt.target.data();
       const verdicts = Object.entries(d.verdicts).map(([v, n]) => `${v} ${n}`).join(', ');

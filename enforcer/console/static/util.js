@@ -40,7 +40,8 @@ function clock(rfc3339) {
 
 // One table row for a flow record: which policy decided, and why, in words.
 export function flowRow(r) {
-  const policies = r.policies && r.policies.length ? r.policies.join(', ') : '—';
+  const policies = r.policies && r.policies.length
+    ? r.policies.map((p) => el('span', {}, p)) : ['—'];
   const verdict = el('td', {class: 'verdict'}, verdictBadge(r.verdict));
   if (r.staged) {
     verdict.append(' ', el('span', {
@@ -58,7 +59,7 @@ export function flowRow(r) {
     el('td', {}, `${r.port}/${r.protocol}`),
     el('td', {}, r.direction),
     verdict,
-    el('td', {class: 'policies'}, policies),
+    el('td', {class: 'policies'}, ...policies),
     el('td', {class: 'why', title: r.reason || ''}, r.why || r.reason || ''),
     el('td', {}, r.node || ''),
     el('td', {class: 'num'}, r.count ?? ''),
