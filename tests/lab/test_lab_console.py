@@ -5,6 +5,7 @@ arriving; the policy view names the lab's policy and what it selects."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import time
@@ -51,12 +52,18 @@ def _get(state: lab.LabState, path: str, params: Sequence[tuple[str, Any]] = ())
         return json.loads(resp.read())
 
 
-def _eventually(what: str, check: Callable[[], Any], timeout: float = SECONDS) -> Any:
+def _eventually(what: str, check: Callable[[], Any], timeout: float = SECONDS,
+                show: Callable[[], Any] = lambda: None) -> Any:
     deadline = time.monotonic() + timeout
     while not (found := check()):
-        assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}"
+        assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}: {show()}"
         time.sleep(0.2)
     return found
+
+
+def _now() -> float:
+    """Now, to the millisecond: records' times are truncated to it (RFC 3339 in JSON)."""
+    return math.floor(time.time() * 1000) / 1000
 
 
 def _connect(state: lab.LabState, src: str, dst: str) -> bool:
@@ -80,7 +87,7 @@ def test_the_console_merges_both_nodes_and_survives_a_dead_agent(
     assert main(["lab", "status", "--name", state.name]) == 0
     assert f"console: {state.console_url}" in capsys.readouterr().out
 
-    since = time.time()
+    since = _now()
     assert _connect(state, "x/a", "x/c")  # node1's egress, node2's ingress
     assert not _connect(state, "y/b", "y/d")  # denied at y/d's ingress on node2
     assert _connect(state, "x/c", "y/b")  # node2's egress, node1's ingress
@@ -108,10 +115,11 @@ def test_the_console_merges_both_nodes_and_survives_a_dead_agent(
     _eventually("node2 unreachable", lambda: [
         n for n in _get(state, "/api/nodes")["nodes"]
         if n["name"] == "node2" and not n["reachable"] and n["error"]])
-    after = time.time()
+    after = _now()
     assert _connect(state, "x/a", "y/b")  # both on node1
     _eventually("node1's flows after node2's agent died",
-                lambda: _nodes_of_flows(state, after) == {"node1"})
+                lambda: _nodes_of_flows(state, after) == {"node1"},
+                show=lambda: (after, _get(state, "/api/nodes"), _get(state, "/api/flows")))
     node1 = next(n for n in _get(state, "/api/nodes")["nodes"] if n["name"] == "node1")
     assert node1["reachable"] and node1["error"] is None
 
