@@ -110,6 +110,22 @@ def test_the_console_merges_both_nodes_and_survives_a_dead_agent(
     assert matrix["matrix"]["x/a"]["y/d"] is True and matrix["matrix"]["y/b"]["y/d"] is False
     assert any(f["source"] == "y/b" and f["verdict"] == "denied" for f in doc["flows"])
 
+    # The map: workloads, and the denied edge.
+    graph = _get(state, "/api/graph", [("namespace", "y"), ("since", since)])
+    assert {n["id"] for n in graph["nodes"]} == {"y/b", "x/c", "y/d"}  # x/a: only in x so far
+    assert {(e["source"], e["target"], e["verdict"]) for e in graph["edges"]} >= {
+        ("y/b", "y/d", "allowed"), ("y/b", "y/d", "denied"), ("x/c", "y/b", "allowed")}
+
+    # The live stream: a new flow arrives as an event.
+    url = f"{state.console_url.rstrip('/')}/api/flows/stream?from=x/c&to=x/a"
+    with urllib.request.urlopen(url, timeout=SECONDS) as stream:
+        assert stream.readline() == b": connected\n"
+        assert _connect(state, "x/c", "x/a")
+        line = next(line for line in stream if line.startswith(b"data: "))
+        event = json.loads(line[len(b"data: "):])
+        assert (event["source"], event["destination"], event["verdict"]) == (
+            "x/c", "x/a", "allowed")
+
     # node2's agent dies: the console says so, and node1's flows keep coming.
     os.kill(state.agent_pids["node2"], signal.SIGKILL)
     _eventually("node2 unreachable", lambda: [
