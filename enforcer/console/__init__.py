@@ -15,8 +15,9 @@ JSON API (every answer is JSON; a bad parameter is 400 `{"error": message}`):
   values, different parameters AND). A record is `enforcer flows -o json`'s object plus
   `"why"`, the verdict in words. `stats`: the store's records, bytes, evicted_records,
   evicted_buckets, lost_to_subscribers, and max_bytes.
-- `GET /api/flows/stream?FILTERS` -> `text/event-stream`: `data: RECORD\\n\\n` for every new
-  record that matches (with `why`), `: keepalive\\n\\n` after 15 s without one.
+- `GET /api/flows/stream?FILTERS` -> `text/event-stream`: the comment `: connected\\n\\n`, then
+  `data: RECORD\\n\\n` for every new record that matches (with `why`), and `: keepalive\\n\\n`
+  after 15 s without one.
 - `GET /api/nodes` -> `{"nodes": [{"name", "reachable", "error", "last_record", "ready",
   "endpoints"}]}`: reachable (bool) as of the last contact with its agent and the error that
   broke it (or null), the newest record merged from it (RFC 3339 or null), and from its
