@@ -208,6 +208,7 @@ class Node:
             sys.executable, "-m", "enforcer.cli", "--log-format", "json", "agent",
             "--node-name", NODE, "--source", f"dir:{self.folder}",
             "--pin-dir", str(self.pin_dir), "--metrics-addr", AGENT_ADDR,
+            "--api-socket", str(self.workdir / "agent.sock"),
         ]  # fmt: skip
         with open(self.workdir / "agent.log", "ab") as log:
             self.agent = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)

@@ -124,8 +124,8 @@ def test_status_command_lists_endpoints(node: NodeHarness) -> None:
             "-m",
             "enforcer.cli",
             "status",
-            "--netns",
-            node.node.netns,
+            "--agent",
+            f"unix:{node.agent_api.socket}",  # the node's socket, as on a real node
             "--output",
             "json",
         ],
@@ -140,7 +140,8 @@ def test_status_command_lists_endpoints(node: NodeHarness) -> None:
     assert by_pod["x/a"]["ips"] == [node.ip("x/a")]
     assert not by_pod["y/c"]["ingress_isolated"]
     table = subprocess.run(
-        [sys.executable, "-m", "enforcer.cli", "status", "--netns", node.node.netns],
+        [sys.executable, "-m", "enforcer.cli", "status", "--agent",
+         f"unix:{node.agent_api.socket}"],
         capture_output=True,
         text=True,
         check=True,
@@ -155,8 +156,8 @@ def test_monitor_streams_drops_with_pods_resolved(node: NodeHarness) -> None:
             "-m",
             "enforcer.cli",
             "monitor",
-            "--netns",
-            node.node.netns,
+            "--agent",
+            f"unix:{node.agent_api.socket}",
             "--output",
             "json",
             "--count",

@@ -46,7 +46,8 @@ def test_first_ready_means_enforced(node: NodeHarness) -> None:
     )
     assert node.reach("y/c", "x/a"), "without the agent, everything passes"
     cmd = agent_command(
-        node.node.netns, "node1", "k8s", node.pin_dir, "--kubeconfig", str(node.kubeconfig)
+        node.node.netns, "node1", "k8s", node.pin_dir, "--kubeconfig", str(node.kubeconfig),
+        "--api-socket", str(node.agent_api.socket),
     )
     with open(node.log_path, "ab") as log:
         node.agent = subprocess.Popen(cmd, stdout=log, stderr=log)

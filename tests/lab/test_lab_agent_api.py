@@ -19,6 +19,7 @@ import pytest
 from enforcer.agentclient import AgentEndpoint
 from enforcer.lab import lab
 from enforcer.netnsutil import run_in_netns
+from enforcer.topology import GATEWAY4
 from tests.fakeapi.server import FakeKubeAPI
 from tests.lab import upstream
 
@@ -52,7 +53,7 @@ def test_a_pod_cannot_read_the_agent_and_the_console_can(
         lab.restart_agent(state, node.name)
 
         pod = next(e for e in lab.probe_endpoints(state) if e.key == "x/a")
-        agent = f"{node.gateway_v4}:9830"  # the node's address, as a pod sees it
+        agent = f"{GATEWAY4}:9830"  # the node, as a pod sees it (routed: every veth's gateway)
 
         def read(path: str, token: str | None) -> tuple[int, str]:
             ep = AgentEndpoint(addr=agent, token=token)
