@@ -111,8 +111,11 @@ class _Node:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             if self.stop.is_set():
                 return
+            with self.lock:
+                changed = self.error != error
             self._mark(False, error)
-            self.collector.log.info("agent unreachable", node=self.name, error=error)
+            if changed:  # once per outage and cause, not at every retry
+                self.collector.log.info("agent unreachable", node=self.name, error=error)
             # A stream that stayed up a while was healthy: start the backoff over.
             if time.monotonic() - started > self.collector.backoff_max:
                 delay = self.collector.backoff_min
