@@ -262,7 +262,7 @@ def _allowed(docs: list[dict[str, Any]], record: FlowRecord) -> bool:
     return judged_side(verdict, record.direction)[0]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(policy_st(), max_size=3), st.lists(policy_st(), min_size=1, max_size=2))
 def test_every_flow_matches_a_preview_built_from_scratch(
     enforced: list[dict[str, Any]], staged_docs: list[dict[str, Any]]
