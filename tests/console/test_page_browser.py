@@ -31,7 +31,8 @@ from enforcer.analysis.inputs import load_for_command, planned_state
 from enforcer.analysis.matrix import reachability
 from enforcer.cli import main
 from enforcer.lab import lab
-from enforcer.lab.probe import ProbeEndpoint, probe_pair
+from enforcer.lab.probe import ProbeEndpoint, answered_by, probe_pair
+from tests.lab.outside import outside_host
 
 REPO = Path(__file__).resolve().parents[2]
 THREE_TIER = REPO / "examples" / "three-tier"
@@ -45,6 +46,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SHOTS = Path(os.environ.get("ENFORCER_SCREENSHOT_DIR") or REPO / "docs" / "console")
+OUTSIDE_PORT = 9443  # a server on a host outside the cluster (on the lab's fabric)
 WAIT_MS = 10_000  # how long the page may take to show what the API has
 
 # The app's traffic: (from, to, port, protocol, allowed under examples/three-tier/policies.yaml)
@@ -229,6 +231,12 @@ def test_the_map_has_the_workloads_and_edges_coloured_by_verdict(
     page: Page, app_lab: lab.LabState
 ) -> None:
     send_traffic(app_lab)
+    eps = endpoints(app_lab)
+    with outside_host(app_lab, OUTSIDE_PORT) as out:
+        # coredns's egress is not isolated; api's allows only the database and DNS.
+        assert answered_by(eps["kube-system/coredns"].netns, out.ip, OUTSIDE_PORT) == "outside"
+        assert answered_by(eps["backend/api"].netns, out.ip, OUTSIDE_PORT, 0.5) is None
+    outside = str(out.ip)
     open_page(page, app_lab, "map")
     page.wait_for_function("document.body.dataset.mapLoaded === '1'", timeout=WAIT_MS)
     drawn = page.evaluate("window.consoleViews.map.summary()")
@@ -241,6 +249,9 @@ def test_the_map_has_the_workloads_and_edges_coloured_by_verdict(
     green, red = "rgb(46,125,50)", "rgb(198,40,40)"
     assert colours[("frontend/web", "backend/api", "allowed")] == green
     assert colours[("frontend/web", "database/postgres", "denied")] == red
+    assert outside in drawn["nodes"]  # a peer outside the cluster, by its address
+    assert colours[("kube-system/coredns", outside, "allowed")] == green
+    assert colours[("backend/api", outside, "denied")] == red
     assert {(e["source"], e["target"], e["verdict"]) for e in graph["edges"]} == set(colours)
     shot(page, "map.png")
     # Filtered by namespace: only edges with an end in it.

@@ -117,7 +117,8 @@ export class MapView {
       const id = externals.length > MAX_EXTERNAL ? 'outside' : n.id;
       place.set(n.id, id);
       const e = out.get(id) || {data: {id, label: id === 'outside' ? OUTSIDE : n.label || n.id,
-        kind: 'external', members: 0}};
+        kind: 'external', members: 0, parent: id === 'outside' ? undefined : `group:${OUTSIDE}`}};
+      if (id !== 'outside') groups.add(OUTSIDE);
       e.data.members += 1;
       if (id === 'outside') e.data.label = `${OUTSIDE} (${e.data.members})`;
       out.set(id, e);
