@@ -14,6 +14,7 @@ const views = {
 };
 let current = null;
 let policiesListed = null;
+let flowsLoading = Promise.resolve();
 
 function parseHash() {
   const [path, query = ''] = location.hash.replace(/^#/, '').split('?');
@@ -34,7 +35,7 @@ async function route() {
   current = view;
   if (view === 'flows' && entering) {
     views.flows.setFilters(params);
-    views.flows.reload();
+    flowsLoading = views.flows.reload();
   } else if (view === 'map' && entering) {
     if (!views.map) {
       const {MapView} = await import('./map.js');
@@ -83,8 +84,9 @@ window.addEventListener('hashchange', route);
 route();
 refreshNodes();
 setInterval(refreshNodes, NODES_EVERY_MS);
-if (!policiesListed) {
-  // Suggestions for the flow filters' namespace and policy fields.
-  policiesListed = views.policies.loadList().then(fillPolicyNames).catch(() => null);
-}
+// Suggestions for the flow filters' namespace and policy fields, once the flows are in (not
+// to compete with them for the console's attention).
+flowsLoading.finally(() => {
+  policiesListed ||= views.policies.loadList().then(fillPolicyNames).catch(() => null);
+});
 window.consoleViews = views;  // for the browser tests and the bench
