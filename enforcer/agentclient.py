@@ -1,7 +1,7 @@
 """Talk to a running agent's HTTP endpoint, optionally inside a network namespace (the lab).
 
-`AgentEndpoint` names where one agent's API is; the functions below take an address and a
-namespace, as the older callers do."""
+`AgentEndpoint` names where one agent's API is; get_json and get_text take an address and a
+namespace (metrics, health, and other HTTP servers such as Prometheus in tests)."""
 
 from __future__ import annotations
 
@@ -31,52 +31,14 @@ def _connect(addr: str, netns: str | None, timeout: float | None) -> HTTPConnect
 
 
 def get_json(addr: str, path: str, netns: str | None = None, timeout: float = 5.0) -> Any:
-    conn = _connect(addr, netns, timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        body = resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"{path}: HTTP {resp.status}: {body[:200]!r}")
-        return json.loads(body)
-    finally:
-        conn.close()
+    """A JSON document from HOST:PORT (an agent's, or any HTTP server's: Prometheus)."""
+    return AgentEndpoint(addr=addr, netns=netns).get_json(path, timeout)
 
 
 def get_text(
     addr: str, path: str, netns: str | None = None, timeout: float = 5.0
 ) -> tuple[int, str]:
-    conn = _connect(addr, netns, timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode()
-    finally:
-        conn.close()
-
-
-def stream_events(addr: str, netns: str | None = None) -> Iterator[dict[str, Any]]:
-    yield from stream_json_lines(addr, "/events", netns)
-
-
-def stream_json_lines(
-    addr: str, path: str, netns: str | None = None, timeout: float | None = None
-) -> Iterator[dict[str, Any]]:
-    """The JSON objects of an NDJSON response (/events, /flows), as they arrive; an HTTP error
-    raises RuntimeError with the agent's message (a bad filter names its parameter)."""
-    conn = _connect(addr, netns, timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        if resp.status != 200:
-            raise RuntimeError(resp.read().decode(errors="replace").strip() or
-                               f"{path}: HTTP {resp.status}")
-        for raw in resp:
-            line = raw.strip()
-            if line:
-                yield json.loads(line)
-    finally:
-        conn.close()
+    return AgentEndpoint(addr=addr, netns=netns).get_text(path, timeout)
 
 
 class _UnixHTTPConnection(HTTPConnection):
