@@ -192,13 +192,17 @@ def _make_handler(
                 self._send(400, f"{exc}\n".encode())
                 return
             follow = params.get("follow", ["0"])[-1] in ("1", "true")
-            # Subscribed before the query, so nothing falls between the two.
-            sub = store.subscribe(flt=flt) if follow else None
+            # Following: the answer and the subscription at one instant, so every record is
+            # sent once (a console adding up counts relies on it).
+            if follow:
+                records, sub = store.query_and_subscribe(flt, since=since, limit=limit)
+            else:
+                records, sub = store.query(flt, since=since, limit=limit), None
             try:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-ndjson")
                 self.end_headers()
-                for record in store.query(flt, since=since, limit=limit):
+                for record in records:
                     self.wfile.write((record.to_line() + "\n").encode())
                 self.wfile.flush()
                 while sub is not None:

@@ -186,7 +186,10 @@ class FlowStore:
                 self._evicted_records += 1
             else:
                 self._put(number, key, record)
-        for sub in self._subscribers:
+            # Read with the insert: a query_and_subscribe sees this record in its snapshot or
+            # on its queue, never both, never neither.
+            subscribers = self._subscribers
+        for sub in subscribers:
             sub.offer(record)
 
     def _put(self, number: int, key: Key, record: FlowRecord) -> None:
@@ -251,8 +254,38 @@ class FlowStore:
         partly inside counts whole: the time resolution is a bucket). The filter applies to
         merged records, so pod names are the latest ones."""
         with self._lock:
-            self._expire(self._number(self._clock()))
-            snapshot = [list(self._ring[n].aggregates.items()) for n in self._order]
+            snapshot = self._snapshot()
+        return self._merged(snapshot, flt, since, until, limit)
+
+    def query_and_subscribe(
+        self,
+        flt: FlowFilter | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+        maxsize: int = 10000,
+    ) -> tuple[list[FlowRecord], FlowSubscription]:
+        """A query's answer and a subscription to what is added after it, taken at one
+        instant: each record added is in the answer or on the queue, exactly once (what a
+        follower that adds up counts, the console, needs)."""
+        sub = FlowSubscription(maxsize, flt)
+        with self._lock:
+            snapshot = self._snapshot()
+            self._subscribers = (*self._subscribers, sub)
+        return self._merged(snapshot, flt, since, None, limit), sub
+
+    def _snapshot(self) -> list[list[tuple[Key, Aggregate]]]:
+        """The buckets' aggregates (call under the lock; merged outside it)."""
+        self._expire(self._number(self._clock()))
+        return [list(self._ring[n].aggregates.items()) for n in self._order]
+
+    def _merged(
+        self,
+        snapshot: list[list[tuple[Key, Aggregate]]],
+        flt: FlowFilter | None,
+        since: float | None,
+        until: float | None,
+        limit: int | None,
+    ) -> list[FlowRecord]:
         merged: dict[Key, Aggregate] = {}
         for items in snapshot:
             for key, (count, first, last, latest) in items:

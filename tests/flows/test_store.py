@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 import tracemalloc
 from dataclasses import replace
 
@@ -383,3 +384,33 @@ def test_several_threads_adding_while_one_queries_keep_exact_totals() -> None:
     assert stats.evicted_records == 0 and stats.lost_to_subscribers == 0
     # Each key in each one-second bucket it was seen in.
     assert stats.records == len({(i % 20, i % keys) for i in range(per_thread)})
+
+
+def test_a_follower_sees_every_record_exactly_once_across_its_query_and_its_queue() -> None:
+    """Followers connecting while others add (the console, adding up counts): the answer and
+    the subscription are taken at one instant."""
+    store = FlowStore(bucket_seconds=1, clock=Clock(T0 + 100))
+    threads, per_thread = 3, 4000
+    start = threading.Barrier(threads + 1)
+    followers: list[tuple[int, object]] = []
+
+    def add(t: int) -> None:
+        start.wait()
+        for i in range(per_thread):
+            store.add(flow(T0 + (i % 20), port=i % 30, source=f"frontend/web-{t}"))
+
+    workers = [threading.Thread(target=add, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    start.wait()
+    while any(w.is_alive() for w in workers) and len(followers) < 20:  # while they add
+        records, sub = store.query_and_subscribe(maxsize=1_000_000)
+        followers.append((sum(r.count for r in records), sub))
+        time.sleep(0.005)
+    for w in workers:
+        w.join()
+    assert len(followers) > 3
+    for counted, sub in followers:
+        queued = sub.drain()  # type: ignore[attr-defined]
+        assert counted + len(queued) == threads * per_thread
+        store.unsubscribe(sub)  # type: ignore[arg-type]
