@@ -98,8 +98,12 @@ def test_the_console_merges_both_nodes_and_survives_a_dead_agent(
         ("y/b", "y/d", "node2", ["y/only-a"])]
     assert denied[0]["why"].startswith("denied: y/d isolated for ingress by y/only-a")
 
-    nodes = _eventually("both nodes reachable and ready", lambda: [
-        n for n in _get(state, "/api/nodes")["nodes"] if n["reachable"] and n["ready"]])
+    # Waits for both: a node's /status poll may come a few seconds after its first flows.
+    def all_ready() -> list[dict[str, Any]]:
+        nodes = _get(state, "/api/nodes")["nodes"]
+        return nodes if all(n["reachable"] and n["ready"] for n in nodes) else []
+
+    nodes = _eventually("both nodes reachable and ready", all_ready)
     assert [n["name"] for n in nodes] == ["node1", "node2"]
     assert all(n["endpoints"] == 2 and n["last_record"] for n in nodes)
 
