@@ -25,7 +25,7 @@ lint: setup
 # One process: with two pytest-xdist workers the suite took half the time, but on 2 CPUs the
 # probes' timeouts (a denied probe is one that times out) then failed allowed probes under load.
 test: setup lint
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q --durations=20 tests
 
 demo: setup
 	$(VENV)/bin/enforcer demo
