@@ -96,6 +96,9 @@ class Compiler:
         self._state = state
         self._node = node_name
         self._default_mode = policy_mode
+        # Each namespace's policy mode as last compiled: a relabel that keeps it rewrites
+        # nothing for the mode's sake.
+        self._ns_modes: dict[str, str | None] = {}
         self._reset(ClassRegistry(first_id=first_identity))
 
     def _reset(self, registry: ClassRegistry) -> None:
@@ -147,6 +150,8 @@ class Compiler:
         self._reset(ClassRegistry(first_id=self._registry.next_id))
         self._reuse = reuse
         state = self._state
+        self._ns_modes = {name: mode for name in state.namespace_names()
+                          if (mode := state.namespace_identity(name).policy_mode)}
         for policy in state.policies.values():
             self._policies[policy.key] = policy
             self._blocks.add(policy_blocks(policy))
@@ -193,8 +198,9 @@ class Compiler:
         self._txn = _Txn()
         if isinstance(obj, Namespace):
             self._txn.dirty |= self._peers.namespace_relabelled(obj.name)
-            # Its mode may have changed: its local pods' audit flags follow (cheap when not).
-            self._txn.dirty |= self._local_by_ns.get(obj.name, set())
+            if self._ns_modes.get(obj.name) != obj.policy_mode:  # its pods' audit flags follow
+                self._txn.dirty |= self._local_by_ns.get(obj.name, set())
+            self._ns_modes[obj.name] = obj.policy_mode
         elif isinstance(obj, Pod):
             self._pod_changed(self._pods.get(obj.key), obj)
         elif isinstance(obj, NetworkPolicy):
@@ -211,7 +217,8 @@ class Compiler:
         self._txn = _Txn()
         if isinstance(old_obj, Namespace):
             self._txn.dirty |= self._peers.namespace_relabelled(old_obj.name)
-            self._txn.dirty |= self._local_by_ns.get(old_obj.name, set())
+            if self._ns_modes.pop(old_obj.name, None) is not None:
+                self._txn.dirty |= self._local_by_ns.get(old_obj.name, set())
         elif isinstance(old_obj, Pod):
             self._pod_changed(self._pods.get(old_obj.key, old_obj), None)
         elif isinstance(old_obj, NetworkPolicy):

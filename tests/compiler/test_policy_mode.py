@@ -65,3 +65,20 @@ def test_the_annotation_is_read_from_manifests_and_kept_by_the_agents_stripping(
         assert stripped["metadata"]["annotations"] == {POLICY_MODE_ANNOTATION: value}
         parsed = parse_object(stripped)
         assert isinstance(parsed, Namespace) and parsed.policy_mode == mode
+
+
+def test_a_namespace_relabel_that_keeps_its_mode_rewrites_nothing_for_it() -> None:
+    state = ClusterState()
+    for o in (ns("shop"), pod("shop", "web", ["10.0.0.1"]),
+              policy("shop", "deny", policyTypes=["Ingress"])):
+        state.upsert(o)
+    compiler = Compiler(state, None)
+    compiler.full()
+    relabelled = replace(state.namespace_identity("shop"), labels={"team": "a"})
+    state.upsert(relabelled)
+    assert not compiler.on_upsert(relabelled).endpoints
+    audited = replace(relabelled, policy_mode="audit")
+    state.upsert(audited)
+    assert compiler.on_upsert(audited).endpoints["shop/web"].audit
+    state.remove("Namespace", None, "shop")
+    assert not compiler.on_remove(audited).endpoints["shop/web"].audit
