@@ -26,6 +26,7 @@ from urllib.request import urlopen
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from bench.console_page import CHROMIUM, CHROMIUM_ARGS  # one launch, bench and tests
 from enforcer.analysis.explain import explain_text, verdict_for
 from enforcer.analysis.inputs import load_for_command, planned_state
 from enforcer.analysis.matrix import reachability
@@ -37,14 +38,6 @@ from tests.lab.outside import outside_host
 REPO = Path(__file__).resolve().parents[2]
 THREE_TIER = REPO / "examples" / "three-tier"
 STAGED = REPO / "examples" / "staged"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--no-first-run",
-]
 SHOTS = Path(os.environ.get("ENFORCER_SCREENSHOT_DIR") or REPO / "docs" / "console")
 OUTSIDE_PORT = 9443  # a server on a host outside the cluster (on the lab's fabric)
 WAIT_MS = 10_000  # how long the page may take to show what the API has
