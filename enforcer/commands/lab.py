@@ -40,6 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="SNAT pod traffic leaving the pod network to the node's address, as flannel does",
     )
+    up.add_argument(
+        "--proxy-mode",
+        choices=["iptables", "nftables"],
+        default="iptables",
+        help="kube-proxy's mode for the lab's Services (its rules in every node namespace)",
+    )
     up.set_defaults(func=run_up)
 
     ap = ls.add_parser("apply", help="create or replace objects, wait until enforced")
@@ -123,6 +129,7 @@ def run_up(args: argparse.Namespace) -> int:
             services=args.services,
             dns=args.dns,
             cni_masquerade=args.cni_masquerade,
+            proxy_mode=args.proxy_mode,
         )
     except lab.LabError as exc:
         return _fail(exc)
@@ -275,7 +282,8 @@ def run_status(args: argparse.Namespace) -> int:
     except lab.LabError as exc:
         return _fail(exc)
     out: dict[str, Any] = {"name": state.name, "topology": state.topology,
-                           "console": state.console_url, "nodes": {}}
+                           "proxy_mode": state.proxy_mode, "console": state.console_url,
+                           "nodes": {}}
     for node in state.node_nets():
         try:
             out["nodes"][node.name] = lab.node_status(state, node)
@@ -284,7 +292,8 @@ def run_status(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(out, indent=2))
         return 0
-    print(f"lab {state.name}: {state.topology}, {len(state.nodes)} node(s), {len(state.pods)} pods")
+    print(f"lab {state.name}: {state.topology}, kube-proxy {state.proxy_mode}, "
+          f"{len(state.nodes)} node(s), {len(state.pods)} pods")
     if state.console_url:
         print(f"console: {state.console_url}")
     for name, status in out["nodes"].items():

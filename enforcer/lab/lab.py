@@ -23,8 +23,8 @@ from typing import Any
 
 from enforcer.agentclient import AgentEndpoint
 from enforcer.digest import set_digest
-from enforcer.lab import kubeproxy
 from enforcer.lab import manifests as mf
+from enforcer.lab import proxymode
 from enforcer.lab import services as svcs
 from enforcer.lab import topology as topo
 from enforcer.lab.probe import ProbeEndpoint
@@ -62,6 +62,7 @@ class LabState:
     services: str = "none"  # "per-pod": a Service for every pod (see services.py)
     dns: bool = False  # a DNS pod and its kube-dns Service
     cni_masquerade: bool = False  # pod traffic leaving the pod network is SNATed (flannel)
+    proxy_mode: str = proxymode.DEFAULT  # kube-proxy's --proxy-mode: iptables or nftables
     agent_args: list[str] = field(default_factory=list)  # more flags for every node's agent
     # What the "API server" allocated, so a re-applied manifest keeps its addresses.
     cluster_ips: dict[str, list[str]] = field(default_factory=dict)  # service key -> IPs
@@ -138,11 +139,14 @@ def up(
     dns: bool = False,
     cni_masquerade: bool = False,
     agent_args: Sequence[str] = (),
+    proxy_mode: str = proxymode.DEFAULT,
 ) -> LabState:
     """agent_args: more flags for every node's agent (e.g. --authn k8s and its kubeconfig)."""
     _valid_name(name)
     if services not in ("none", "per-pod"):
         raise LabError(f"--services {services!r}: use none or per-pod")
+    if proxy_mode not in proxymode.MODES:
+        raise LabError(f"--proxy-mode {proxy_mode!r}: use {' or '.join(proxymode.MODES)}")
     if (LAB_ROOT / name / "state.json").exists():
         raise LabError(f"lab {name!r} exists already: `enforcer lab down --name {name}` first")
     objects, errors = mf.read_raw(paths)
@@ -164,6 +168,7 @@ def up(
         dns=dns,
         cni_masquerade=cni_masquerade,
         agent_args=list(agent_args),
+        proxy_mode=proxy_mode,
     )
     state.nodes = [
         asdict(topo.NodeNet(n, i, f"{NETNS_PREFIX}{name}-n{i}"))
@@ -622,10 +627,10 @@ def sync_services(state: LabState) -> None:
     for node in state.node_nets():
         for family in (4, 6) if state.ipv6 else (4,):
             cidr = topo.POD_V4 if family == 4 else topo.POD_V6
-            table = kubeproxy.nat_table(
-                cluster, family, cidr, node.name, nodes, state.cni_masquerade
-            )
-            kubeproxy.restore(node.netns, family, table)
+            proxymode.sync(
+                state.proxy_mode, node.netns, cluster, family, cidr, node.name, nodes,
+                state.cni_masquerade,
+            )  # fmt: skip
     if state.dns:
         from enforcer.lab import dns
 
