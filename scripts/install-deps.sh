@@ -5,9 +5,10 @@
 set -euo pipefail
 
 runtime=(python3 python3-venv python3-pip python3-bpfcc iproute2 kmod linux-headers-amd64 ca-certificates)
-# Tests and benchmarks: packet tools, the iptables baseline, a real Prometheus, linters, and
-# the browser the console's page is tested in (headless; Playwright drives it, never its own).
-testing=(iperf3 iptables ipset tcpdump iputils-ping prometheus shellcheck ruby chromium)
+# Tests and benchmarks: packet tools, the iptables baseline, nft for the lab's kube-proxy in
+# nftables mode, a real Prometheus, linters, and the browser the console's page is tested in
+# (headless; Playwright drives it, never its own).
+testing=(iperf3 iptables nftables ipset tcpdump iputils-ping prometheus shellcheck ruby chromium)
 
 want=("${runtime[@]}")
 if [ "${1:-}" != "--runtime-only" ]; then
