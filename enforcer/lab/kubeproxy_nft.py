@@ -133,9 +133,12 @@ class _Tx:
         tail = f' comment "{comment}"' if comment else ""
         self.add(f"rule {self.table} {chain} {rule}{tail}")
 
-    def element(self, container: str, key: str, value: str | None = None) -> None:
+    def element(
+        self, container: str, key: str, value: str | None = None, comment: str | None = None
+    ) -> None:
+        noted = f' comment "{comment}"' if comment else ""
         mapped = f" : {value}" if value else ""
-        self.add(f"element {self.table} {container} {{ {key}{mapped} }}")
+        self.add(f"element {self.table} {container} {{ {key}{noted}{mapped} }}")
 
 
 def ruleset(
@@ -241,6 +244,7 @@ def _service_port(
     uses_external = has_endpoints and (sp.node_port is not None or bool(external_ips))
     reject = "goto reject-chain"
     ext_verdict = reject if not has_endpoints else "drop"
+    name = svc.key + (f":{sp.name}" if sp.name else "")  # ServicePortName, for comments
 
     # Chains first (ensureChain), so that the elements and rules below can go to them.
     if has_endpoints:
@@ -256,17 +260,17 @@ def _service_port(
     if has_endpoints:
         tx.element("service-ips", f"{cluster_ip} . {proto} . {sp.port}", f"goto {cluster_chain}")
     else:
-        tx.element("no-endpoint-services", f"{cluster_ip} . {proto} . {sp.port}", reject)
+        tx.element("no-endpoint-services", f"{cluster_ip} . {proto} . {sp.port}", reject, name)
     for ip in external_ips:
         if has_endpoints:
             tx.element("service-ips", f"{ip} . {proto} . {sp.port}", f"goto {ext_chain}")
         if not has_external:
-            tx.element("no-endpoint-services", f"{ip} . {proto} . {sp.port}", ext_verdict)
+            tx.element("no-endpoint-services", f"{ip} . {proto} . {sp.port}", ext_verdict, name)
     if sp.node_port is not None:
         if has_endpoints:
             tx.element("service-nodeports", f"{proto} . {sp.node_port}", f"goto {ext_chain}")
         if not has_external:
-            tx.element("no-endpoint-nodeports", f"{proto} . {sp.node_port}", ext_verdict)
+            tx.element("no-endpoint-nodeports", f"{proto} . {sp.node_port}", ext_verdict, name)
     if not has_endpoints:
         return
 
