@@ -1,5 +1,6 @@
 """The agent's HTTP endpoints: /metrics, /healthz, /readyz, /status, /events (drop stream) and
-/flows (the flow store: a query, or with follow=1 a query then a live stream).
+/flows (the flow store: a query, or with follow=1 a query then a live stream; with cursor=1
+and after=EPOCH:SEQ a follower resumes where it left off: FlowStore.resume).
 
 On the network address every path is open except /status, /events and /flows, which show pods,
 policies and traffic: those need a token the Authorizer accepts (enforcer.agent.authn). On the
@@ -22,7 +23,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from enforcer.agent.authn import SUBRESOURCES, Authorizer
 
 if TYPE_CHECKING:
-    from enforcer.flows.store import FlowStore
+    from enforcer.flows.record import FlowRecord
+    from enforcer.flows.store import FlowStore, FlowSubscription, Resumed
 
 
 class EventHub:
@@ -188,27 +190,49 @@ def _make_handler(
                 # limit=0 or none: everything the store has
                 limit = int(params["limit"][-1]) if "limit" in params else None
                 limit = limit or None
+                epoch, after = _cursor(params.get("after", [""])[-1])
             except ValueError as exc:
                 self._send(400, f"{exc}\n".encode())
                 return
             follow = params.get("follow", ["0"])[-1] in ("1", "true")
+            if follow and params.get("cursor", ["0"])[-1] in ("1", "true"):
+                self._resume(store, store.resume(flt, epoch, after, since))
+                return
             # Following: the answer and the subscription at one instant, so every record is
             # sent once (a console adding up counts relies on it).
             if follow:
                 records, sub = store.query_and_subscribe(flt, since=since, limit=limit)
             else:
                 records, sub = store.query(flt, since=since, limit=limit), None
+            self._ndjson(store, [r.to_line() for r in records], sub, numbered=False)
+
+        def _resume(self, store: FlowStore, resumed: Resumed) -> None:
+            """The cursor protocol (the console's): a header line naming the mode and the
+            store's epoch, the answer, a line with the cursor it is complete up to, then live
+            records each with its cursor."""
+            head = json.dumps({"resume": resumed.mode, "epoch": resumed.epoch})
+            lines = [head, *(_numbered_line(n, r) for n, r in resumed.records),
+                     json.dumps({"cursor": resumed.cursor})]
+            self._ndjson(store, lines, resumed.subscription, numbered=True)
+
+        def _ndjson(self, store: FlowStore, lines: list[str], sub: FlowSubscription | None,
+                    numbered: bool) -> None:
             try:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-ndjson")
                 self.end_headers()
-                for record in records:
-                    self.wfile.write((record.to_line() + "\n").encode())
+                for line in lines:
+                    self.wfile.write((line + "\n").encode())
                 self.wfile.flush()
                 while sub is not None:
-                    record = sub.get(timeout=1.0)
+                    entry = sub.get_numbered(timeout=1.0)
                     # A bare newline: keepalive, also detects a gone client.
-                    line = "\n" if record is None else record.to_line() + "\n"
+                    if entry is None:
+                        line = "\n"
+                    else:
+                        seq, record = entry
+                        line = (_numbered_line(seq, record) if numbered else record.to_line())
+                        line += "\n"
                     self.wfile.write(line.encode())
                     self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
@@ -237,3 +261,20 @@ def _make_handler(
                 events.unsubscribe(q)
 
     return Handler
+
+
+def _cursor(value: str) -> tuple[str | None, int]:
+    """`after=EPOCH:SEQ` (what the cursor protocol's lines carry); empty: none."""
+    if not value:
+        return None, 0
+    epoch, sep, seq = value.rpartition(":")
+    if not sep or not epoch or not seq.isdigit():
+        raise ValueError(f"after: expected EPOCH:SEQ, got {value!r}")
+    return epoch, int(seq)
+
+
+def _numbered_line(seq: int, record: FlowRecord) -> str:
+    """A record's JSON line with its number in the store (0: part of a snapshot)."""
+    doc = record.to_json()
+    doc["cursor"] = seq
+    return json.dumps(doc, sort_keys=True)

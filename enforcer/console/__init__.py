@@ -19,9 +19,11 @@ JSON API (every answer is JSON; a bad parameter is 400 `{"error": message}`):
   `data: RECORD\\n\\n` for every new record that matches (with `why`), and `: keepalive\\n\\n`
   after 15 s without one.
 - `GET /api/nodes` -> `{"nodes": [{"name", "reachable", "error", "last_record", "ready",
-  "endpoints"}]}`: reachable (bool) as of the last contact with its agent and the error that
-  broke it (or null), the newest record merged from it (RFC 3339 or null), and from its
-  agent's last /status: ready (bool or null) and the number of endpoints (or null).
+  "endpoints", "inexact_resumes", "lost"}]}`: reachable (bool) as of the last contact with its
+  agent and the error that broke it (or null), the newest record merged from it (RFC 3339 or
+  null), from its agent's last /status: ready (bool or null) and the number of endpoints (or
+  null); the reconnects its agent's replay ring no longer covered (counts may be merged twice)
+  and the records its agent numbered but never sent (see `collector`).
 - `GET /api/graph?namespace=NS&since=UNIX` (namespace repeatable) -> `{"nodes": [{"id",
   "label", "namespace", "kind": "workload"|"external"}], "edges": [{"source", "target", "port",
   "protocol", "verdict", "count", "policies"}]}`: a node per workload (id `namespace/name`) or

@@ -1,14 +1,21 @@
 """Agents in: every node agent's flows merged into one store, and each node's health.
 
 One thread re-lists the agents (they come and go: rolling updates, node loss); each node then
-has a thread following its `/flows?follow=1` and one polling its `/status`. A broken stream
-marks the node unreachable and reconnects with backoff, asking only for what is newer than
-the newest record merged from that node (`since`): the agent answers with its aggregates
-seen at or after that moment, and those not newer (or, at that very moment, already merged)
-are skipped, so a reconnect merges nothing twice.
+has a thread following its `/flows?follow=1&cursor=1` and one polling its `/status`. A broken
+stream marks the node unreachable and reconnects with backoff, resuming from its cursor (the
+agent store's epoch and the number of the last record merged; `FlowStore.resume`):
 
-Known limit: an aggregate the agent kept extending across the disconnect comes back with its
-whole count, part of which was merged before (the agent's API has no per-record cursor).
+- the agent still holds everything after it: exactly those records come back ("replay"), so
+  nothing is merged twice or lost, even of an aggregate the agent kept extending meanwhile;
+- the agent restarted (another epoch): its store is new, all of it is merged ("snapshot");
+- the disconnect outlasted the agent's replay ring: its aggregates seen at or after the newest
+  record merged come back ("since"), those not newer (or, at that very moment, already merged)
+  are skipped; an aggregate extended across the disconnect comes back with its whole count,
+  part of which was merged before. Counted in the node's `inexact_resumes`.
+
+A snapshot is merged only once its end arrives, so a stream broken in the middle of one merges
+none of it. Gaps in the numbers (a live record the agent's queue for us lost) are counted in
+`lost`.
 
 Nothing here outlives a restart: the store is rebuilt from the agents' own stores.
 """
@@ -53,6 +60,8 @@ class NodeHealth:
     error: str | None
     last_record: float | None  # unix seconds of the newest record merged from it
     status: dict[str, Any] | None  # its agent's last /status answer
+    inexact_resumes: int = 0  # reconnects the agent's replay ring no longer covered
+    lost: int = 0  # records the agent numbered but never sent us (its queue for us was full)
 
 
 class _Node:
@@ -74,6 +83,11 @@ class _Node:
         self.newest: float | None = None
         self.keys_at_newest: set[Key] = set()
         self.bad_records = 0
+        # The agent store's epoch and the number of the last of its records merged.
+        self.epoch: str | None = None
+        self.cursor = 0
+        self.inexact_resumes = 0
+        self.lost = 0
 
     def start(self) -> None:
         for target, kind in ((self._follow, "flows"), (self._poll_status, "status")):
@@ -83,7 +97,8 @@ class _Node:
 
     def health(self) -> NodeHealth:
         with self.lock:
-            return NodeHealth(self.name, self.reachable, self.error, self.newest, self.status)
+            return NodeHealth(self.name, self.reachable, self.error, self.newest, self.status,
+                              self.inexact_resumes, self.lost)
 
     def _mark(self, reachable: bool, error: str | None) -> None:
         with self.lock:
@@ -91,8 +106,10 @@ class _Node:
 
     def _path(self) -> str:
         with self.lock:
-            since = self.newest
-        path = "/flows?follow=1&limit=0"
+            since, epoch, cursor = self.newest, self.epoch, self.cursor
+        path = "/flows?follow=1&limit=0&cursor=1"
+        if epoch is not None:
+            path += f"&after={epoch}:{cursor}"
         return path if since is None else f"{path}&since={since!r}"
 
     def _follow(self) -> None:
@@ -102,10 +119,8 @@ class _Node:
             with self.lock:
                 threshold, known = self.newest, set(self.keys_at_newest)
             try:
-                for doc in self.agent.stream(self._path(), timeout=self.collector.read_timeout):
-                    if self.stop.is_set():
-                        return
-                    self._merge(doc, threshold, known)
+                self._read(self.agent.stream(self._path(), timeout=self.collector.read_timeout),
+                           threshold, known)
                 error = "the agent closed its flow stream"
             except (OSError, RuntimeError, ValueError) as exc:  # ValueError: a bad JSON line
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -122,6 +137,58 @@ class _Node:
             self.wake.clear()
             self.wake.wait(delay)
             delay = min(delay * 2, self.collector.backoff_max)
+
+    def _read(self, docs: Iterator[dict[str, Any]], threshold: float | None,
+              known: set[Key]) -> None:
+        """One connection's stream: the cursor protocol's header, answer and cursor line,
+        then live records; an agent without the protocol (no header) streams records only."""
+        mode: str | None = None
+        pending: list[dict[str, Any]] = []  # a snapshot's records, merged once it is whole
+        for doc in docs:
+            if self.stop.is_set():
+                return
+            if mode is None:
+                mode = self._begin(doc)
+                if mode == "legacy":
+                    self._merge(doc, threshold, known)
+            elif mode == "legacy":
+                self._merge(doc, threshold, known)
+            elif "cursor" in doc and len(doc) == 1:  # the answer is complete
+                for record in pending:
+                    self._merge(record, threshold if mode == "since" else None, known)
+                pending = []
+                self._advance(int(doc["cursor"]))
+                mode = "live"
+            elif mode in ("snapshot", "since"):
+                pending.append(doc)
+            else:  # replay or live: numbered records, merged as they come
+                self._merge(doc, None, known)
+                self._advance(int(doc.get("cursor", 0)))
+
+    def _begin(self, doc: dict[str, Any]) -> str:
+        """The stream's mode from its first line."""
+        mode = doc.get("resume")
+        if mode not in ("replay", "snapshot", "since"):
+            return "legacy"
+        with self.lock:
+            if doc.get("epoch") != self.epoch:
+                if self.epoch is not None:
+                    self.collector.log.info("agent's flow store started over", node=self.name)
+                self.epoch, self.cursor = str(doc.get("epoch")), 0
+            if mode == "since":
+                self.inexact_resumes += 1
+            self.reachable, self.error = True, None
+        if mode == "since":
+            self.collector.log.warning(
+                "resumed past the agent's replay ring: aggregates extended during the "
+                "disconnect may be counted twice", node=self.name)
+        return str(mode)
+
+    def _advance(self, cursor: int) -> None:
+        with self.lock:
+            if cursor > self.cursor + 1 and self.cursor:
+                self.lost += cursor - self.cursor - 1
+            self.cursor = max(self.cursor, cursor)
 
     def _merge(self, doc: dict[str, Any], threshold: float | None, known: set[Key]) -> None:
         try:

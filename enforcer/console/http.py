@@ -72,6 +72,8 @@ def node_json(node: NodeHealth) -> dict[str, Any]:
         "last_record": rfc3339(node.last_record) if node.last_record is not None else None,
         "ready": bool(ready) if ready is not None else None,
         "endpoints": len(endpoints) if isinstance(endpoints, list) else None,
+        "inexact_resumes": node.inexact_resumes,
+        "lost": node.lost,
     }
 
 

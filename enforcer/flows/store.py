@@ -16,17 +16,26 @@ Thread-safe: the agent's event thread adds while HTTP threads query and stream. 
 the ring and is held only for dictionary work: no I/O, no sorting, no merging under it.
 Subscribers get every added record on their own bounded queue; a full queue loses the record
 (counted), so a slow reader never holds up `add`.
+
+Resuming a follower (Hubble's ring, for the console): every record added gets a sequence number,
+and the newest `replay_records` of them are kept as added, within an eighth of the cap. A
+follower that lost its connection names the store's epoch (random per store: a restarted
+agent's store is another one) and the last number it merged; if the ring still holds
+everything after it, it gets exactly those records, so an aggregate extended across the
+disconnect is counted once (see `resume`).
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import secrets
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from enforcer.flows.filters import FlowFilter
 from enforcer.flows.record import FlowRecord, StagedVerdict
@@ -43,6 +52,11 @@ AGGREGATE_BYTES = 1200
 ITEM_BYTES = 160
 # One bucket: its dict, its entry in the ring and the sorted list of bucket numbers.
 BUCKET_BYTES = 400
+# Records kept as added for resuming followers: at the agent's default event budget (1,000
+# a second) 8 s of a node's busiest traffic, minutes of a usual one. They take at most an
+# eighth of the store's memory cap (the aggregates the rest).
+REPLAY_RECORDS = 8192
+REPLAY_SHARE = 8
 
 Key = tuple[str, str, int, str, str, str, tuple[str, ...], str, StagedVerdict | None]
 # count, first_seen, last_seen, latest record. A tuple, replaced on update: a query copies
@@ -100,11 +114,12 @@ class FlowSubscription:
         self.filter = flt
         self.lost = 0
         self.closed = False
-        self._items: deque[FlowRecord] = deque()
+        self._items: deque[tuple[int, FlowRecord]] = deque()
         self._ready = threading.Condition(threading.Lock())
 
-    def offer(self, record: FlowRecord) -> bool:
-        """Never blocks (beyond a reader's brief hold of the queue)."""
+    def offer(self, record: FlowRecord, seq: int = 0) -> bool:
+        """Never blocks (beyond a reader's brief hold of the queue). `seq`: the record's
+        number in its store."""
         if self.filter is not None and not self.filter.matches(record):
             return True
         with self._ready:
@@ -113,12 +128,17 @@ class FlowSubscription:
             if len(self._items) >= self.maxsize:
                 self.lost += 1
                 return False
-            self._items.append(record)
+            self._items.append((seq, record))
             self._ready.notify()
             return True
 
     def get(self, timeout: float | None = None) -> FlowRecord | None:
         """The next record; None after `timeout` seconds or once closed and drained."""
+        entry = self.get_numbered(timeout)
+        return entry[1] if entry is not None else None
+
+    def get_numbered(self, timeout: float | None = None) -> tuple[int, FlowRecord] | None:
+        """The next record with its sequence number in the store."""
         with self._ready:
             if not self._ready.wait_for(lambda: self._items or self.closed, timeout):
                 return None
@@ -127,7 +147,7 @@ class FlowSubscription:
     def drain(self) -> list[FlowRecord]:
         """Every record waiting, without waiting."""
         with self._ready:
-            items = list(self._items)
+            items = [record for _, record in self._items]
             self._items.clear()
             return items
 
@@ -136,6 +156,28 @@ class FlowSubscription:
         with self._ready:
             self.closed = True
             self._ready.notify_all()
+
+
+ResumeMode = Literal["replay", "snapshot", "since"]
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What `FlowStore.resume` answers.
+
+    mode "replay": `records` are exactly the records added after the follower's cursor, each
+    with its number. "snapshot": the follower's cursor is from another store (or it had
+    none): `records` are the store's merged aggregates, all new to it (number 0). "since": the
+    cursor is older than the ring: the aggregates seen at or after `since` (the follower
+    skips those it merged; an aggregate extended meanwhile comes back whole). Then
+    `subscription` carries what is added next; `cursor` is the number the answer is complete
+    up to."""
+
+    mode: ResumeMode
+    epoch: str
+    cursor: int
+    records: list[tuple[int, FlowRecord]]
+    subscription: FlowSubscription
 
 
 class _Bucket:
@@ -153,9 +195,17 @@ class FlowStore:
         bucket_seconds: float = 15.0,
         buckets: int = 240,
         clock: Callable[[], float] = time.time,
+        replay_records: int = REPLAY_RECORDS,
+        replay_bytes: int | None = None,
     ) -> None:
-        if max_bytes < 1 or bucket_seconds <= 0 or buckets < 1:
+        """replay_bytes: the replay ring's part of `max_bytes` (None: an eighth; 0: no ring,
+        so a follower resumes by time)."""
+        if replay_bytes is None:
+            replay_bytes = max_bytes // REPLAY_SHARE
+        if max_bytes < 1 or bucket_seconds <= 0 or buckets < 1 or replay_records < 0:
             raise ValueError("max_bytes, bucket_seconds and buckets must be positive")
+        if not 0 <= replay_bytes < max_bytes:
+            raise ValueError(f"replay_bytes must be 0 to max_bytes-1, got {replay_bytes}")
         self.max_bytes = max_bytes
         self.bucket_seconds = bucket_seconds
         self.buckets = buckets
@@ -170,6 +220,13 @@ class FlowStore:
         # Replaced, never mutated: add() reads it without the lock.
         self._subscribers: tuple[FlowSubscription, ...] = ()
         self._lost_by_gone = 0  # losses of subscriptions already unsubscribed
+        self.epoch = secrets.token_hex(8)
+        self._seq = 0  # the number of the newest record added
+        self._replay: deque[tuple[int, FlowRecord, int]] = deque()  # number, record, bytes
+        self._replay_max = replay_records
+        self._replay_budget = replay_bytes
+        self._replay_bytes = 0
+        self._aggregates_max = max_bytes - self._replay_budget
 
     def _number(self, ts: float) -> int:
         return math.floor(ts / self.bucket_seconds)
@@ -186,11 +243,23 @@ class FlowStore:
                 self._evicted_records += 1
             else:
                 self._put(number, key, record)
+            seq = self._remember(record)
             # Read with the insert: a query_and_subscribe sees this record in its snapshot or
             # on its queue, never both, never neither.
             subscribers = self._subscribers
         for sub in subscribers:
-            sub.offer(record)
+            sub.offer(record, seq)
+
+    def _remember(self, record: FlowRecord) -> int:
+        """Numbers `record` and keeps it in the replay ring (under the lock)."""
+        self._seq += 1
+        cost = estimated_bytes(record)
+        self._replay.append((self._seq, record, cost))
+        self._replay_bytes += cost
+        while self._replay and (len(self._replay) > self._replay_max
+                                or self._replay_bytes > self._replay_budget):
+            self._replay_bytes -= self._replay.popleft()[2]
+        return self._seq
 
     def _put(self, number: int, key: Key, record: FlowRecord) -> None:
         bucket = self._ring.get(number)
@@ -226,9 +295,10 @@ class FlowStore:
 
     def _make_room(self, number: int, grow: int) -> bool:
         """Evicts buckets older than `number`, oldest first, until `grow` more bytes fit."""
-        while self._bytes + grow > self.max_bytes and self._order and self._order[0] < number:
+        while (self._bytes + grow > self._aggregates_max and self._order
+               and self._order[0] < number):
             self._drop_oldest()
-        return self._bytes + grow <= self.max_bytes
+        return self._bytes + grow <= self._aggregates_max
 
     def _expire(self, now: int) -> None:
         while self._order and self._order[0] <= now - self.buckets:
@@ -272,6 +342,35 @@ class FlowStore:
             snapshot = self._snapshot()
             self._subscribers = (*self._subscribers, sub)
         return self._merged(snapshot, flt, since, None, limit), sub
+
+    def resume(
+        self,
+        flt: FlowFilter | None = None,
+        epoch: str | None = None,
+        after: int = 0,
+        since: float | None = None,
+        maxsize: int = 10000,
+    ) -> Resumed:
+        """A follower's answer and subscription at one instant, from its cursor (`epoch`,
+        `after`: the last number it merged) if the ring still reaches back to it."""
+        sub = FlowSubscription(maxsize, flt)
+        with self._lock:
+            oldest = self._replay[0][0] if self._replay else self._seq + 1
+            if epoch == self.epoch and oldest - 1 <= after <= self._seq:
+                mode: ResumeMode = "replay"
+                numbered = [(n, r) for n, r, _ in self._replay if n > after]
+            else:
+                mode = "since" if epoch == self.epoch else "snapshot"
+                snapshot = self._snapshot()
+            cursor = self._seq
+            self._subscribers = (*self._subscribers, sub)
+        if mode == "replay":
+            if flt is not None:
+                numbered = [(n, r) for n, r in numbered if flt.matches(r)]
+        else:
+            merged = self._merged(snapshot, flt, since if mode == "since" else None, None, None)
+            numbered = [(0, r) for r in merged]
+        return Resumed(mode, self.epoch, cursor, numbered, sub)
 
     def _snapshot(self) -> list[list[tuple[Key, Aggregate]]]:
         """The buckets' aggregates (call under the lock; merged outside it)."""
@@ -328,7 +427,7 @@ class FlowStore:
             lost = self._lost_by_gone + sum(s.lost for s in self._subscribers)
             return StoreStats(
                 records=self._records,
-                bytes=self._bytes,
+                bytes=self._bytes + self._replay_bytes,
                 evicted_records=self._evicted_records,
                 evicted_buckets=self._evicted_buckets,
                 lost_to_subscribers=lost,

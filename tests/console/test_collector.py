@@ -31,7 +31,7 @@ def _counts(store: FlowStore) -> dict[tuple[str, str, int], int]:
     return {(r.source, r.destination, r.port): r.count for r in store.query()}
 
 
-def test_a_reconnect_asks_only_for_newer_records_and_merges_nothing_twice() -> None:
+def test_an_agent_without_cursors_is_asked_only_for_newer_records_on_a_reconnect() -> None:
     agent = FakeAgent("node1")
     agent.held = [record(port=1, at=T0), record(port=2, at=T0 + 1)]
     store = _store()
@@ -44,8 +44,8 @@ def test_a_reconnect_asks_only_for_newer_records_and_merges_nothing_twice() -> N
         agent.live.put(ConnectionResetError(104, "Connection reset by peer"))
         agent.held.append(record(port=4, at=T0 + 2))
         _eventually(lambda: len(agent.paths) >= 2)
-        assert agent.paths[0] == "/flows?follow=1&limit=0"
-        assert agent.paths[1] == f"/flows?follow=1&limit=0&since={T0 + 2!r}"
+        assert agent.paths[0] == "/flows?follow=1&limit=0&cursor=1"
+        assert agent.paths[1] == f"/flows?follow=1&limit=0&cursor=1&since={T0 + 2!r}"
         agent.live.put(record(port=5, at=T0 + 3))
         _eventually(lambda: len(store.query()) == 5)
         agent.live.put(END)  # the agent closes (a restart): it answers its whole store again

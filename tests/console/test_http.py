@@ -103,9 +103,11 @@ def test_the_stream_sends_matching_records_as_events_and_keepalives(
 def test_nodes(console: tuple[str, FlowStore]) -> None:
     assert _get(f"{console[0]}/api/nodes") == (200, {"nodes": [
         {"name": "node1", "reachable": True, "error": None,
-         "last_record": "2023-11-14T22:13:22.000Z", "ready": True, "endpoints": 3},
+         "last_record": "2023-11-14T22:13:22.000Z", "ready": True, "endpoints": 3,
+         "inexact_resumes": 0, "lost": 0},
         {"name": "node2", "reachable": False, "error": "ConnectionRefusedError: refused",
-         "last_record": None, "ready": None, "endpoints": None},
+         "last_record": None, "ready": None, "endpoints": None, "inexact_resumes": 0,
+         "lost": 0},
     ]})  # fmt: skip
 
 

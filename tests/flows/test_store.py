@@ -181,7 +181,8 @@ def test_over_the_cap_the_oldest_bucket_goes_whole_and_is_counted() -> None:
     cost = estimated_bytes(flow(T0))
     # Room for the buckets' own bytes and five aggregates, not six.
     store = FlowStore(max_bytes=5 * cost + 3 * BUCKET_BYTES + 10, bucket_seconds=10,
-                      clock=Clock(T0 + 100))
+                      clock=Clock(T0 + 100), replay_bytes=0)  # the cap all the aggregates'
+
     for port in (1, 2):
         store.add(flow(T0, port=port))
     for port in (3, 4):
@@ -197,7 +198,8 @@ def test_over_the_cap_the_oldest_bucket_goes_whole_and_is_counted() -> None:
 
 def test_a_full_current_bucket_refuses_new_keys_but_still_counts_known_ones() -> None:
     cost = estimated_bytes(flow(T0))
-    store = FlowStore(max_bytes=2 * cost + BUCKET_BYTES + 10, clock=Clock(T0 + 1))
+    store = FlowStore(max_bytes=2 * cost + BUCKET_BYTES + 10, clock=Clock(T0 + 1),
+                      replay_bytes=0)
     for port in (1, 2, 3, 4):
         store.add(flow(T0, port=port))
     store.add(flow(T0 + 0.5, port=1))
@@ -209,7 +211,7 @@ def test_a_full_current_bucket_refuses_new_keys_but_still_counts_known_ones() ->
 def test_a_late_record_never_evicts_newer_buckets() -> None:
     cost = estimated_bytes(flow(T0))
     store = FlowStore(max_bytes=2 * cost + 2 * BUCKET_BYTES + 10, bucket_seconds=10,
-                      clock=Clock(T0 + 100))
+                      clock=Clock(T0 + 100), replay_bytes=0)
     store.add(flow(T0 + 50, port=1))
     store.add(flow(T0 + 60, port=2))
     store.add(flow(T0 + 10, port=3))  # older than everything held: refused
@@ -414,3 +416,50 @@ def test_a_follower_sees_every_record_exactly_once_across_its_query_and_its_queu
         queued = sub.drain()  # type: ignore[attr-defined]
         assert counted + len(queued) == threads * per_thread
         store.unsubscribe(sub)  # type: ignore[arg-type]
+
+
+# Resuming a follower
+
+
+def test_a_follower_resumes_with_exactly_the_records_after_its_cursor() -> None:
+    store = FlowStore(clock=Clock(T0 + 100), replay_records=5)
+    first = store.resume()
+    assert (first.mode, first.cursor, first.records) == ("snapshot", 0, [])
+    for port in (1, 1, 2):
+        store.add(flow(T0, port=port))
+    seen = [first.subscription.get_numbered(0) for _ in range(3)]
+    assert [n for n, _ in seen] == [1, 2, 3]  # type: ignore[misc]
+    store.add(flow(T0 + 1, port=1))  # the aggregate extended while the follower was away
+    store.add(flow(T0 + 1, port=3))
+    again = store.resume(epoch=store.epoch, after=3)
+    assert again.mode == "replay" and again.cursor == 5
+    assert [(n, r.port, r.count) for n, r in again.records] == [(4, 1, 1), (5, 3, 1)]
+    # What comes next is on the new subscription, numbered on.
+    store.add(flow(T0 + 2, port=4))
+    assert again.subscription.get_numbered(0) == (6, flow(T0 + 2, port=4))
+
+
+def test_a_cursor_of_another_store_gets_the_whole_store_and_one_past_the_ring_gets_since() -> (
+    None
+):
+    store = FlowStore(clock=Clock(T0 + 100), replay_records=2)
+    for port in (1, 2, 3):
+        store.add(flow(T0 + port, port=port))
+    other = store.resume(epoch="another-agent", after=3)
+    assert other.mode == "snapshot" and other.cursor == 3
+    assert sorted(r.port for _, r in other.records) == [1, 2, 3]
+    old = store.resume(epoch=store.epoch, after=0, since=T0 + 2)  # the ring holds 2 and 3
+    assert old.mode == "since"
+    assert sorted(r.port for _, r in old.records) == [2, 3]
+    assert store.resume(epoch=store.epoch, after=1).mode == "replay"
+    assert store.resume(epoch=store.epoch, after=9).mode == "since"  # not a cursor of ours
+
+
+def test_the_replay_ring_stays_within_its_share_of_the_cap() -> None:
+    cost = estimated_bytes(flow(T0))
+    store = FlowStore(max_bytes=80 * cost, clock=Clock(T0 + 1), replay_bytes=10 * cost)
+    for _ in range(50):
+        store.add(flow(T0, port=1))  # one aggregate, 50 records
+    assert store.stats().bytes <= cost + BUCKET_BYTES + 10 * cost
+    assert store.resume(epoch=store.epoch, after=40).mode == "replay"
+    assert store.resume(epoch=store.epoch, after=39).mode == "since"
