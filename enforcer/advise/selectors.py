@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from enforcer.model.cluster import ClusterState
-from enforcer.model.objects import LabelSelector, NetworkPolicy, Pod
+from enforcer.model.objects import SERVICE_ACCOUNT_LABEL, LabelSelector, NetworkPolicy, Pod
 
 UNSTABLE_LABEL_KEYS = frozenset({
     "pod-template-hash",
@@ -20,6 +20,10 @@ UNSTABLE_LABEL_KEYS = frozenset({
     "statefulset.kubernetes.io/pod-name",
     "apps.kubernetes.io/pod-index",
     "kubernetes.io/hostname",
+    # The model's own label, set from spec.serviceAccountName on every pod: selecting by it is
+    # the author's choice. Advice stays a NetworkPolicy any enforcer reads the same way (on
+    # another, no pod carries this label and the policy would select nothing).
+    SERVICE_ACCOUNT_LABEL,
 })
 # Where a pod was scheduled is not who it is.
 UNSTABLE_LABEL_PREFIXES = ("topology.kubernetes.io/", "failure-domain.beta.kubernetes.io/")

@@ -29,6 +29,12 @@ STAGED_POLICY_API = f"{ENFORCER_API_GROUP}/v1alpha1"
 # denies passes and is reported as audit. Any other value enforces (fail closed).
 POLICY_MODE_ANNOTATION = f"policy.{ENFORCER_API_GROUP}/mode"
 POLICY_MODES = ("enforce", "audit")
+# A pod's service account as a label every selector can match: the model sets it from
+# spec.serviceAccountName (`default` when absent, as the API server's admission does) and
+# overwrites a label of that key written on the pod, so no pod can claim another's account.
+# On a Namespace it is an ordinary label.
+SERVICE_ACCOUNT_LABEL = f"policy.{ENFORCER_API_GROUP}/serviceaccount"
+DEFAULT_SERVICE_ACCOUNT = "default"
 
 KIND_NAMESPACE = "Namespace"
 KIND_POD = "Pod"

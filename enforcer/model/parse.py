@@ -13,6 +13,7 @@ from ipaddress import ip_address, ip_network
 from typing import Any, NoReturn
 
 from enforcer.model.objects import (
+    DEFAULT_SERVICE_ACCOUNT,
     EGRESS,
     INGRESS,
     KIND_NAMESPACE,
@@ -23,6 +24,7 @@ from enforcer.model.objects import (
     POLICY_MODE_ANNOTATION,
     POLICY_MODES,
     PROTOCOLS,
+    SERVICE_ACCOUNT_LABEL,
     STAGED_POLICY_API,
     ContainerPort,
     IPAddress,
@@ -306,6 +308,8 @@ def _parse_pod(ctx: _Ctx, obj: Mapping[str, Any]) -> Pod:
         if ip not in ips:
             ips.append(ip)
     node = spec.get("nodeName")
+    # Set last: a label the pod's author wrote under this key is overwritten.
+    labels[SERVICE_ACCOUNT_LABEL] = _service_account(ctx, spec)
     return Pod(
         owner=_controller(ctx, obj),
         policy_mode=_policy_mode(obj),
@@ -319,6 +323,21 @@ def _parse_pod(ctx: _Ctx, obj: Mapping[str, Any]) -> Pod:
         phase=str(status.get("phase") or "Pending"),
         ports=tuple(ports),
     )
+
+
+def _service_account(ctx: _Ctx, spec: Mapping[str, Any]) -> str:
+    """spec.serviceAccountName, else the deprecated spec.serviceAccount, else `default`: what
+    the API server stores (its conversion and the ServiceAccount admission plugin)."""
+    for field in ("serviceAccountName", "serviceAccount"):
+        raw = spec.get(field)
+        if raw is None or raw == "":
+            continue
+        name = ctx.string(raw, f"spec.{field}")
+        if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+            ctx.fail(f"spec.{field}", f"invalid service account name {name!r}: "
+                     "must be a lowercase DNS subdomain")
+        return name
+    return DEFAULT_SERVICE_ACCOUNT
 
 
 def _policy_mode(obj: Mapping[str, Any]) -> str | None:

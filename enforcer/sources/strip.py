@@ -57,7 +57,8 @@ def _containers(spec: Mapping[str, Any], key: str) -> list[dict[str, Any]] | Non
 
 def _pod(obj: Mapping[str, Any]) -> dict[str, Any]:
     spec_in = obj.get("spec") if isinstance(obj.get("spec"), Mapping) else {}
-    spec = _pick(spec_in, ("nodeName", "hostNetwork"))
+    # The service account: selectors match it (enforcer.model.objects.SERVICE_ACCOUNT_LABEL).
+    spec = _pick(spec_in, ("nodeName", "hostNetwork", "serviceAccountName", "serviceAccount"))
     for key in ("initContainers", "containers"):
         kept = _containers(spec_in, key)
         if kept:

@@ -83,6 +83,17 @@ def test_host_network_and_terminal_phase_survive() -> None:
     assert parse_object(strip_object("Pod", pod)) == parse_object(pod)
 
 
+def test_the_service_account_survives() -> None:
+    """Selectors match it (SERVICE_ACCOUNT_LABEL): a stripped pod must not become `default`."""
+    for spec in ({"serviceAccountName": "billing"}, {"serviceAccount": "billing"}):
+        pod = full_pod()
+        pod["spec"].update(spec, automountServiceAccountToken=False)
+        model = parse_object(strip_object("Pod", pod))
+        assert model == parse_object(pod)
+        assert model is not None
+        assert model.labels["policy.enforcer.dev/serviceaccount"] == "billing"
+
+
 def test_stripped_policy_and_namespace_parse_the_same() -> None:
     pol = {
         "apiVersion": "networking.k8s.io/v1",
