@@ -2,7 +2,9 @@
 (TokenReview, SubjectAccessReview, spoken by tests/fakeapi in the node's namespace). A pod
 reaches the agent's address but reads nothing of /status, /events or /flows without a token, with
 a forged one or with a foreign one; the console's token reads them; metrics and health stay open;
-`enforcer status` and `lab flows` on the node use the socket."""
+`enforcer status` and `lab flows` on the node use the socket. And the console run as in a
+cluster: in a pod, it finds the agent as the DaemonSet's pod through the API server and reads
+its status and flows with its own service-account token."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import json
 import secrets
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,9 @@ from typing import Any
 import pytest
 
 from enforcer.agentclient import AgentEndpoint
+from enforcer.console.agents import DEFAULT_NAMESPACE
 from enforcer.lab import lab
+from enforcer.lab.probe import probe_pair
 from enforcer.netnsutil import run_in_netns
 from enforcer.topology import GATEWAY4
 from tests.fakeapi.server import FakeKubeAPI
@@ -36,7 +42,7 @@ def test_a_pod_cannot_read_the_agent_and_the_console_can(
 ) -> None:
     state = lab_factory([write_manifests(upstream.cluster())], topology="routed", nodes=1)
     node = state.node_nets()[0]
-    api = FakeKubeAPI()
+    api = FakeKubeAPI(host="0.0.0.0")  # the node's agent and a pod's console both reach it
     api.tokens = {"console-token": CONSOLE, "foreign-token": FOREIGN}
     api.grants = {(CONSOLE, "enforcer.dev", "agents", sub, "get")
                   for sub in ("status", "events", "flows")}
@@ -68,6 +74,8 @@ def test_a_pod_cannot_read_the_agent_and_the_console_can(
         assert read("/flows?limit=1", "console-token")[0] == 200
         for path in ("/metrics", "/healthz"):  # Prometheus and kubelet need them
             assert read(path, None)[0] == 200, path
+
+        _console_finds_the_agent_through_the_api(state, api, pod.netns, tmp_path)
     finally:
         run_in_netns(node.netns, api.stop)
 
@@ -82,3 +90,66 @@ def test_a_pod_cannot_read_the_agent_and_the_console_can(
         [sys.executable, "-m", "enforcer.cli", "lab", "flows", "--name", state.name, "-o",
          "json", "--last", "5"], capture_output=True, text=True, timeout=30, check=True)
     assert all(json.loads(line)["node"] == node.name for line in flows.stdout.splitlines())
+
+
+def _kubeconfig(path: Path, server: str, token: str | None) -> str:
+    user = {"token": token} if token else {}
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": server}}],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c"}))
+    return str(path)
+
+
+def _console_finds_the_agent_through_the_api(
+    state: lab.LabState, api: FakeKubeAPI, netns: str, tmp_path: Path
+) -> None:
+    """`enforcer console --agents k8s` in a pod: the agent's DaemonSet pod (host network: its
+    address is the node's) listed from the API, its flows read with the console's token."""
+    node = state.node_nets()[0]
+    api.apply({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"namespace": DEFAULT_NAMESPACE, "name": "enforcer-agent-x1",
+                     "labels": {"app.kubernetes.io/name": "enforcer",
+                                "app.kubernetes.io/component": "agent"},
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"nodeName": node.name, "hostNetwork": True,
+                 "containers": [{"name": "agent", "image": "enforcer"}]},
+        "status": {"phase": "Running", "podIP": str(GATEWAY4)},
+    })  # fmt: skip
+    ends = {e.key: e for e in lab.probe_endpoints(state)}
+    kubeconfig = _kubeconfig(tmp_path / "console-kubeconfig",
+                             f"http://{GATEWAY4}:{api.port}", "console-token")
+    console = subprocess.Popen(
+        ["ip", "netns", "exec", netns, sys.executable, "-m", "enforcer.cli", "console",
+         "--agents", "k8s", "--kubeconfig", kubeconfig, "--listen", "127.0.0.1:9840"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def get(path: str) -> Any:
+            def fetch() -> Any:
+                with urllib.request.urlopen(f"http://127.0.0.1:9840{path}", timeout=3) as r:
+                    return json.loads(r.read())
+            return run_in_netns(netns, fetch)
+
+        probe_pair(ends["x/a"], ends["x/b"], 80, "TCP", 0.5)
+        deadline = time.monotonic() + 20
+        nodes: list[dict[str, Any]] = []
+        flows: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            assert console.poll() is None, console.communicate()[1]
+            try:
+                nodes = get("/api/nodes")["nodes"]
+                flows = get("/api/flows?from=x/a&to=x/b&port=80&limit=0")["flows"]
+            except OSError:  # not listening yet
+                pass
+            if nodes and nodes[0]["reachable"] and nodes[0]["ready"] and flows:
+                break
+            time.sleep(0.2)
+        assert [(n["name"], n["reachable"], n["ready"]) for n in nodes] == [
+            (node.name, True, True)], nodes
+        assert flows and {f["node"] for f in flows} == {node.name}, flows
+    finally:
+        console.terminate()
+        console.wait(timeout=10)
