@@ -119,10 +119,10 @@ def delete_netns(names: Iterable[str]) -> None:
 def free_pod_addresses(
     subnet4: IPv4Network, subnet6: IPv6Network, used: Collection[IPAddress]
 ) -> tuple[IPv4Address, IPv6Address]:
-    """The first host number from 2 (1 is the gateway) whose IPv4 address is unused, in both
+    """The first host number from 2 (1 is the gateway) whose addresses are unused, in both
     subnets."""
     for i in range(2, subnet4.num_addresses - 1):
-        if subnet4[i] not in used:
+        if subnet4[i] not in used and subnet6[i] not in used:
             return subnet4[i], subnet6[i]
     raise RuntimeError(f"{subnet4}: no free pod addresses")
 

@@ -25,7 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
     up.add_argument("--name", default="lab")
     up.add_argument("--topology", choices=["routed", "bridged"], default="routed")
-    up.add_argument("--nodes", type=int, default=1, help="spread pods without nodeName over N")
+    up.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="the nodes the manifests name, then node1, node2, ... up to N; pods without "
+        "nodeName are spread over them",
+    )
     up.add_argument("--ipv6", action="store_true", help="give pods IPv6 addresses too")
     up.add_argument("--timeout", type=float, default=60.0)
     up.add_argument(

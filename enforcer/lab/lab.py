@@ -23,8 +23,8 @@ from typing import Any
 
 from enforcer.agentclient import AgentEndpoint
 from enforcer.digest import set_digest
+from enforcer.lab import addressing, proxymode
 from enforcer.lab import manifests as mf
-from enforcer.lab import proxymode
 from enforcer.lab import services as svcs
 from enforcer.lab import topology as topo
 from enforcer.lab.probe import ProbeEndpoint
@@ -155,11 +155,9 @@ def up(
     if dns:
         objects += svcs.dns_objects()
     objects = mf.implied_namespaces(objects) + objects
-    node_names = [f"node{i}" for i in range(1, max(nodes, 1) + 1)]
-    for obj in objects:
-        wanted = (obj.get("spec") or {}).get("nodeName") if obj["kind"] == "Pod" else None
-        if wanted and wanted not in node_names:
-            node_names.append(wanted)
+    node_objects = [o for o in objects if o["kind"] == "Node"]
+    objects = [o for o in objects if o["kind"] != "Node"]
+    pods = [o for o in objects if o["kind"] == "Pod"]
     state = LabState(
         name=name,
         topology=topology,
@@ -170,10 +168,13 @@ def up(
         agent_args=list(agent_args),
         proxy_mode=proxy_mode,
     )
-    state.nodes = [
-        asdict(topo.NodeNet(n, i, f"{NETNS_PREFIX}{name}-n{i}"))
-        for i, n in enumerate(node_names, start=1)
-    ]
+    # The whole address plan, checked before anything is created.
+    refusal = f"lab {name}: an address plan no CNI would make (nothing created)"
+    node_nets, subnets, note = _plan_nodes(name, pods, node_objects, nodes)
+    state.nodes = [asdict(n) for n in node_nets]
+    planned = _plan_pods(state, pods, refusal, subnets)
+    node_names = [n.name for n in node_nets]
+    progress(note)
     state.fabric_netns = f"{NETNS_PREFIX}{name}-fab" if len(node_names) > 1 else None
     state.manifest_dir.mkdir(parents=True, exist_ok=True)
     state.save()  # from here on, `down` knows what to remove
@@ -184,9 +185,8 @@ def up(
         for obj in objects:
             if obj["kind"] != "Pod":
                 mf.write_object(state.manifest_dir, obj)
-        pods = [o for o in objects if o["kind"] == "Pod"]
         progress(f"creating {len(pods)} pod namespace(s)")
-        _add_pods(state, pods)
+        _add_pods(state, planned)
         sync_services(state)
         progress(f"starting {len(node_names)} agent(s)")
         for node in state.node_nets():
@@ -203,33 +203,91 @@ def up(
     return state
 
 
-def _add_pods(state: LabState, pods: list[dict[str, Any]]) -> None:
-    nodes = {n.name: n for n in state.node_nets()}
-    order = [n.name for n in state.node_nets()]
-    used = {ip for p in state.pod_nets() for ip in p.ips}
-    new_nets: list[topo.PodNet] = []
-    first = len(state.pods)  # round-robin continues where the last batch stopped
-    for i, pod in enumerate(pods):
-        key = "/".join(mf.object_id(pod)[1:])
-        node_name = (pod.get("spec") or {}).get("nodeName") or order[(first + i) % len(order)]
-        given = mf.pod_ips(pod)
-        ips = (
-            topo.parse_ips(given)
-            if given
-            else topo.allocate_ips(nodes[node_name], used, state.ipv6)
+def _requested(pod: dict[str, Any]) -> addressing.RequestedPod:
+    return addressing.requested_pod(_pod_key(pod), mf.node_name(pod), mf.pod_ips(pod))
+
+
+def _plan_nodes(
+    name: str, pods: list[dict[str, Any]], node_objects: list[dict[str, Any]], count: int
+) -> tuple[list[topo.NodeNet], addressing.NodeSubnets, str]:
+    """The lab's nodes (see addressing.lab_nodes) with their pod subnets, and a sentence
+    saying where the nodes come from."""
+    try:
+        names, note = addressing.lab_nodes(
+            [mf.object_id(n)[2] for n in node_objects]
+            + [node for p in pods if (node := mf.node_name(p))],
+            max(count, 1),
         )
-        used.update(ips)
+        cidrs = {
+            mf.object_id(n)[2]: addressing.parse_pod_cidrs(mf.object_id(n)[2], mf.pod_cidrs(n))
+            for n in node_objects
+        }
+        subnets = addressing.node_subnets(names, [_requested(p) for p in pods], cidrs)
+    except addressing.PlanError as exc:
+        raise LabError(str(exc)) from None
+    nets = [
+        topo.NodeNet(
+            node, i, f"{NETNS_PREFIX}{name}-n{i}",
+            str(subnets[node][4].network), str(subnets[node][6].network),
+        )
+        for i, node in enumerate(names, start=1)
+    ]  # fmt: skip
+    return nets, subnets, note
+
+
+def _state_subnets(state: LabState) -> addressing.NodeSubnets:
+    return {
+        n.name: {f: addressing.NodeSubnet(n.subnet(f), "its pod subnet") for f in (4, 6)}
+        for n in state.node_nets()
+    }
+
+
+Planned = list[tuple[dict[str, Any], addressing.PlacedPod]]
+
+
+def _plan_pods(
+    state: LabState,
+    pods: list[dict[str, Any]],
+    refusal: str,
+    subnets: addressing.NodeSubnets | None = None,
+    replacing: Iterable[str] = (),
+) -> Planned:
+    """Each new pod's node and addresses, next to the lab's pods but those `replacing`;
+    LabError(refusal: why) if no CNI could produce the result."""
+    subnets = subnets or _state_subnets(state)
+    gone = set(replacing)
+    existing = [
+        addressing.PlacedPod(key, p["node"], tuple(ip_address(ip) for ip in p["ips"]))
+        for key, p in state.pods.items()
+        if key not in gone
+    ]
+    used = {ip for p in existing for ip in p.ips}
+    try:
+        placed = addressing.place_pods(
+            [_requested(p) for p in pods], subnets, used, len(existing), state.ipv6
+        )
+        addressing.refuse(addressing.problems(state.topology, subnets, existing + placed), refusal)
+    except addressing.PlanError as exc:
+        raise LabError(str(exc)) from None
+    return list(zip(pods, placed, strict=True))
+
+
+def _add_pods(state: LabState, planned: Planned) -> None:
+    nodes = {n.name: n for n in state.node_nets()}
+    new_nets: list[topo.PodNet] = []
+    for pod, place in planned:
+        ips = list(place.ips)
         index = state.next_pod_index
         state.next_pod_index += 1
         net = topo.PodNet(
-            key, node_name, f"{NETNS_PREFIX}{state.name}-p{index}", f"enfp{index}", ips
+            place.key, place.node, f"{NETNS_PREFIX}{state.name}-p{index}", f"enfp{index}", ips
         )
-        state.pods[key] = {**asdict(net), "ips": [str(ip) for ip in ips]}
+        state.pods[place.key] = {**asdict(net), "ips": [str(ip) for ip in ips]}
         new_nets.append(net)
         # Written before the namespace exists: the agent learns the pod, then its veth appears
         # (as with a CNI), and the veth is enforced from its first packet either way.
         mf.write_object(
-            state.manifest_dir, mf.complete_pod(pod, node_name, [str(ip) for ip in ips])
+            state.manifest_dir, mf.complete_pod(pod, place.node, [str(ip) for ip in ips])
         )
     state.save()
     topo.add_pods(new_nets, nodes, state.node_nets(), state.topology)
@@ -476,35 +534,56 @@ def apply(state: LabState, paths: Sequence[str | Path], timeout: float = 60.0) -
     objects, errors = mf.read_raw(paths)
     if errors:
         raise LabError("invalid input (nothing applied):\n  " + "\n  ".join(errors))
+    objects = _without_nodes(state, objects)
     objects = [
         o for o in mf.implied_namespaces([*mf.read_folder(state.manifest_dir), *objects])
     ] + objects
-    new_pods = []
-    replaced_pods = []
+    pods = [o for o in objects if o["kind"] == "Pod"]
+    # Same pod, new labels/spec: it keeps its node and addresses unless the manifest gives
+    # other addresses, and then it is made anew.
+    moved = [p for p in pods if _pod_key(p) in state.pods and _readdressed(state, p)]
+    kept = [p for p in pods if _pod_key(p) in state.pods and p not in moved]
+    new = [p for p in pods if _pod_key(p) not in state.pods]
+    planned = _plan_pods(
+        state,
+        new + moved,
+        f"lab {state.name}: an address plan no CNI would make (nothing applied)",
+        replacing=[_pod_key(p) for p in moved],
+    )
     for obj in objects:
         if obj["kind"] != "Pod":
             mf.write_object(state.manifest_dir, obj)
-            continue
-        key = "/".join(mf.object_id(obj)[1:])
-        if key in state.pods:
-            replaced_pods.append(obj)
-        else:
-            new_pods.append(obj)
-    for pod in replaced_pods:
-        # Same pod, new labels/spec: keep its node and addresses unless the manifest says others.
-        key = "/".join(mf.object_id(pod)[1:])
-        net = state.pods[key]
-        given = mf.pod_ips(pod)
-        if given and sorted(given) != sorted(net["ips"]):
-            _delete_pods(state, [key])
-            new_pods.append(pod)
-            continue
+    for pod in kept:
+        net = state.pods[_pod_key(pod)]
         mf.write_object(state.manifest_dir, mf.complete_pod(pod, net["node"], net["ips"]))
-    if new_pods:
-        _add_pods(state, new_pods)
+    if moved:
+        _delete_pods(state, [_pod_key(p) for p in moved])
+    if planned:
+        _add_pods(state, planned)
     sync_services(state)
     _restart_server(state)
     return wait_enforced(state, timeout)
+
+
+def _pod_key(pod: dict[str, Any]) -> str:
+    return "/".join(mf.object_id(pod)[1:])
+
+
+def _readdressed(state: LabState, pod: dict[str, Any]) -> bool:
+    given = mf.pod_ips(pod)
+    return bool(given) and sorted(given) != sorted(state.pods[_pod_key(pod)]["ips"])
+
+
+def _without_nodes(state: LabState, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The objects but Nodes: a lab's nodes and their subnets are fixed by `lab up`."""
+    nodes = [n.name for n in state.node_nets()]
+    for obj in objects:
+        if obj["kind"] == "Node" and mf.object_id(obj)[2] not in nodes:
+            raise LabError(
+                f"Node {mf.object_id(obj)[2]}: lab {state.name} has nodes {', '.join(nodes)}, "
+                "fixed by `lab up` (nothing applied)"
+            )
+    return [o for o in objects if o["kind"] != "Node"]
 
 
 def delete(state: LabState, paths: Sequence[str | Path], timeout: float = 60.0) -> float:
@@ -626,7 +705,7 @@ def sync_services(state: LabState) -> None:
         cluster.upsert(_parse_service(es))
     for node in state.node_nets():
         for family in (4, 6) if state.ipv6 else (4,):
-            cidr = topo.POD_V4 if family == 4 else topo.POD_V6
+            cidr = addressing.cluster_cidr([n.subnet(family) for n in state.node_nets()], family)
             proxymode.sync(
                 state.proxy_mode, node.netns, cluster, family, cidr, node.name, nodes,
                 state.cni_masquerade,

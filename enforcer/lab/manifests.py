@@ -26,9 +26,12 @@ from enforcer.model.loader import _flatten as flatten
 from enforcer.model.parse_services import parse_service_object
 
 # StagedNetworkPolicy reaches the agents (flows judged as if applied), never enforcement.
+# A Node names a lab node and its pod subnet (spec.podCIDR); the lab keeps it to itself.
 LAB_KINDS = (
-    "Namespace", "Pod", "NetworkPolicy", "Service", "EndpointSlice", "StagedNetworkPolicy"
+    "Namespace", "Node", "Pod", "NetworkPolicy", "Service", "EndpointSlice",
+    "StagedNetworkPolicy",
 )
+CLUSTER_SCOPED = ("Namespace", "Node")
 RawObject = dict[str, Any]
 
 
@@ -70,7 +73,7 @@ def read_raw(paths: Sequence[str | Path]) -> tuple[list[RawObject], list[str]]:
                         errors.append(str(exc))
                         continue
                     obj = copy.deepcopy(dict(item))
-                    if obj["kind"] != "Namespace":
+                    if obj["kind"] not in CLUSTER_SCOPED:
                         obj.setdefault("metadata", {}).setdefault("namespace", "default")
                     objects.append(obj)
     return objects, errors
@@ -79,7 +82,7 @@ def read_raw(paths: Sequence[str | Path]) -> tuple[list[RawObject], list[str]]:
 def implied_namespaces(objects: Iterable[RawObject]) -> list[RawObject]:
     """Namespace objects for namespaces that pods or policies use but no manifest declares."""
     declared = {object_id(o)[2] for o in objects if o["kind"] == "Namespace"}
-    used = {object_id(o)[1] for o in objects if o["kind"] != "Namespace"}
+    used = {object_id(o)[1] for o in objects if o["kind"] not in CLUSTER_SCOPED}
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
         for ns in sorted(used - declared)
@@ -92,6 +95,18 @@ def pod_ports(pod: Mapping[str, Any]) -> list[tuple[int, str]]:
         for p in c.get("ports") or []:
             ports.append((int(p["containerPort"]), str(p.get("protocol", "TCP"))))
     return sorted(set(ports))
+
+
+def node_name(pod: Mapping[str, Any]) -> str | None:
+    return (pod.get("spec") or {}).get("nodeName") or None
+
+
+def pod_cidrs(node: Mapping[str, Any]) -> list[str]:
+    """A Node's spec.podCIDRs, or its spec.podCIDR."""
+    spec = node.get("spec") or {}
+    return [str(c) for c in spec.get("podCIDRs") or []] or (
+        [str(spec["podCIDR"])] if spec.get("podCIDR") else []
+    )
 
 
 def pod_ips(pod: Mapping[str, Any]) -> list[str]:

@@ -1,7 +1,8 @@
 """The lab's network plan on the shared wiring (enforcer/topology.py): node namespaces, pod
 namespaces with manifest-given or allocated addresses, a fabric between nodes, per-pod routes.
 
-Addressing: node k's pods get 198.18.k.i (/24) and 2001:2:0:k::i (/64) unless a manifest gives
+Addressing (enforcer/lab/addressing.py has the rules): a node's pods get addresses from its
+pod subnet, by default 198.18.k.0/24 and 2001:2:0:k::/64, unless a manifest gives
 status.podIPs; nodes reach each other over a fabric bridge on 198.19.255.k and 2001:2:ffff::k.
 Both ranges are reserved for benchmarking (RFC 2544 / RFC 5180) and never routed outside.
 Nodes have no address of their own: in the routed topology the gateway 169.254.1.1 on the host
@@ -62,14 +63,20 @@ class NodeNet:
     name: str
     index: int  # 1-based
     netns: str
+    # The node's pod subnets (enforcer/lab/addressing.py chooses them); unset: by index.
+    pod_cidr_v4: str | None = None
+    pod_cidr_v6: str | None = None
 
     @property
     def subnet_v4(self) -> IPv4Network:
-        return IPv4Network(f"198.18.{self.index}.0/24")
+        return IPv4Network(self.pod_cidr_v4 or f"198.18.{self.index}.0/24")
 
     @property
     def subnet_v6(self) -> IPv6Network:
-        return IPv6Network(f"2001:2:0:{self.index:x}::/64")
+        return IPv6Network(self.pod_cidr_v6 or f"2001:2:0:{self.index:x}::/64")
+
+    def subnet(self, family: int) -> IPv4Network | IPv6Network:
+        return self.subnet_v4 if family == 4 else self.subnet_v6
 
     @property
     def fabric_v4(self) -> IPv4Address:
