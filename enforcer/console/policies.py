@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from enforcer.analysis.matrix import matrix_document, reachability
+from enforcer.analysis.matrix import declared_ports, matrix_document, reachability
 from enforcer.console.cluster import ClusterView
 from enforcer.flows.filters import FlowFilter
 from enforcer.flows.record import FlowRecord
@@ -57,7 +57,11 @@ def policy_detail(
         if policy is None:
             raise UnknownPolicy(f"no {kind} {key}")
         selects = state.pods_selected_by(policy)
+        # Ingress: the ports its pods serve; egress: every port a pod serves, all of which its
+        # pods' egress now goes through it for.
         ports = sorted({(p.port, p.protocol) for pod in selects for p in state.pods[pod].ports})
+        if "Egress" in policy.policy_types:
+            ports = sorted({*ports, *declared_ports(state)})
         # A copy (linear), so the matrices (quadratic) are made without holding up the source.
         judged = as_if_applied(state, [policy]) if kind == KIND_STAGED_NETWORK_POLICY else (
             state.copy())

@@ -65,3 +65,17 @@ def test_an_invalid_update_keeps_the_last_valid_spec_and_a_deletion_removes_it()
     send(view, [policy("b", "allow-web", ALLOW_WEB)], EventType.DELETED, synced=False)
     assert view.spec("NetworkPolicy", "b", "allow-web") is None
     assert [p["kind"] for p in policy_list(view)["policies"]] == ["StagedNetworkPolicy"]
+
+
+def test_an_egress_policy_is_shown_on_the_ports_its_pods_reach() -> None:
+    view = small_cluster()
+    web_to_api = {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
+                  "egress": [{"to": [{"namespaceSelector": {}, "podSelector":
+                                      {"matchLabels": {"app": "api"}}}]}]}  # fmt: skip
+    send(view, [policy("a", "web-out", web_to_api)])
+    doc = policy_detail(view, FlowStore(), "a", "web-out", "NetworkPolicy")
+    # web serves 80 only, but its egress is judged on db's 5432 too
+    matrices = {(m["port"], m["protocol"]): m["matrix"] for m in doc["matrix"]}
+    assert set(matrices) == {(80, "TCP"), (5432, "TCP")}
+    assert matrices[(5432, "TCP")]["a/web"]["b/db"] is False
+    assert matrices[(80, "TCP")]["a/web"]["b/api"] is True
