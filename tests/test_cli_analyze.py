@@ -129,6 +129,28 @@ def test_explain_names_the_allowing_rules_and_the_isolating_policies(capsys):
     assert doc["ingress"] == {"isolated": False, "allowed": True, "allowing": [], "isolating": []}
 
 
+def test_explain_names_the_service_accounts_when_a_policy_selects_by_one(capsys, tmp_path):
+    key = "policy.enforcer.dev/serviceaccount"
+    docs = [
+        pod("x", "db", {"app": "db"}, "10.0.0.1", serviceAccountName="db"),
+        pod("x", "billing", {}, "10.0.0.2", serviceAccountName="billing"),
+        pod("x", "web", {key: "billing"}, "10.0.0.3"),  # claims billing, runs as default
+    ]
+    plain = write(tmp_path, "plain.yaml", docs)
+    code, out, _ = run_cli(capsys, "analyze", plain, "--explain", "x/web", "x/db", "--port", "80")
+    assert code == 0 and "service accounts" not in out  # no policy selects by account
+    path = write(tmp_path, "sa.yaml", [*docs, netpol(
+        "x", "db-from-billing", podSelector={"matchLabels": {"app": "db"}},
+        ingress=[{"from": [{"podSelector": {"matchLabels": {key: "billing"}}}]}])])
+    code, out, _ = run_cli(capsys, "analyze", path, "--explain", "x/web", "x/db", "--port", "80")
+    assert "DENIED" in out
+    assert f"service accounts ({key}): x/web runs as default, x/db runs as db" in out
+    code, out, _ = run_cli(capsys, "analyze", path, "--explain", "x/billing", "x/db",
+                           "--port", "80", "--output", "json")
+    doc = json.loads(out)
+    assert doc["allowed"] and doc["service_accounts"] == {"x/billing": "billing", "x/db": "db"}
+
+
 def test_explain_without_port_uses_the_destinations_ports_and_accepts_ips(capsys):
     code, out, _ = run_cli(
         capsys, "analyze", EXAMPLE, "--explain", "backend/api", "kube-system/coredns"

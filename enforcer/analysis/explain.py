@@ -8,7 +8,13 @@ from typing import Any
 
 from enforcer.model.cluster import ClusterState
 from enforcer.model.evaluate import DirectionVerdict, Verdict, evaluate, evaluate_ip
-from enforcer.model.objects import EGRESS, INGRESS
+from enforcer.model.objects import (
+    EGRESS,
+    INGRESS,
+    SERVICE_ACCOUNT_LABEL,
+    LabelSelector,
+    NetworkPolicy,
+)
 
 
 def verdict_for(state: ClusterState, src: str, dst: str, port: int, protocol: str) -> Verdict:
@@ -43,10 +49,41 @@ def _side(what: str, pod: str, side: DirectionVerdict, direction: str) -> str:
     return f"{head}; no {rules} rule of these policies matches: DENIED here"
 
 
+def _names_account(selector: LabelSelector | None) -> bool:
+    return selector is not None and (
+        SERVICE_ACCOUNT_LABEL in selector.match_labels
+        or any(r.key == SERVICE_ACCOUNT_LABEL for r in selector.match_expressions)
+    )
+
+
+def _selects_by_account(policy: NetworkPolicy) -> bool:
+    rules = (*policy.ingress, *policy.egress)
+    peers = [peer for rule in rules for peer in rule.peers or ()]
+    return _names_account(policy.pod_selector) or any(
+        _names_account(peer.pod_selector) for peer in peers
+    )
+
+
+def service_accounts(state: ClusterState, *keys: str) -> dict[str, str]:
+    """The service account of each pod among `keys` (addresses skipped), when some policy
+    selects by account: what the model set, whatever label the pod's manifest wrote."""
+    if not any(_selects_by_account(p) for p in state.policies.values()):
+        return {}
+    return {
+        key: state.pods[key].labels.get(SERVICE_ACCOUNT_LABEL, "")
+        for key in keys
+        if key in state.pods
+    }
+
+
 def explain_text(state: ClusterState, src: str, dst: str, port: int, protocol: str) -> str:
     verdict = verdict_for(state, src, dst, port, protocol)
     word = "ALLOWED" if verdict.allowed else "DENIED"
     lines = [f"{src} -> {dst} {protocol}/{port}: {word}"]
+    accounts = service_accounts(state, src, dst)
+    if accounts:
+        lines.append("  service accounts (" + SERVICE_ACCOUNT_LABEL + "): " + ", ".join(
+            f"{key} runs as {name}" for key, name in accounts.items()))
     if verdict.self_traffic:
         lines.append("  a pod may always reach itself (policies do not apply)")
     if verdict.from_node:
@@ -65,4 +102,7 @@ def explain_document(
         doc[side]["allowing"] = [
             {"policy": key, "rule": index} for key, index in doc[side]["allowing"]
         ]
+    accounts = service_accounts(state, src, dst)
+    if accounts:
+        doc["service_accounts"] = accounts
     return {"from": src, "to": dst, "port": port, "protocol": protocol, **doc}
