@@ -205,12 +205,16 @@ def test_pods_without_status_are_analyzed_and_host_network_pods_left_out(capsys,
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s", "namespace": "x"}},
         ],
     )
-    code, out, err = run_cli(capsys, "analyze", path, "--output", "json")
+    code, out, err = run_cli(capsys, "analyze", path, "--output", "json", "--allow-ignored")
     assert code == 0
     (doc,) = json.loads(out)
     assert sorted(doc["matrix"]) == ["x/a", "x/b", "x/c"]  # x/h is not an endpoint
     assert doc["matrix"]["x/a"]["x/b"] and not doc["matrix"]["x/c"]["x/b"]
-    assert "x/h" in err and "ignored v1 ConfigMap x/s" in err
+    assert "x/h" in err and "note: " + path + ": ignored v1 ConfigMap x/s" in err
+    # Without --allow-ignored the same output, and exit 2: the ConfigMap was not read.
+    code, again, err = run_cli(capsys, "analyze", path, "--output", "json")
+    assert code == 2 and again == out
+    assert "error: " + path + ": ignored v1 ConfigMap x/s: not a kind the model reads" in err
 
 
 def test_input_problems_exit_2(capsys, tmp_path):

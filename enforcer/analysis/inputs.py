@@ -1,9 +1,14 @@
-"""Load manifests for a command: report invalid objects and ignored kinds on stderr."""
+"""Load manifests for a command: report invalid objects and objects not read on stderr.
+
+An object nothing reads (another kind, another group's NetworkPolicy) or a file without any
+object never passes silently: each is named (file, apiVersion, kind, namespace/name, why), and
+lint and analyze exit 2 unless --allow-ignored.
+"""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -18,11 +23,14 @@ def load_for_command(
     strict: bool,
     err: TextIO | None = None,
     report_errors: bool = True,
+    accept_groups: Collection[str] = (),
+    allow_ignored: bool = True,
 ) -> tuple[LoadResult, bool]:
     """Load and report. Returns the result and whether the command may go on.
 
     Invalid objects are skipped with a warning (never half-applied), or fail the command
-    with `strict`. A path that does not exist always fails it.
+    with `strict`. A path that does not exist always fails it. Objects not read are named
+    as errors, or as notes with `allow_ignored` (the caller decides the exit: `unread`).
     """
     err = err or sys.stderr
     missing = [str(p) for p in paths if not Path(p).exists()]
@@ -30,9 +38,8 @@ def load_for_command(
         print(f"error: {path}: no such file or directory", file=err)
     if missing:
         return LoadResult(), False
-    result = load_paths(paths)
-    for note in result.notes:
-        print(f"note: {note}", file=err)
+    result = load_paths(paths, accept_groups)
+    report_unread(result, allow_ignored, err)
     fatal = False
     for error in result.errors:
         if strict:
@@ -42,6 +49,24 @@ def load_for_command(
         elif report_errors:
             print(f"warning: {error} (object skipped)", file=err)
     return result, not fatal
+
+
+def unread(result: LoadResult) -> bool:
+    """Whether anything of the input was not read (ignored objects, files without objects)."""
+    return bool(result.ignored or result.empty)
+
+
+def report_unread(result: LoadResult, allowed: bool, err: TextIO) -> None:
+    level = "note" if allowed else "error"
+    for ignored in result.ignored:
+        print(f"{level}: {ignored.describe()}: {ignored.reason()}", file=err)
+    for path in result.empty:
+        what = "no manifest file (.yaml, .yml, .json)" if Path(path).is_dir() else "no object"
+        print(f"{level}: {path}: nothing read: {what} in it", file=err)
+    if unread(result) and not allowed:
+        count = len(result.ignored) + len(result.empty)
+        print(f"error: {count} object(s) or file(s) of the input not read: exit 2 "
+              "(--allow-ignored: go on without them)", file=err)
 
 
 def planned_state(result: LoadResult) -> ClusterState:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from enforcer.analysis.explain import explain_document, explain_text
 from enforcer.analysis.html_report import pod_explainer, render_html, service_explainer
-from enforcer.analysis.inputs import EXIT_INVALID_INPUT, load_for_command, planned_state
+from enforcer.analysis.inputs import EXIT_INVALID_INPUT, load_for_command, planned_state, unread
 from enforcer.analysis.matrix import (
     declared_ports,
     matrix_document,
@@ -19,9 +19,11 @@ from enforcer.analysis.matrix import (
 )
 from enforcer.analysis.service_matrix import declared_service_ports, service_document
 from enforcer.analysis.table import render_columns, render_table
+from enforcer.commands.reading import accept_groups, add_accept_group, add_allow_ignored
 from enforcer.flows.record import FlowFormatError, read_lines
 from enforcer.flows.replay import Replayed, Unresolvable, replay
 from enforcer.model.cluster import ClusterState
+from enforcer.model.loader import LoadResult
 from enforcer.model.objects import PROTOCOLS
 from enforcer.model.staged import as_if_applied
 
@@ -37,7 +39,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Print which pods may open connections to which. Without --port, every port any "
             "pod declares is analyzed (JSON: a list of matrix objects, table: one per port). "
             "With --flows, replay recorded flows instead: which would the manifests deny, and "
-            "why. StagedNetworkPolicies are read but count only with --staged."
+            "why. StagedNetworkPolicies are read but count only with --staged. Objects nothing "
+            "reads (other kinds, another group's NetworkPolicy) and files without objects are "
+            "named on stderr and make the exit 2 (after the output) unless --allow-ignored."
         ),
     )
     p.add_argument("paths", nargs="+", metavar="FILE_OR_DIR", help="manifests (YAML or JSON)")
@@ -84,6 +88,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar=("FROM", "TO"),
         help="say which policies and rules allow or deny FROM -> TO (namespace/pod or an IP)",
     )
+    add_accept_group(p)
+    add_allow_ignored(p)
     p.set_defaults(func=run)
 
 
@@ -122,13 +128,22 @@ def _usage_error(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    problem = _usage_error(args)
-    if problem:
+    groups = accept_groups(args)
+    problem = groups if isinstance(groups, str) else _usage_error(args)
+    if problem or isinstance(groups, str):
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_INVALID_INPUT
-    result, ok = load_for_command(args.paths, args.strict)
+    result, ok = load_for_command(args.paths, args.strict, accept_groups=groups,
+                                  allow_ignored=args.allow_ignored)
     if not ok:
         return EXIT_INVALID_INPUT
+    code = _analyze(args, result)
+    if code == 0 and unread(result) and not args.allow_ignored:
+        return EXIT_INVALID_INPUT  # named on stderr by load_for_command
+    return code
+
+
+def _analyze(args: argparse.Namespace, result: LoadResult) -> int:
     state = planned_state(result)
     if args.staged:
         state = as_if_applied(state, result.staged)

@@ -6,8 +6,9 @@ import argparse
 import json
 from ipaddress import ip_network
 
-from enforcer.analysis.inputs import EXIT_INVALID_INPUT, load_for_command
+from enforcer.analysis.inputs import EXIT_INVALID_INPUT, load_for_command, unread
 from enforcer.analysis.lint import ERROR, WARNING, Finding, lint
+from enforcer.commands.reading import accept_groups, add_accept_group, add_allow_ignored
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,7 +25,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Checks about pods need Pods in the input (kubectl get pods -A -o yaml).\n"
             "StagedNetworkPolicies are validated as NetworkPolicies (errors name their kind);\n"
             "the checks above run on NetworkPolicies.\n"
-            "Exit: 0 clean, 1 findings at --fail-on level or worse, 2 invalid input."
+            "Objects nothing reads (other kinds, another group's NetworkPolicy) and files\n"
+            "without objects are named on stderr (JSON: \"ignored\") and exit 2 unless\n"
+            "--allow-ignored; --accept-group GROUP reads that group's NetworkPolicies.\n"
+            "Exit: 0 clean, 1 findings at --fail-on level or worse, 2 invalid input or\n"
+            "objects not read."
         ),
     )
     p.add_argument("paths", nargs="+", metavar="FILE_OR_DIR", help="manifests (YAML or JSON)")
@@ -42,6 +47,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="CIDR",
         help="the cluster's pod network, for the ipBlock overlap check (repeatable)",
     )
+    add_accept_group(p)
+    add_allow_ignored(p)
     p.set_defaults(func=run)
 
 
@@ -51,17 +58,28 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: --pod-cidr: {exc}")
         return EXIT_INVALID_INPUT
-    result, ok = load_for_command(args.paths, strict=True, report_errors=False)
+    groups = accept_groups(args)
+    if isinstance(groups, str):
+        print(f"error: {groups}")
+        return EXIT_INVALID_INPUT
+    result, ok = load_for_command(args.paths, strict=True, report_errors=False,
+                                  accept_groups=groups, allow_ignored=args.allow_ignored)
     invalid = [Finding.from_error(e) for e in result.errors]
     findings = invalid + (lint(result, pod_cidrs) if ok else [])
+    not_read = len(result.ignored) + len(result.empty)
     if args.output == "json":
-        print(json.dumps({"findings": [f.to_dict() for f in findings]}, indent=2))
+        print(json.dumps({
+            "findings": [f.to_dict() for f in findings],
+            "ignored": [i.to_dict() for i in result.ignored],
+            "empty": result.empty,
+        }, indent=2))
     else:
         for f in findings:
             print(f.render())
         errors = sum(f.level == ERROR for f in findings)
-        print(f"{len(findings)} finding(s): {errors} error(s), {len(findings) - errors} warning(s)")
-    if not ok:
+        print(f"{len(findings)} finding(s): {errors} error(s), {len(findings) - errors} warning(s)"
+              + (f"; {not_read} object(s) or file(s) not read (see stderr)" if not_read else ""))
+    if not ok or (unread(result) and not args.allow_ignored):
         return EXIT_INVALID_INPUT
     worst = {f.level for f in findings}
     if ERROR in worst or (args.fail_on == WARNING and WARNING in worst):

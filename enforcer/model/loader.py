@@ -3,25 +3,36 @@ from manifests.
 
 Accepts YAML or JSON, multi-document files, `kind: List` and typed lists (`PodList`...), so
 `kubectl get ... -o yaml` output loads as is. Invalid objects become errors (never partially
-loaded); other kinds become notes.
+loaded); objects of other kinds are not read and are listed in `ignored` (and `notes`), and
+files that hold no object at all in `empty`: a caller must never let them pass silently.
+NetworkPolicies of another API group are read only from the groups a caller accepts
+(enforcer.model.groups).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from enforcer.model.groups import foreign_policy_group
 from enforcer.model.objects import ModelObject, NetworkPolicy
 from enforcer.model.parse import ValidationError, parse_object, parse_staged_policy
 from enforcer.model.parse_services import parse_service_object
 from enforcer.model.services import ServiceObject
 
-__all__ = ["LoadResult", "ValidationError", "load_paths", "load_text", "parse_object"]
+__all__ = [
+    "IgnoredObject",
+    "LoadResult",
+    "ValidationError",
+    "load_paths",
+    "load_text",
+    "parse_object",
+]
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -31,12 +42,50 @@ except AttributeError:  # pragma: no cover - depends on the PyYAML build
     _YamlLoader = yaml.SafeLoader
 
 
+@dataclass(frozen=True)
+class IgnoredObject:
+    """An object of the input that nothing reads: where it is and what it is."""
+
+    origin: str
+    kind: str
+    api_version: str
+    namespace: str | None
+    name: str | None
+
+    @property
+    def accept_group(self) -> str | None:
+        """The group whose --accept-group would read it (another group's NetworkPolicy)."""
+        return foreign_policy_group({"kind": self.kind, "apiVersion": self.api_version}) or None
+
+    def describe(self) -> str:
+        """FILE: ignored APIVERSION KIND NAMESPACE/NAME"""
+        where = f"{self.namespace}/" if self.namespace else ""
+        return (f"{self.origin}: ignored {self.api_version or '?'} {self.kind or '?'} "
+                f"{where}{self.name or '?'}")
+
+    def __str__(self) -> str:
+        return f"{self.describe()} (not a kind we model)"
+
+    def reason(self) -> str:
+        group = self.accept_group
+        if group:
+            return (f"a NetworkPolicy of API group {group}, not networking.k8s.io: "
+                    f"--accept-group {group} reads it as one")
+        return "not a kind the model reads"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.origin, "kind": self.kind, "apiVersion": self.api_version,
+                "namespace": self.namespace, "name": self.name, "reason": self.reason()}
+
+
 @dataclass
 class LoadResult:
     objects: list[ModelObject] = field(default_factory=list)
     origins: list[str] = field(default_factory=list)  # the file of each object, same order
     errors: list[ValidationError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    ignored: list[IgnoredObject] = field(default_factory=list)  # also in notes, in words
+    empty: list[str] = field(default_factory=list)  # files (or folders) without any object
     # Services and EndpointSlices: kept apart, since only the Service-aware consumers
     # (analyze --via service, the lab) use them.
     services: list[ServiceObject] = field(default_factory=list)
@@ -84,29 +133,39 @@ def _flatten(doc: Any, origin: str, notes: list[str]) -> Iterator[Any]:
     yield doc
 
 
-def _describe(doc: Any) -> str:
+def _ignored(doc: Any, origin: str) -> IgnoredObject:
     if not isinstance(doc, Mapping):
-        return type(doc).__name__
+        return IgnoredObject(origin, type(doc).__name__, "", None, None)
     meta = doc.get("metadata")
-    if not isinstance(meta, Mapping):
-        meta = {}
-    name = meta.get("name", "?")
-    ns = meta.get("namespace")
-    return f"{doc.get('apiVersion', '?')} {doc.get('kind', '?')} {ns + '/' if ns else ''}{name}"
+    meta = meta if isinstance(meta, Mapping) else {}
+
+    def text(value: Any) -> str | None:
+        return value if isinstance(value, str) else None
+
+    return IgnoredObject(origin, text(doc.get("kind")) or "", text(doc.get("apiVersion")) or "",
+                         text(meta.get("namespace")), text(meta.get("name")))
 
 
-def load_text(text: str, origin: str, result: LoadResult | None = None) -> LoadResult:
-    """Parse one file's content into `result` (a new one when None)."""
+def load_text(
+    text: str,
+    origin: str,
+    result: LoadResult | None = None,
+    accept_groups: Collection[str] = (),
+) -> LoadResult:
+    """Parse one file's content into `result` (a new one when None). accept_groups: API
+    groups whose NetworkPolicies are read (enforcer.model.groups)."""
     result = result if result is not None else LoadResult()
     try:
         docs = _documents(text, origin)
     except yaml.YAMLError as exc:
         result.errors.append(ValidationError(origin, "", None, None, "", f"cannot parse: {exc}"))
         return result
+    seen = 0
     for doc in docs:
         for item in _flatten(doc, origin, result.notes):
+            seen += 1
             try:
-                obj = parse_object(item, origin)
+                obj = parse_object(item, origin, accept_groups)
                 staged = parse_staged_policy(item, origin) if obj is None else None
                 svc = parse_service_object(item, origin) if obj is None and staged is None else None
             except ValidationError as exc:
@@ -118,14 +177,18 @@ def load_text(text: str, origin: str, result: LoadResult | None = None) -> LoadR
             elif svc is not None:
                 result.services.append(svc)
             elif obj is None:
-                result.notes.append(f"{origin}: ignored {_describe(item)} (not a kind we model)")
+                ignored = _ignored(item, origin)
+                result.ignored.append(ignored)
+                result.notes.append(str(ignored))
             else:
                 result.objects.append(obj)
                 result.origins.append(origin)
+    if not seen:
+        result.empty.append(origin)
     return result
 
 
-def load_paths(paths: Sequence[str | Path]) -> LoadResult:
+def load_paths(paths: Sequence[str | Path], accept_groups: Collection[str] = ()) -> LoadResult:
     """Load every manifest in the given files and folders (folders recursively)."""
     result = LoadResult()
     for raw in paths:
@@ -135,7 +198,10 @@ def load_paths(paths: Sequence[str | Path]) -> LoadResult:
                 ValidationError(str(path), "", None, None, "", "no such file or directory")
             )
             continue
-        for file in _manifest_files(path):
+        files = list(_manifest_files(path))
+        if not files:
+            result.empty.append(str(path))  # a folder without a manifest file
+        for file in files:
             try:
                 text = file.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
@@ -143,5 +209,5 @@ def load_paths(paths: Sequence[str | Path]) -> LoadResult:
                     ValidationError(str(file), "", None, None, "", f"cannot read: {exc}")
                 )
                 continue
-            load_text(text, str(file), result)
+            load_text(text, str(file), result, accept_groups)
     return result

@@ -8,10 +8,12 @@ nothing of it is returned: no partial objects.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from ipaddress import ip_address, ip_network
 from typing import Any, NoReturn
 
+from enforcer.model.groups import accepted_name, foreign_policy_group
 from enforcer.model.objects import (
     DEFAULT_SERVICE_ACCOUNT,
     EGRESS,
@@ -124,8 +126,13 @@ class _Ctx:
         return value
 
 
-def parse_object(obj: Mapping[str, Any], origin: str = "<input>") -> ModelObject | None:
-    """Parse one object. Returns None for kinds the model ignores; raises ValidationError."""
+def parse_object(
+    obj: Mapping[str, Any], origin: str = "<input>", accept_groups: Collection[str] = ()
+) -> ModelObject | None:
+    """Parse one object. Returns None for kinds the model ignores; raises ValidationError.
+
+    accept_groups: API groups whose NetworkPolicies are read as networking.k8s.io/v1 ones,
+    named NAME.GROUP (enforcer.model.groups); never any by default."""
     if not isinstance(obj, Mapping):
         raise ValidationError(origin, "", None, None, "", "not an object")
     kind = obj.get("kind")
@@ -134,6 +141,10 @@ def parse_object(obj: Mapping[str, Any], origin: str = "<input>") -> ModelObject
     if kind == KIND_NETWORK_POLICY and api == NETWORK_POLICY_API:
         ctx = _Ctx(origin, KIND_NETWORK_POLICY, namespace or "default", name)
         return _parse_policy(ctx, obj)
+    group = foreign_policy_group(obj)
+    if group and group in accept_groups:
+        ctx = _Ctx(origin, f"{KIND_NETWORK_POLICY} ({api})", namespace or "default", name)
+        return _accepted_policy(ctx, obj, group)
     if kind == KIND_POD and api == CORE_API:
         ctx = _Ctx(origin, KIND_POD, namespace or "default", name)
         return _parse_pod(ctx, obj)
@@ -451,6 +462,15 @@ def _rules(ctx: _Ctx, raw: Any, field: str, peers_key: str) -> tuple[PolicyRule,
         # Empty and missing are the same in v1: all peers / all ports.
         rules.append(PolicyRule(peers=peers or None, ports=ports or None))
     return tuple(rules)
+
+
+def _accepted_policy(ctx: _Ctx, obj: Mapping[str, Any], group: str) -> NetworkPolicy:
+    """Another group's NetworkPolicy with the v1 schema, named NAME.GROUP in the model."""
+    policy = _parse_policy(ctx, obj)
+    name = accepted_name(policy.name, group)
+    if len(name) > 253:
+        ctx.fail("metadata.name", f"read as NetworkPolicy {name!r}: longer than 253 characters")
+    return replace(policy, name=name)
 
 
 def _parse_policy(ctx: _Ctx, obj: Mapping[str, Any]) -> NetworkPolicy:
