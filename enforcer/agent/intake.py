@@ -16,7 +16,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +24,9 @@ from enforcer import log
 from enforcer.agent.staged import StagedShadow
 from enforcer.digest import object_hash
 from enforcer.model.cluster import ClusterState
+from enforcer.model.groups import foreign_policy_group
 from enforcer.model.loader import ValidationError, parse_object, parse_staged_policy
-from enforcer.model.objects import KIND_STAGED_NETWORK_POLICY, NetworkPolicy
+from enforcer.model.objects import KIND_NETWORK_POLICY, KIND_STAGED_NETWORK_POLICY, NetworkPolicy
 from enforcer.model.parse_services import parse_service_object
 from enforcer.sources.base import EventType, SourceEvent
 from enforcer.sources.gcpause import gc_paused
@@ -53,8 +54,11 @@ class Intake:
         self,
         describe_source: Callable[[], str],
         on_invalid: Callable[[str], None] = lambda kind: None,
+        accept_groups: Collection[str] = (),
     ) -> None:
-        """on_invalid(kind): called for every rejected object (the agent counts them)."""
+        """on_invalid(kind): called for every rejected object (the agent counts them).
+        accept_groups: API groups whose NetworkPolicies are enforced as networking.k8s.io's
+        (--accept-group, enforcer.model.groups); another group's is logged, not enforced."""
         self.state = ClusterState()
         # Every write to the state goes through the shadow (it keeps the staged preview).
         self.shadow = StagedShadow(self.state)
@@ -66,6 +70,8 @@ class Intake:
         self._describe_source = describe_source
         self._on_invalid = on_invalid
         self._relisting: dict[str, set[ObjKey]] = {}
+        self.accept_groups = frozenset(accept_groups)
+        self.not_enforced: set[ObjKey] = set()  # other groups' NetworkPolicies, said once each
         self.log = log.get("agent")
 
     def apply(self, event: SourceEvent) -> ObjectChange | None:
@@ -83,19 +89,34 @@ class Intake:
             if kind == KIND_STAGED_NETWORK_POLICY:
                 self._stage(key, raw, parse_staged_policy(raw, origin=origin))
                 return None  # nothing enforced changed
-            obj = parse_object(raw, origin=origin) or parse_service_object(raw, origin=origin)
+            obj = parse_object(raw, origin, self.accept_groups) or parse_service_object(
+                raw, origin=origin
+            )
         except ValidationError as exc:
             self._on_invalid(kind)
             self.invalid = [*self.invalid[-49:], str(exc)]
             self.log.warning("invalid object rejected", error=str(exc), kind=kind, key=key)
             return None
         if obj is None:
+            self._not_enforced(key, raw)
             return None
         old = self.objects.get(key)
         self.objects[key] = obj
         self._track(key, raw)
         self.shadow.upsert(obj)
         return ObjectChange(key, old, obj)
+
+    def _not_enforced(self, key: ObjKey, raw: Mapping[str, Any]) -> None:
+        """Another group's NetworkPolicy: never enforced silently, said once per object."""
+        group = foreign_policy_group(raw)
+        if group is None or key in self.not_enforced:
+            return
+        self.not_enforced.add(key)
+        self.log.warning(
+            "NetworkPolicy of another API group not enforced",
+            api_version=str(raw.get("apiVersion")), namespace=key[1], name=key[2],
+            hint=f"--accept-group {group} enforces it as a NetworkPolicy named NAME.{group}",
+        )
 
     def _stage(self, key: ObjKey, raw: Mapping[str, Any], policy: NetworkPolicy | None) -> None:
         if policy is None:  # another group's kind of that name (Calico's): not ours
@@ -117,11 +138,15 @@ class Intake:
             self.digest ^= self.object_hashes.pop(key, 0)
             self.shadow.unstage(policy.key)
             return None  # nothing enforced changed
+        self.not_enforced.discard(key)
         old = self.objects.pop(key, None)
         if old is None:
             return None
         self.digest ^= self.object_hashes.pop(key, 0)
-        self.shadow.remove(key[0], key[1], key[2])
+        if isinstance(old, NetworkPolicy):  # by its model name (NAME.GROUP if accepted)
+            self.shadow.remove(KIND_NETWORK_POLICY, old.namespace, old.name)
+        else:
+            self.shadow.remove(key[0], key[1], key[2])
         return ObjectChange(key, old, None)
 
     def begin_relist(self, kind: str) -> None:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from enforcer.commands.reading import accept_groups, add_accept_group
+
 if TYPE_CHECKING:
     from enforcer.datapath import DatapathConfig
 
@@ -129,6 +131,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "a namespace's or pod's policy.enforcer.dev/mode annotation overrides it "
         "(default: enforce)",
     )
+    add_accept_group(p, "enforce")
     p.set_defaults(func=run)
 
 
@@ -205,6 +208,16 @@ def run(args: argparse.Namespace) -> int:
     if args.source == "k8s" and not args.node_name:
         logger.error("--node-name (or $NODE_NAME) is required with --source k8s")
         return 2
+    groups = accept_groups(args)
+    if isinstance(groups, str):
+        logger.error(groups)
+        return 2
+    if groups and args.source == "k8s":
+        # The Kubernetes source watches a fixed list of resources; another group's
+        # NetworkPolicy resource (its version found by discovery) is not among them yet.
+        logger.error("--accept-group works with --source dir:PATH; the Kubernetes source "
+                     "does not watch other groups' NetworkPolicies yet")
+        return 2
     headers = configure_bcc_headers()
     logger.info("kernel headers", how=headers.how, path=str(headers.path or ""))
 
@@ -213,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = AgentMetrics()
     # The source lists the cluster, the listing is parsed into the cluster state and compiled,
     # while bcc compiles (the slow steps of a cold start); the loop starts at the first SYNCED.
-    intake = Intake(source.describe, lambda kind: metrics.invalid_objects.labels(kind=kind).inc())
+    intake = Intake(source.describe, lambda kind: metrics.invalid_objects.labels(kind=kind).inc(),
+                    accept_groups=groups)
     first_compile = EarlyCompile(intake.state, args.node_name, policy_mode=args.policy_mode)
     early: queue.Queue[Any] = queue.Queue()
     feed = PrelistFeed(intake, early, on_synced=first_compile)

@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from enforcer import log
+from enforcer.model.groups import source_kind
 from enforcer.sources.base import KNOWN_KINDS, Emit, EventType, SourceEvent, object_key
 from enforcer.sources.gcpause import gc_paused
 from enforcer.sources.inotify import FolderWatch
@@ -91,7 +92,10 @@ def parse_manifests(text: str, origin: str) -> tuple[dict[Key, dict[str, Any]], 
             meta = obj.get("metadata")
             if kind in NAMESPACED_KINDS and isinstance(meta, Mapping) and not meta.get("namespace"):
                 obj["metadata"] = {**meta, "namespace": "default"}
-            objects[object_key(kind, obj)] = obj  # within a file, too, the last one wins
+            # Another group's NetworkPolicy is its own kind here (NetworkPolicy.GROUP): it
+            # never takes the place of networking.k8s.io's of the same name, and the agent
+            # reads it only if told to (--accept-group).
+            objects[object_key(source_kind(kind, obj), obj)] = obj  # the last one wins
     return objects, notes
 
 
