@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Any
 
+from enforcer.commands.reading import accept_groups, add_accept_group
+
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 
@@ -52,18 +54,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="iptables",
         help="kube-proxy's mode for the lab's Services (its rules in every node namespace)",
     )
+    add_accept_group(up)
     up.set_defaults(func=run_up)
 
     ap = ls.add_parser("apply", help="create or replace objects, wait until enforced")
     ap.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
     ap.add_argument("--name", default="lab")
     ap.add_argument("--timeout", type=float, default=60.0)
+    add_accept_group(ap)
     ap.set_defaults(func=run_apply)
 
     de = ls.add_parser("delete", help="remove objects, wait until enforced")
     de.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
     de.add_argument("--name", default="lab")
     de.add_argument("--timeout", type=float, default=60.0)
+    add_accept_group(de)
     de.set_defaults(func=run_delete)
 
     pr = ls.add_parser("probe", help="a new connection from every pod to every pod")
@@ -136,6 +141,7 @@ def run_up(args: argparse.Namespace) -> int:
             dns=args.dns,
             cni_masquerade=args.cni_masquerade,
             proxy_mode=args.proxy_mode,
+            accept_groups=_accept_groups(args),
         )
     except lab.LabError as exc:
         return _fail(exc)
@@ -146,6 +152,15 @@ def run_up(args: argparse.Namespace) -> int:
     if state.console_url:
         _progress(f"console: {state.console_url}")
     return 0
+
+
+def _accept_groups(args: argparse.Namespace) -> tuple[str, ...]:
+    from enforcer.lab import lab
+
+    groups = accept_groups(args)
+    if isinstance(groups, str):
+        raise lab.LabError(groups)
+    return groups
 
 
 def run_apply(args: argparse.Namespace) -> int:
@@ -161,7 +176,8 @@ def _change(args: argparse.Namespace, operation: str, done: str) -> int:
 
     try:
         change = getattr(lab, operation)  # lab.apply or lab.delete: same shape
-        took = change(lab.LabState.load(args.name), args.paths, args.timeout)
+        took = change(lab.LabState.load(args.name), args.paths, args.timeout,
+                      accept_groups=_accept_groups(args))
     except lab.LabError as exc:
         return _fail(exc)
     _progress(f"{done} and enforced in {took * 1000:.0f} ms")

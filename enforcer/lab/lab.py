@@ -140,6 +140,7 @@ def up(
     cni_masquerade: bool = False,
     agent_args: Sequence[str] = (),
     proxy_mode: str = proxymode.DEFAULT,
+    accept_groups: Sequence[str] = (),
 ) -> LabState:
     """agent_args: more flags for every node's agent (e.g. --authn k8s and its kubeconfig)."""
     _valid_name(name)
@@ -149,7 +150,7 @@ def up(
         raise LabError(f"--proxy-mode {proxy_mode!r}: use {' or '.join(proxymode.MODES)}")
     if (LAB_ROOT / name / "state.json").exists():
         raise LabError(f"lab {name!r} exists already: `enforcer lab down --name {name}` first")
-    objects, errors = mf.read_raw(paths)
+    objects, errors = mf.read_raw(paths, accept_groups)
     if errors:
         raise LabError("invalid input:\n  " + "\n  ".join(errors))
     if dns:
@@ -530,8 +531,13 @@ def _alive(pid: int) -> bool:
 # -- apply / delete -----------------------------------------------------------------------------
 
 
-def apply(state: LabState, paths: Sequence[str | Path], timeout: float = 60.0) -> float:
-    objects, errors = mf.read_raw(paths)
+def apply(
+    state: LabState,
+    paths: Sequence[str | Path],
+    timeout: float = 60.0,
+    accept_groups: Sequence[str] = (),
+) -> float:
+    objects, errors = mf.read_raw(paths, accept_groups)
     if errors:
         raise LabError("invalid input (nothing applied):\n  " + "\n  ".join(errors))
     objects = _without_nodes(state, objects)
@@ -586,8 +592,13 @@ def _without_nodes(state: LabState, objects: list[dict[str, Any]]) -> list[dict[
     return [o for o in objects if o["kind"] != "Node"]
 
 
-def delete(state: LabState, paths: Sequence[str | Path], timeout: float = 60.0) -> float:
-    objects, errors = mf.read_raw(paths)
+def delete(
+    state: LabState,
+    paths: Sequence[str | Path],
+    timeout: float = 60.0,
+    accept_groups: Sequence[str] = (),
+) -> float:
+    objects, errors = mf.read_raw(paths, accept_groups)
     if errors:
         raise LabError("invalid input (nothing deleted):\n  " + "\n  ".join(errors))
     pods = []

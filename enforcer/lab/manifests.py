@@ -9,12 +9,13 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from enforcer.model.groups import as_core_policy, foreign_policy_group
 from enforcer.model.loader import (
     MANIFEST_SUFFIXES,
     ValidationError,
@@ -40,8 +41,14 @@ def object_id(obj: Mapping[str, Any]) -> tuple[str, str, str]:
     return (str(obj.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name")))
 
 
-def read_raw(paths: Sequence[str | Path]) -> tuple[list[RawObject], list[str]]:
-    """Raw objects of the kinds the lab runs, validated; and error messages for the rest."""
+def read_raw(
+    paths: Sequence[str | Path], accept_groups: Collection[str] = ()
+) -> tuple[list[RawObject], list[str]]:
+    """Raw objects of the kinds the lab runs, validated; and error messages for the rest.
+
+    Another API group's NetworkPolicy is an error unless its group is in `accept_groups`;
+    then it is handed on as the networking.k8s.io/v1 NetworkPolicy NAME.GROUP the model reads
+    it as (enforcer.model.groups), so the agents, the digest and the lab's model agree."""
     objects: list[RawObject] = []
     errors: list[str] = []
     for raw_path in paths:
@@ -65,18 +72,32 @@ def read_raw(paths: Sequence[str | Path]) -> tuple[list[RawObject], list[str]]:
                 for item in flatten(doc, str(file), notes):
                     if not isinstance(item, Mapping) or item.get("kind") not in LAB_KINDS:
                         continue
+                    group = foreign_policy_group(item)
+                    if group is not None and group not in accept_groups:
+                        errors.append(_not_read(str(file), item, group))
+                        continue
                     try:
-                        parse_object(item, str(file))
+                        parse_object(item, str(file), accept_groups)
                         parse_service_object(item, str(file))
                         parse_staged_policy(item, str(file))
                     except ValidationError as exc:
                         errors.append(str(exc))
                         continue
-                    obj = copy.deepcopy(dict(item))
+                    obj = copy.deepcopy(dict(item if group is None else as_core_policy(item)))
                     if obj["kind"] not in CLUSTER_SCOPED:
                         obj.setdefault("metadata", {}).setdefault("namespace", "default")
                     objects.append(obj)
     return objects, errors
+
+
+def _not_read(origin: str, item: Mapping[str, Any], group: str) -> str:
+    meta = item.get("metadata") if isinstance(item.get("metadata"), Mapping) else {}
+    ref = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+    if not group:
+        return f"{origin}: NetworkPolicy {ref} of {item.get('apiVersion')} not read: its API is " \
+            "networking.k8s.io/v1"
+    return (f"{origin}: NetworkPolicy {ref} of {item.get('apiVersion')} not read: another API "
+            f"group than networking.k8s.io (--accept-group {group} reads it as a NetworkPolicy)")
 
 
 def implied_namespaces(objects: Iterable[RawObject]) -> list[RawObject]:
