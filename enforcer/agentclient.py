@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from http.client import HTTPConnection
 from typing import Any
 
-from enforcer.netnsutil import run_in_netns
+from enforcer.netnsutil import netns_path, run_in_netns
 
 DEFAULT_AGENT = "unix:/run/enforcer/agent.sock"  # the agent's --api-socket on this node
 
@@ -115,11 +115,24 @@ def endpoint(agent: str, netns: str | None = None, token_file: str | None = None
     which needs a token for /status, /events and /flows: --token-file)."""
     token = None
     if token_file:
-        with open(token_file, encoding="utf-8") as f:
-            token = f.read().strip()
+        try:
+            with open(token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as exc:
+            raise ValueError(f"--token-file {token_file}: {exc.strerror or exc}") from None
     if agent.startswith("unix:"):
+        if netns:
+            raise ValueError(
+                "--netns reaches a HOST:PORT agent inside a network namespace; a unix: socket "
+                "needs none (a lab node's agent: `enforcer lab monitor --name LAB --node NODE`)"
+            )
         return AgentEndpoint(socket=agent[5:], token=token)
     host, sep, port = agent.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ValueError(f"--agent: expected unix:PATH or HOST:PORT, got {agent!r}")
+    if netns and not netns_path(netns).exists():
+        raise ValueError(
+            f"--netns {netns}: no such network namespace (`ip netns list` lists them; "
+            "`enforcer lab status --name LAB` shows a lab node's)"
+        )
     return AgentEndpoint(addr=agent, netns=netns, token=token)

@@ -41,7 +41,11 @@ def run_in_netns(netns: str | None, fn: Callable[[], T]) -> T:
     error: list[BaseException] = []
 
     def target() -> None:
-        fd = os.open(netns_path(netns), os.O_RDONLY)
+        try:
+            fd = os.open(netns_path(netns), os.O_RDONLY)
+        except OSError as exc:  # no such namespace: the caller's error, not the thread's
+            error.append(exc)
+            return
         try:
             _setns(fd)
             result.append(fn())

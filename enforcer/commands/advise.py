@@ -145,8 +145,9 @@ def run(args: argparse.Namespace) -> int:
     except FlowFormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID_INPUT
-    except OSError as exc:
-        print(f"error: --flows: {exc}", file=sys.stderr)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"error: --flows {args.flows}: cannot read: {reason}", file=sys.stderr)
         return EXIT_INVALID_INPUT
     except RuntimeError as exc:  # an agent unreachable or refusing the query
         print(f"error: reading the flows of lab {args.lab}: {exc}", file=sys.stderr)

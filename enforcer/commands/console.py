@@ -72,6 +72,26 @@ def _listen_addr(text: str) -> str:
     return text
 
 
+def _check_paths(args: argparse.Namespace) -> None:
+    """The files and folders named on the command line exist (ValueError says which not)."""
+    from pathlib import Path
+
+    if args.kubeconfig and not Path(args.kubeconfig).is_file():
+        raise ValueError(f"--kubeconfig {args.kubeconfig}: no such file")
+    folder = args.source[len("dir:") :] if args.source.startswith("dir:") else None
+    if folder and not Path(folder).is_dir():
+        raise ValueError(f"--source {args.source}: no such directory")
+
+
+def _existing_lab(name: str) -> None:
+    from enforcer.lab import lab
+
+    try:
+        lab.LabState.load(name)
+    except lab.LabError as exc:
+        raise ValueError(f"--agents lab:{name}: {exc}") from None
+
+
 def console_source(spec: str, kubeconfig: str | None) -> Source:
     """The agent's sources, but from the API only the kinds the policy view shows (the
     console's RBAC grants no more)."""
@@ -92,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     logger = log.get("console")
     try:
         listen = _listen_addr(args.listen)
+        _check_paths(args)
         if args.agents == "k8s":
             agents = kubernetes_agents(args.agent_namespace, args.agent_selector, args.kubeconfig)
         elif args.agents.startswith("lab:") and args.agents[4:]:
@@ -99,10 +120,15 @@ def run(args: argparse.Namespace) -> int:
         else:
             return _fail(f"--agents {args.agents!r}: use 'k8s' or 'lab:NAME'")
         source = console_source(args.source, args.kubeconfig)
+        if args.agents.startswith("lab:"):
+            _existing_lab(args.agents[4:])
     except ValueError as exc:
         return _fail(str(exc))
     except Exception as exc:  # the kubernetes client's config errors have no common base
-        return _fail(f"cannot reach the Kubernetes API: {exc}")
+        return _fail(
+            f"cannot reach the Kubernetes API: {exc} (give --kubeconfig, or for a lab "
+            "--agents lab:NAME --source dir:PATH)"
+        )
     try:
         console = Console(listen, agents, source, max_bytes=args.max_mb * 2**20)
     except OSError as exc:

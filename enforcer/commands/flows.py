@@ -116,7 +116,7 @@ def print_records(lines: Iterable[dict[str, object]], output: str, wide: bool,
 
 
 def run(args: argparse.Namespace) -> int:
-    from enforcer.commands.status import agent_of
+    from enforcer.commands.status import agent_of, unreachable
 
     try:
         path = query_path(args)
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         print_records(agent.stream(path), args.output, args.wide, args.follow)
     except OSError as exc:
-        print(f"error: cannot reach the agent at {args.agent}: {exc}", file=sys.stderr)
+        print(f"error: {unreachable(args, exc)}", file=sys.stderr)
         return 1
     except RuntimeError as exc:
         print(f"error: the agent refused the query: {exc}", file=sys.stderr)

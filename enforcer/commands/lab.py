@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--topology", choices=["routed", "bridged"], default="routed")
     up.add_argument(
         "--nodes",
-        type=int,
+        type=_positive,
         default=1,
         help="the nodes the manifests name, then node1, node2, ... up to N; pods without "
         "nodeName are spread over them",
@@ -108,11 +108,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_filter_args(fl)
     fl.set_defaults(func=run_flows)
 
+    from enforcer.commands.status import add_monitor_args
+
+    mo = ls.add_parser("monitor", help="drop events from the lab's node agents (as `monitor`)")
+    mo.add_argument("--name", default="lab")
+    mo.add_argument("--node", default=None, help="only this node's agent (default: every node)")
+    add_monitor_args(mo)
+    mo.add_argument("--output", choices=["table", "json"], default="table")
+    mo.set_defaults(func=run_monitor)
+
     dn = ls.add_parser("down", help="remove a lab (namespaces, processes, pinned maps)")
     dn.add_argument("--name", default=None)
     dn.add_argument("--all", action="store_true", help="remove every lab on this machine")
     dn.set_defaults(func=run_down)
     lab.set_defaults(func=lambda args: (lab.print_help(), 2)[1])
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of 1 or more, got {text!r}")
+    return int(text)
 
 
 def _progress(msg: str) -> None:
@@ -308,9 +323,10 @@ def run_status(args: argparse.Namespace) -> int:
                            "nodes": {}}
     for node in state.node_nets():
         try:
-            out["nodes"][node.name] = lab.node_status(state, node)
+            status = lab.node_status(state, node)
         except (OSError, RuntimeError) as exc:
-            out["nodes"][node.name] = {"error": str(exc)}
+            status = {"error": str(exc)}
+        out["nodes"][node.name] = {"netns": node.netns, **status}
     if args.output == "json":
         print(json.dumps(out, indent=2))
         return 0
@@ -318,6 +334,8 @@ def run_status(args: argparse.Namespace) -> int:
           f"{len(state.nodes)} node(s), {len(state.pods)} pods")
     if state.console_url:
         print(f"console: {state.console_url}")
+    print()
+    print(_node_table(state))
     for name, status in out["nodes"].items():
         print()
         print(
@@ -326,6 +344,57 @@ def run_status(args: argparse.Namespace) -> int:
             else format_status(status)
         )
     return 0
+
+
+def _node_table(state: Any) -> str:
+    """Each node's network namespace and pod subnets (what `ip netns exec` and
+    `monitor --netns` take)."""
+    rows = [("NODE", "NETNS", "POD SUBNETS", "PODS")]
+    for node in state.node_nets():
+        pods = sum(p["node"] == node.name for p in state.pods.values())
+        subnets = f"{node.subnet_v4},{node.subnet_v6}" if state.ipv6 else str(node.subnet_v4)
+        rows.append((node.name, node.netns, subnets, str(pods)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def run_monitor(args: argparse.Namespace) -> int:
+    """`monitor` against the lab's node agents (each node's API socket), merged."""
+    from enforcer.commands.flows import merged
+    from enforcer.commands.status import print_events
+    from enforcer.lab import lab
+
+    try:
+        state = lab.LabState.load(args.name)
+        agents = lab.agent_endpoints(state)
+        if args.node and args.node not in agents:
+            raise lab.LabError(
+                f"no node {args.node!r} in lab {args.name} (its nodes: {', '.join(agents)})"
+            )
+        chosen = [a for name, a in agents.items() if args.node in (None, name)]
+        for agent in chosen:  # up front: a stream that cannot connect would wait forever
+            _reachable(agent, args.name)
+    except lab.LabError as exc:
+        return _fail(exc)
+    try:
+        print_events(merged([a.stream("/events") for a in chosen], follow=True), args)
+    except (OSError, RuntimeError) as exc:
+        return _fail(RuntimeError(f"reading the lab's agents: {exc}"))
+    return 0
+
+
+def _reachable(agent: Any, lab_name: str) -> None:
+    from enforcer.lab import lab
+
+    try:
+        agent.get_json("/status", timeout=2.0)
+    except (OSError, RuntimeError) as exc:
+        raise lab.LabError(
+            f"the agent of node {agent} is not reachable: {exc} "
+            f"(`enforcer lab status --name {lab_name}`)"
+        ) from None
 
 
 def lab_flows(state: Any, path: str, follow: bool) -> Any:
@@ -357,8 +426,10 @@ def run_down(args: argparse.Namespace) -> int:
     from enforcer.lab import lab
 
     names = lab.list_labs() if args.all else [args.name] if args.name else []
-    if not names:
+    if not names and not args.all:
         return _fail(lab.LabError("give --name NAME or --all"))
+    if args.name and not args.all and args.name not in lab.list_labs():
+        return _fail(lab.LabError(f"no lab named {args.name!r} (`enforcer lab status` lists them)"))
     for name in names:
         lab.down(name, _progress)
     return 0

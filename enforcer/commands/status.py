@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from enforcer.agentclient import DEFAULT_AGENT, AgentEndpoint, endpoint
@@ -23,9 +24,22 @@ def add_agent_args(p: argparse.ArgumentParser) -> None:
 
 
 def agent_of(args: argparse.Namespace) -> AgentEndpoint:
-    """--agent, --netns and --token-file as an endpoint; ValueError or OSError names what is
-    wrong."""
+    """--agent, --netns and --token-file as an endpoint; ValueError names what is wrong."""
     return endpoint(args.agent, args.netns, args.token_file)
+
+
+def unreachable(args: argparse.Namespace, exc: OSError) -> str:
+    """One line: which agent could not be reached, why, and where to look."""
+    reason = exc.strerror or str(exc)
+    if args.agent.startswith("unix:"):
+        hint = (
+            "is an agent running on this node with that --api-socket? (a lab's agents: "
+            "`enforcer lab monitor|flows --name LAB`)"
+        )
+    else:
+        hint = "is an agent listening there?"
+    where = f" in network namespace {args.netns}" if args.netns else ""
+    return f"cannot reach the agent at {args.agent}{where}: {reason}: {hint}"
 
 
 def _agent_args(p: argparse.ArgumentParser) -> None:
@@ -39,6 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_status)
     m = sub.add_parser("monitor", help="stream drop events from a running agent")
     _agent_args(m)
+    add_monitor_args(m)
+    m.set_defaults(func=run_monitor)
+
+
+def add_monitor_args(m: argparse.ArgumentParser) -> None:
+    """The event filters of monitor and lab monitor."""
     m.add_argument(
         "--pod", default=None, help="only events whose pod, source or destination is NS/POD"
     )
@@ -46,7 +66,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--reason", default=None, help="only this drop reason (e.g. policy_denied)")
     m.add_argument("--direction", choices=["ingress", "egress"], default=None)
     m.add_argument("--count", type=int, default=0, help="stop after this many events (0: never)")
-    m.set_defaults(func=run_monitor)
 
 
 def _isolation(ep: dict[str, Any]) -> str:
@@ -90,7 +109,7 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"error: cannot reach the agent at {args.agent}: {exc}", file=sys.stderr)
+        print(f"error: {unreachable(args, exc)}", file=sys.stderr)
         return 1
     except RuntimeError as exc:
         print(f"error: the agent refused: {exc}", file=sys.stderr)
@@ -123,22 +142,27 @@ def format_event(ev: dict[str, Any]) -> str:
     )
 
 
-def run_monitor(args: argparse.Namespace) -> int:
+def print_events(events: Iterable[dict[str, Any]], args: argparse.Namespace) -> None:
+    """The events that pass monitor's filters, as lines, until --count of them."""
     seen = 0
+    for ev in events:
+        if not event_matches(ev, args):
+            continue
+        print(json.dumps(ev, sort_keys=True) if args.output == "json" else format_event(ev))
+        sys.stdout.flush()
+        seen += 1
+        if args.count and seen >= args.count:
+            break
+
+
+def run_monitor(args: argparse.Namespace) -> int:
     try:
-        for ev in agent_of(args).stream("/events"):
-            if not event_matches(ev, args):
-                continue
-            print(json.dumps(ev, sort_keys=True) if args.output == "json" else format_event(ev))
-            sys.stdout.flush()
-            seen += 1
-            if args.count and seen >= args.count:
-                break
+        print_events(agent_of(args).stream("/events"), args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"error: cannot reach the agent at {args.agent}: {exc}", file=sys.stderr)
+        print(f"error: {unreachable(args, exc)}", file=sys.stderr)
         return 1
     except RuntimeError as exc:
         print(f"error: the agent refused: {exc}", file=sys.stderr)

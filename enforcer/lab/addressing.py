@@ -268,8 +268,11 @@ def problems(topology: str, subnets: NodeSubnets, pods: Sequence[PlacedPod]) -> 
 
 
 def refuse(found: Sequence[str], header: str) -> None:
+    """PlanError(header: the problem), or with several, one line each."""
     if not found:
         return
+    if len(found) == 1:
+        raise PlanError(f"{header}: {found[0]}")
     lines = list(found[:MAX_PROBLEMS])
     if len(found) > MAX_PROBLEMS:
         lines.append(f"... and {len(found) - MAX_PROBLEMS} more")

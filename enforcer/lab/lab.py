@@ -95,7 +95,7 @@ class LabState:
     def load(cls, name: str) -> LabState:
         path = LAB_ROOT / name / "state.json"
         if not path.exists():
-            raise LabError(f"no lab named {name!r} (see `enforcer lab status --all`)")
+            raise LabError(f"no lab named {name!r} (`enforcer lab status` lists them)")
         return cls(**json.loads(path.read_text()))
 
 
@@ -116,6 +116,14 @@ def pin_dir(lab: str, node: str) -> Path:
 def _ensure_bpffs() -> None:
     if subprocess.run(["mountpoint", "-q", "/sys/fs/bpf"]).returncode != 0:
         subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True)
+
+
+def _invalid_input(errors: list[str], outcome: str) -> str:
+    """One line for one error, a list for several."""
+    head = f"invalid input ({outcome})" if outcome else "invalid input"
+    if len(errors) == 1:
+        return f"{head}: {errors[0]}"
+    return head + ":\n  " + "\n  ".join(errors)
 
 
 def _valid_name(name: str) -> str:
@@ -152,7 +160,7 @@ def up(
         raise LabError(f"lab {name!r} exists already: `enforcer lab down --name {name}` first")
     objects, errors = mf.read_raw(paths, accept_groups)
     if errors:
-        raise LabError("invalid input:\n  " + "\n  ".join(errors))
+        raise LabError(_invalid_input(errors, ""))
     if dns:
         objects += svcs.dns_objects()
     objects = mf.implied_namespaces(objects) + objects
@@ -539,7 +547,7 @@ def apply(
 ) -> float:
     objects, errors = mf.read_raw(paths, accept_groups)
     if errors:
-        raise LabError("invalid input (nothing applied):\n  " + "\n  ".join(errors))
+        raise LabError(_invalid_input(errors, "nothing applied"))
     objects = _without_nodes(state, objects)
     objects = [
         o for o in mf.implied_namespaces([*mf.read_folder(state.manifest_dir), *objects])
@@ -600,7 +608,7 @@ def delete(
 ) -> float:
     objects, errors = mf.read_raw(paths, accept_groups)
     if errors:
-        raise LabError("invalid input (nothing deleted):\n  " + "\n  ".join(errors))
+        raise LabError(_invalid_input(errors, "nothing deleted"))
     pods = []
     for obj in objects:
         if obj["kind"] == "Pod":

@@ -64,8 +64,12 @@ def read_raw(
         for file in files:
             try:
                 docs = documents(file.read_text(encoding="utf-8"), str(file))
-            except (OSError, yaml.YAMLError) as exc:
-                errors.append(f"{file}: cannot parse: {exc}")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                errors.append(f"{file}: cannot read: {reason}")
+                continue
+            except yaml.YAMLError as exc:
+                errors.append(f"{file}: cannot parse: {yaml_problem(exc)}")
                 continue
             notes: list[str] = []
             for doc in docs:
@@ -98,6 +102,15 @@ def _not_read(origin: str, item: Mapping[str, Any], group: str) -> str:
             "networking.k8s.io/v1"
     return (f"{origin}: NetworkPolicy {ref} of {item.get('apiVersion')} not read: another API "
             f"group than networking.k8s.io (--accept-group {group} reads it as a NetworkPolicy)")
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's error on one line: where, what, and in what."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return " ".join(str(exc).split())
+    mark = exc.problem_mark
+    context = f" ({exc.context})" if exc.context else ""
+    return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}{context}"
 
 
 def implied_namespaces(objects: Iterable[RawObject]) -> list[RawObject]:
