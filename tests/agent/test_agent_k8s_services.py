@@ -1,5 +1,6 @@
 """The agent learns Services and EndpointSlices from the API server and judges egress through
-them after kube-proxy's DNAT (rules as kube-proxy writes them, in the node namespace)."""
+them after kube-proxy's DNAT (rules as kube-proxy writes them, in the node namespace), in
+iptables mode and then, on the same node, in nftables mode."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from enforcer.lab import kubeproxy
+from enforcer.lab import kubeproxy, proxymode
 from enforcer.lab import topology as topo
 from enforcer.lab.probe import ProbeEndpoint, probe_pair
 from tests.agent.harness import NODE, NodeHarness, eventually, policy
@@ -48,11 +49,10 @@ def endpoint_slice(h: NodeHarness, backend: str) -> dict[str, Any]:
     }
 
 
-def kube_proxy(h: NodeHarness, objects: list[dict[str, Any]]) -> None:
-    """What kube-proxy would write for these objects, in the node namespace."""
+def kube_proxy(h: NodeHarness, objects: list[dict[str, Any]], mode: str = "iptables") -> None:
+    """What kube-proxy in `mode` would write for these objects, in the node namespace."""
     state = state_of(*h.api.objects("Pod"), *objects)
-    table = kubeproxy.nat_table(state, 4, topo.POD_V4, NODE, {})
-    kubeproxy.restore(h.node.netns, 4, table)
+    proxymode.sync(mode, h.node.netns, state, 4, topo.POD_V4, NODE, {})
 
 
 @pytest.fixture
@@ -98,3 +98,14 @@ def test_egress_through_a_service_from_the_api(node: NodeHarness) -> None:
     node.api.apply(moved[1])
     kube_proxy(node, moved)
     eventually(lambda: not through_service("y/c"), 5.0, "x/a -> web (y/c) denied")
+
+    # kube-proxy in nftables mode instead: its table translates, the iptables nat table is
+    # emptied (as kube-proxy's cleanup of the other mode does), and the agent judges alike.
+    kubeproxy.restore(node.node.netns, 4, "*nat\nCOMMIT\n")
+    for backend, allowed in (("x/b", True), ("y/c", False)):
+        objects = [service(), endpoint_slice(node, backend)]
+        node.api.apply(objects[1])
+        kube_proxy(node, objects, "nftables")
+        verdict = "allowed" if allowed else "denied"
+        eventually(lambda b=backend, ok=allowed: through_service(b) == ok, 5.0,
+                   f"nftables: x/a -> web ({backend}) {verdict}")  # fmt: skip

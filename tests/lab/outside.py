@@ -17,6 +17,7 @@ from enforcer.lab import topology as topo
 from enforcer.netnsutil import run_in_netns
 
 OUTSIDE_IP = topo.FABRIC_V4[200]
+OUTSIDE_MAC = "02:00:00:00:0f:c8"
 
 
 @dataclass
@@ -48,7 +49,9 @@ def outside_host(state: lab.LabState, port: int) -> Iterator[Outside]:
         topo.ip_batch(
             state.fabric_netns,
             [
-                f"link add out0 type veth peer name eth0 netns {netns}",
+                # One MAC address for every outside host: the nodes' neighbour entries for
+                # OUTSIDE_IP outlive an earlier one of the same lab.
+                f"link add out0 type veth peer name eth0 address {OUTSIDE_MAC} netns {netns}",
                 f"link set out0 master {topo.FABRIC_BRIDGE}",
                 "link set out0 up",
             ],
@@ -74,4 +77,8 @@ def outside_host(state: lab.LabState, port: int) -> Iterator[Outside]:
             thread.join(2)
             server.close()
     finally:
+        # The veth first, by hand: a namespace's removal frees its links later, in the
+        # background, and the next outside host of the lab needs the name out0 again.
+        subprocess.run(["ip", "-n", state.fabric_netns, "link", "del", "out0"], check=False,
+                       capture_output=True)  # fmt: skip
         subprocess.run(["ip", "netns", "del", netns], check=False)

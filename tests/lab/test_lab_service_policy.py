@@ -8,9 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from ipaddress import ip_address
 from typing import Any
 
 import pytest
@@ -18,13 +15,11 @@ import pytest
 from enforcer.commands.lab import check_documents, probe_documents
 from enforcer.lab import dns, lab
 from enforcer.lab import services as svcs
-from enforcer.lab.probe import ProbeEndpoint, _capture_socket, answered_by, probe_pair
+from enforcer.lab.probe import _capture_socket, answered_by
 from enforcer.netnsutil import run_in_netns
-from tests.lab import upstream
-from tests.lab.outside import outside_host
+from tests.lab import service_checks, upstream
 from tests.lab.service_manifests import (
     cluster_ip,
-    external_service,
     node_port_to_c,
     udp_service_to,
     web_cluster,
@@ -82,37 +77,12 @@ def test_upstream_cases_through_services_equal_pod_probes(
     assert "agree" in done.stderr
 
 
-def _client_egress_to(backend: str) -> dict[str, Any]:
-    return upstream.policy(
-        "client-egress",
-        "x",
-        {
-            "podSelector": upstream.sel(app="client"),
-            "policyTypes": ["Egress"],
-            "egress": [
-                {"to": [{"podSelector": upstream.sel(backend=backend)}], "ports": [{"port": 80}]}
-            ],
-        },
-    )
-
-
 @pytest.mark.parametrize("topology", ["routed", "bridged"])
 def test_egress_to_one_backend_reaches_it_and_never_the_other(
     lab_factory, write_manifests, topology: str
 ) -> None:
     state = lab_factory([write_manifests(web_cluster())], topology=topology, nodes=2)
-    vip = cluster_ip(state, "x/web")
-    netns = state.pods["x/client"]["netns"]
-    # x/b is on the client's node (judged at its veth), x/c on the other (judged at the
-    # uplink): each direction of the choice is checked on its own path.
-    for allowed, other in (("b", "c"), ("c", "b")):
-        lab.apply(state, [write_manifests([_client_egress_to(allowed)])])
-        with ThreadPoolExecutor(max_workers=40) as pool:
-            seen = Counter(pool.map(lambda _: answered_by(netns, vip, 8080, 0.5), range(40)))
-        assert seen[f"x/{other}"] == 0, seen
-        # Random selection sends half of them to each: fewer than 8 of 40 either way happens
-        # with probability 1e-5.
-        assert seen[f"x/{allowed}"] >= 8 and seen[None] >= 8, seen
+    service_checks.egress_to_one_backend(state, write_manifests)
 
 
 def _deny_egress_but_dns(with_dns: bool) -> dict[str, Any]:
@@ -159,25 +129,7 @@ def test_hairpin_a_pod_reaches_itself_through_its_service(
     state = lab_factory(
         [write_manifests(upstream.cluster())], topology=topology, nodes=2, services="per-pod"
     )
-    only_from_b = upstream.policy(
-        "p",
-        "x",
-        {
-            "podSelector": upstream.sel(pod="a"),
-            "ingress": [{"from": [{"podSelector": upstream.sel(pod="b")}]}],
-        },
-    )
-    lab.apply(state, [write_manifests([only_from_b])])
-    vip = cluster_ip(state, "x/s-a")
-    pods = {k: state.pods[k]["netns"] for k in ("x/a", "x/b", "x/c")}
-    # kube-proxy masquerades the hairpin (it arrives from a node address), yet x/a is x/a.
-    assert answered_by(pods["x/a"], vip, 80) == "x/a"
-    assert answered_by(pods["x/b"], vip, 80) == "x/a"
-    assert answered_by(pods["x/c"], vip, 80, timeout=0.5) is None
-    src = ProbeEndpoint("x/a", pods["x/a"], ip_address(state.pods["x/a"]["ips"][0]))
-    dst = ProbeEndpoint("x/a", pods["x/a"], vip, via="x/s-a")
-    for proto in ("UDP", "SCTP"):
-        assert probe_pair(src, dst, 80, proto), proto
+    service_checks.hairpin(state, write_manifests, "a", allowed="b", denied="c")
     # A node address is no pass of its own: x/a's ingress still isolates it from the node's
     # masqueraded traffic of other pods (x/c above) and from outside (test_lab_services).
 
@@ -189,29 +141,7 @@ def test_service_with_an_external_endpoint_is_judged_on_the_endpoint(
     # With flannel-style masquerade the packet leaves the node with the node's address: the
     # uplink hook still finds its pod (by a fingerprint NAT does not change).
     state = lab_factory([write_manifests(web_cluster())], nodes=2, cni_masquerade=masquerade)
-    netns = state.pods["x/client"]["netns"]
-    with outside_host(state, 9999) as out:
-        lab.apply(state, [write_manifests(external_service(out.ip, 9999))])
-        vip = cluster_ip(state, "x/ext")
-
-        def egress(cidr: str, port: int) -> None:
-            policy = upstream.policy(
-                "client-egress",
-                "x",
-                {
-                    "podSelector": upstream.sel(app="client"),
-                    "policyTypes": ["Egress"],
-                    "egress": [{"to": [{"ipBlock": {"cidr": cidr}}], "ports": [{"port": port}]}],
-                },
-            )
-            lab.apply(state, [write_manifests([policy])])
-
-        egress(f"{out.ip}/32", 9999)  # the endpoint, on its port: allowed
-        assert answered_by(netns, vip, 443) == "outside"
-        egress(f"{out.ip}/32", 443)  # the Service's port is not the endpoint's
-        assert answered_by(netns, vip, 443, timeout=0.5) is None
-        egress(str(svcs.SERVICE_V4), 443)  # the ClusterIP range allows nothing behind it
-        assert answered_by(netns, vip, 443, timeout=0.5) is None
+    service_checks.external_endpoint_judged_on_the_endpoint(state, write_manifests)
 
 
 @pytest.mark.parametrize("backend", ["b", "c"])  # on the client's node, and on the other
@@ -223,49 +153,7 @@ def test_revoking_egress_cuts_a_flow_through_a_service_at_its_next_packet(
         udp_service_to(backend),
     ]
     state = lab_factory([write_manifests(objects)], nodes=2)
-    vip = cluster_ip(state, "x/one")
-
-    def open_flow() -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.settimeout(0.5)
-        s.connect((str(vip), 53))
-        return s
-
-    sock = run_in_netns(state.pods["x/client"]["netns"], open_flow)
-    try:
-        assert _exchange(sock, b"one")
-        deny = upstream.policy(
-            "deny", "x", {"podSelector": upstream.sel(app="client"), "policyTypes": ["Egress"]}
-        )
-        lab.apply(state, [write_manifests([deny])])
-        sock.send(b"two")  # same socket, same conntrack entries: an established flow
-        assert not _answered(sock, b"two", 1.0)
-    finally:
-        sock.close()
-
-
-def _exchange(sock: socket.socket, message: bytes, attempts: int = 4) -> bool:
-    """A UDP request answered (the echo server returns it), resent while unanswered: a
-    loaded machine can hold a flow's first packet longer than one timeout."""
-    for _ in range(attempts):
-        sock.send(message)
-        if _answered(sock, message, 0.5):
-            return True
-    return False
-
-
-def _answered(sock: socket.socket, message: bytes, timeout: float) -> bool:
-    """Whether the echo of `message` arrives within `timeout`. Echoes of earlier messages are
-    skipped: a resent request's late answer must not count as this one's."""
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            if sock.recv(16) == message:
-                return True
-        except TimeoutError:
-            return False
-    return False
+    service_checks.revoking_egress_cuts_a_flow(state, write_manifests, "x/one")
 
 
 def _spoofed_udp_arrives(state: lab.LabState, sender: str, spoofed: str, vip: Any) -> bool:
@@ -335,11 +223,8 @@ def test_ipv6_services_follow_the_model(lab_factory, write_manifests) -> None:
         [write_manifests(upstream.cluster())], nodes=2, services="per-pod", ipv6=True
     )
     ips = {k: p["ips"][0] for k, p in state.pods.items()}
-    lab.apply(state, [write_manifests(upstream.cases(ips)["egress-to-namespace-with-port"])])
-    for port, proto in ((80, "TCP"), (81, "TCP"), (80, "UDP")):
-        docs = probe_documents(state, port, proto, 6, 0.5, via="service")
-        assert len(docs[0]["matrix"]["x/a"]) == 9  # every pod through its IPv6 ClusterIP
-        assert check_documents(state, docs, 6) == []
+    policy = upstream.cases(ips)["egress-to-namespace-with-port"]
+    service_checks.ipv6_follows_model(state, write_manifests, *policy)
 
 
 def test_a_pod_connecting_to_a_node_port_is_judged_on_the_node_address(
@@ -350,24 +235,4 @@ def test_a_pod_connecting_to_a_node_port_is_judged_on_the_node_address(
         node_port_to_c("web", 8080, 30080),
     ]
     state = lab_factory([write_manifests(objects)], nodes=2)
-    node1, node2 = state.node_nets()
-    netns = state.pods["x/client"]["netns"]
-    # kube-proxy masquerades NodePort traffic, so no hook after the DNAT could tell the pod:
-    # it is judged at its own hook, on the node address and port it connects to.
-    lab.apply(state, [write_manifests([_client_egress_to("c")])])
-    for node in (node1, node2):
-        assert answered_by(netns, node.fabric_v4, 30080, timeout=0.5) is None
-    by_address = upstream.policy(
-        "client-egress",
-        "x",
-        {
-            "podSelector": upstream.sel(app="client"),
-            "policyTypes": ["Egress"],
-            "egress": [
-                {"to": [{"ipBlock": {"cidr": f"{node2.fabric_v4}/32"}}], "ports": [{"port": 30080}]}
-            ],
-        },
-    )
-    lab.apply(state, [write_manifests([by_address])])
-    assert answered_by(netns, node2.fabric_v4, 30080) == "x/c"
-    assert answered_by(netns, node1.fabric_v4, 30080, timeout=0.5) is None
+    service_checks.pod_to_node_port_judged_on_the_node_address(state, write_manifests, 30080)

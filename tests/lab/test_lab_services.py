@@ -4,10 +4,6 @@ and NodePort traffic from outside the cluster (SNATed or not) judged by ingress 
 
 from __future__ import annotations
 
-from collections import Counter
-from ipaddress import ip_address
-from typing import Any
-
 import pytest
 
 from enforcer.commands.lab import check_documents, probe_documents
@@ -15,7 +11,7 @@ from enforcer.lab import dns, lab
 from enforcer.lab import services as svcs
 from enforcer.lab.probe import answered_by
 from enforcer.netnsutil import run_in_netns
-from tests.lab import upstream
+from tests.lab import service_checks, upstream
 from tests.lab.outside import outside_host
 from tests.lab.service_manifests import (
     cluster_ip,
@@ -54,24 +50,7 @@ def test_cluster_ip_spreads_connections_over_backends_on_both_nodes(
     lab_factory, write_manifests
 ) -> None:
     state = lab_factory([write_manifests(web_cluster())], nodes=2)
-    vip = cluster_ip(state, "x/web")
-    netns = state.pods["x/client"]["netns"]
-    seen = Counter(answered_by(netns, vip, 8080, timeout=2.0) for _ in range(40))
-    # 1/2 each: missing one of them in 40 tries happens with probability 2^-39.
-    assert set(seen) == {"x/b", "x/c"}
-    # The Service port is translated to the target port: nothing listens on 8080.
-    assert answered_by(netns, ip_address(state.pods["x/b"]["ips"][0]), 8080) is None
-
-
-def _ingress_from(cidr: str) -> dict[str, Any]:
-    return upstream.policy(
-        "from-block",
-        "x",
-        {
-            "podSelector": upstream.sel(app="web"),
-            "ingress": [{"from": [{"ipBlock": {"cidr": cidr}}]}],
-        },
-    )
+    service_checks.cluster_ip_spreads_over_backends(state)
 
 
 def test_node_port_snat_from_outside_is_judged_as_the_node_ip_not_as_node_traffic(
@@ -83,22 +62,7 @@ def test_node_port_snat_from_outside_is_judged_as_the_node_ip_not_as_node_traffi
         node_port_to_c("web-local", 8081, 30081, externalTrafficPolicy="Local"),
     ]
     state = lab_factory([write_manifests(objects)], nodes=2)
-    node1, node2 = state.node_nets()
-    with outside_host(state, 9999) as out:
-
-        def connect(node_ip: Any, port: int) -> str | None:
-            return answered_by(out.netns, node_ip, port)
-
-        assert connect(node1.fabric_v4, 30080) == "x/c"  # no policy yet
-        # Only the outside client is allowed: the SNATed connection (from node1's address,
-        # forwarded, so no socket of the node's own) is denied; the Local one keeps its source.
-        lab.apply(state, [write_manifests([_ingress_from(f"{out.ip}/32")])])
-        assert connect(node1.fabric_v4, 30080) is None
-        assert connect(node2.fabric_v4, 30081) == "x/c"
-        # Allowing node1's address admits what node1 masquerades.
-        lab.apply(state, [write_manifests([_ingress_from(f"{node1.fabric_v4}/32")])])
-        assert connect(node1.fabric_v4, 30080) == "x/c"
-        assert connect(node2.fabric_v4, 30081) is None
+    service_checks.node_port_from_outside(state, write_manifests, 30080, 30081)
 
 
 def test_a_service_with_an_endpoint_outside_the_cluster(lab_factory, write_manifests) -> None:
