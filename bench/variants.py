@@ -50,6 +50,7 @@ from pathlib import Path
 
 from bench.datapath import (
     CLIENT_IDENTITY,
+    POD_FLOW_BUDGET,
     detach_programs,
     policy_with,
     prog_stats,
@@ -130,7 +131,8 @@ def load(variant: Variant, pin_root: Path, args: argparse.Namespace, client: Pod
     """Compile the variant from its own sources and write the benchmark's tables."""
     config = VariantConfig(max_identities=args.rules + 16, max_conntrack=args.conntrack,
                            macros=variant.macros, attach_mode=variant.attach,
-                           events_for_allowed_flows=variant.flows)
+                           events_for_allowed_flows=variant.flows,
+                           pod_flows_per_second=POD_FLOW_BUDGET, pod_flow_burst=POD_FLOW_BUDGET)
     saved = os.environ.get(BPF_DIR_ENV)
     os.environ[BPF_DIR_ENV] = str(variant.source)
     try:

@@ -14,6 +14,7 @@
 #include "lib/policy.h"
 #include "lib/metrics.h"
 #include "lib/events.h"
+#include "lib/flowbudget.h"
 #include "lib/source.h"
 #include "lib/services.h"
 
@@ -207,8 +208,17 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     }
     if (dir == DIR_INGRESS && !p.no_ct && !owned_by(p.flow.daddr, p.flow.family, ifindex))
         p.no_ct = 1; /* flooded to this port, or multicast: judged packet by packet */
-    if (!p.no_ct && ct_write(&p, ifindex, dir, generation, epoch, flags, slot) < 0)
-        return drop(skb, &p, dir, DROP_MAP_FULL, endpoint_id, slot, identity);
+    if (!p.no_ct) {
+        /* A new flow of the pod's own: within its budget (lib/flowbudget.h). One drop for
+         * both refusals: each drop() inlines an event's emission. */
+        int refused = 0;
+        if (state == CT_MISS && dir == DIR_EGRESS && !flow_budget_take(slot))
+            refused = DROP_FLOW_BUDGET;
+        else if (ct_write(&p, ifindex, dir, generation, epoch, flags, slot) < 0)
+            refused = DROP_MAP_FULL;
+        if (refused)
+            return drop(skb, &p, dir, refused, endpoint_id, slot, identity);
+    }
     if (p.frag == FRAG_FIRST)
         frag_remember(&p); /* on failure later fragments drop: fail closed */
     /* An audit pass's event always; an allowed new flow's when those are reported, with the

@@ -24,6 +24,8 @@ KERNEL_TEST_CONFIG = DatapathConfig(
     event_burst=100000,
     endpoint_events_per_second=100000,
     endpoint_event_burst=100000,
+    pod_flows_per_second=1000000,  # checked on every new flow, never refusing one
+    pod_flow_burst=1000000,
 )
 
 

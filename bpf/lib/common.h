@@ -29,6 +29,7 @@
 #define DROP_MAP_FULL 144
 #define DROP_UNSUPPORTED_L3 145
 #define DROP_FRAGMENT_OVERLAP 146
+#define DROP_FLOW_BUDGET 147 /* a pod's new flow past its budget (lib/flowbudget.h) */
 #define REASON_AUDIT 150 /* passed: policy denies it, the endpoint is in audit mode */
 
 /* Reserved identities and protocol numbers (types.py). */
@@ -80,6 +81,9 @@ struct ep_config {
 /* Bumped by the agent on every change of peer identities, endpoint policy or Service maps:
  * an established flow checked under the current epoch needs no look at anything else. */
 #define CFG_POLICY_EPOCH 4
+/* A pod's new-flow budget: ns of budget one new flow costs (low 32 bits; 0: none) and how
+ * many flows it may open at once (high 32 bits). One slot: the layout stays as pinned. */
+#define CFG_FLOW_BUDGET 7
 #define CFG_SLOTS 8
 
 /* skb->ifindex, loaded straight from the context pointer. In a large function clang may keep

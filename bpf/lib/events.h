@@ -3,6 +3,7 @@
  * or the ring has no room for, is counted in event_lost: never silently lost. */
 #pragma once
 
+#include "lib/bucket.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
 #include "lib/policy.h"
@@ -25,11 +26,6 @@ struct event {
 
 BPF_RINGBUF_OUTPUT(events, EVENT_PAGES);
 
-struct bucket {
-    __u64 last_ns;
-    __u64 budget_ns;
-    __u64 lost; /* events this bucket refused (per CPU) */
-};
 /* The node's bucket protects the agent; each endpoint's own protects the others' events from
  * one pod that opens flows as fast as it can. An event needs a token from both. */
 BPF_PERCPU_ARRAY(event_bucket, struct bucket, 1);
@@ -47,22 +43,6 @@ static __always_inline void event_lost_count(__u32 slot)
     __u64 *n = event_lost.lookup(&slot);
     if (n)
         *n += 1;
-}
-
-/* Take one event's cost from a bucket refilled at one event per `cost` ns up to `cap`. */
-static __always_inline int bucket_take(struct bucket *b, __u64 now, __u64 cost, __u64 cap)
-{
-    __u64 budget = b->budget_ns + (now - b->last_ns);
-    if (budget > cap)
-        budget = cap;
-    b->last_ns = now;
-    if (budget < cost) {
-        b->budget_ns = budget;
-        b->lost += 1;
-        return 0;
-    }
-    b->budget_ns = budget - cost;
-    return 1;
 }
 
 static __always_inline int event_allowed(__u32 slot, __u64 now)

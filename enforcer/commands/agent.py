@@ -111,6 +111,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"(default {d.endpoint_events_per_second}; 0: no per-pod limit)",
     )
     p.add_argument(
+        "--pod-flows-per-second",
+        type=_at_least(0),
+        default=None,
+        help="new flows each pod may open per second (per CPU); past that (and a burst of "
+        "--pod-flow-burst) its new flows drop as flow_budget, so one pod cannot churn the "
+        "conntrack table into evicting other pods' quiet flows "
+        f"(default {d.pod_flows_per_second}; 0: no budget)",
+    )
+    p.add_argument(
+        "--pod-flow-burst",
+        type=_at_least(1),
+        default=None,
+        help=f"new flows a pod may open at once (default {d.pod_flow_burst})",
+    )
+    p.add_argument(
         "--flow-events",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -177,6 +192,8 @@ def datapath_config(args: argparse.Namespace) -> DatapathConfig:
             "max_conntrack",
             "events_per_second",
             "endpoint_events_per_second",
+            "pod_flows_per_second",
+            "pod_flow_burst",
         )
         if getattr(args, name, None) is not None
     }

@@ -48,6 +48,11 @@ class DatapathConfig:
     # its own events, not the other pods' (0: no per-endpoint limit).
     endpoint_events_per_second: int = 100
     endpoint_event_burst: int = 200
+    # New flows a pod may open per second (per CPU) and at once: past them its new flows drop
+    # as flow_budget, so it cannot churn the shared conntrack table into evicting the entries
+    # other pods' quiet flows live on (0: no budget). See README, "Budgets".
+    pod_flows_per_second: int = 5000
+    pod_flow_burst: int = 10000
     events_for_allowed_flows: bool = False
     # How the program is attached: "tcx" (kernel 6.6+; cheaper hooks), "tc" (clsact filters
     # at tc_prio/tc_handle), or "auto": tcx where the kernel has it, else tc.
@@ -66,7 +71,7 @@ class DatapathConfig:
             raise ValueError(
                 f"DatapathConfig.event_pages: must be a power of two, got {self.event_pages}")
         for name in ("events_per_second", "event_burst", "endpoint_events_per_second",
-                     "endpoint_event_burst"):
+                     "endpoint_event_burst", "pod_flows_per_second", "pod_flow_burst"):
             if getattr(self, name) < 0:
                 raise ValueError(f"DatapathConfig.{name}: must not be negative, "
                                  f"got {getattr(self, name)}")
@@ -118,6 +123,7 @@ CFG_EVENT_ALLOWED = 3
 CFG_EP_EVENT_COST_NS = 5
 CFG_EP_EVENT_BURST_NS = 6
 CFG_POLICY_EPOCH = 4
+CFG_FLOW_BUDGET = 7  # ns a new flow costs (low 32 bits), flows at once (high 32 bits)
 CFG_SLOTS = 8
 
 

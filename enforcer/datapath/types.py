@@ -100,6 +100,7 @@ class DropReason(IntEnum):
     MAP_FULL = 144  # a table the program had to write was full (fail closed)
     UNSUPPORTED_L3 = 145  # an ethertype we cannot parse on an isolated endpoint
     FRAGMENT_OVERLAP = 146  # a later fragment reaching back into the L4 header (RFC 1858)
+    FLOW_BUDGET = 147  # a pod's new flow past its budget (DatapathConfig.pod_flows_per_second)
     AUDIT = 150  # not dropped: policy denies it, but the endpoint is in audit mode
 
     @property

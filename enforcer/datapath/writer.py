@@ -29,6 +29,7 @@ from enforcer.datapath.layout import (
     CFG_EVENT_ALLOWED,
     CFG_EVENT_BURST_NS,
     CFG_EVENT_COST_NS,
+    CFG_FLOW_BUDGET,
     CFG_POLICY_EPOCH,
     CFG_UNKNOWN_ALLOW,
     COUNTER_KEY,
@@ -168,6 +169,7 @@ class Datapath:
         self.set_event_rate(cfg.events_per_second, cfg.event_burst,
                             cfg.endpoint_events_per_second, cfg.endpoint_event_burst)
         self.set_flow_events(cfg.events_for_allowed_flows)
+        self.set_flow_budget(cfg.pod_flows_per_second, cfg.pod_flow_burst)
 
     def _set_slot(self, slot: int, value: int) -> None:
         self._maps["config"].update(U32.pack(slot), U64.pack(value))
@@ -183,6 +185,12 @@ class Datapath:
         cost = 10**9 // per_second if per_second > 0 else 0
         self._set_slot(CFG_EVENT_BURST_NS, cost * max(burst, 1))
         self._set_slot(CFG_EVENT_COST_NS, cost)
+
+    def set_flow_budget(self, per_second: int, burst: int) -> None:
+        """Each pod may open `per_second` new flows a second (per CPU) after a burst of
+        `burst`; past that its new flows drop as DropReason.FLOW_BUDGET (0: no budget)."""
+        cost = min(10**9 // per_second, 0xFFFFFFFF) if per_second > 0 else 0
+        self._set_slot(CFG_FLOW_BUDGET, (min(max(burst, 1), 0xFFFFFFFF) << 32) | cost)
 
     def set_flow_events(self, enabled: bool) -> None:
         """Also report each allowed new flow (reason None) on the event stream."""

@@ -27,6 +27,7 @@ REASON_WORDS = {
     "map_full": "a datapath table was full (the datapath fails closed)",
     "unsupported_l3": "a network protocol the datapath cannot parse, to an isolated pod",
     "fragment_overlap": "a fragment overlapping the transport header",
+    "flow_budget": "the pod opened new flows faster than its budget allows",
 }
 
 
