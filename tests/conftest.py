@@ -1,4 +1,5 @@
-"""Fixtures shared by kernel tests: one bcc compile per session, pins under a unique dir."""
+"""Fixtures shared by kernel tests: one bcc compile per session, pins under a unique dir; and
+how the suite splits over pytest-xdist workers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,19 @@ from pathlib import Path
 import pytest
 
 from enforcer.datapath import Datapath, DatapathConfig
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With `-n 2 --dist loadgroup` (make test), every kernel test runs on one worker, in order,
+    one at a time as without xdist (probes judge a denial by a timeout: two kernel tests at
+    once on 2 CPUs made allowed probes time out), while the pure tests run on the other. The
+    benchmarks' kernel tests go last, once the pure tests no longer load a CPU."""
+    for item in items:
+        if item.get_closest_marker("kernel"):
+            item.add_marker(pytest.mark.xdist_group("kernel"))
+    items.sort(key=lambda item: bool(item.get_closest_marker("kernel"))
+               and "tests/bench/" in str(item.path))
+
 
 # Small maps keep read-backs fast; a high event rate lets tests see every drop event.
 KERNEL_TEST_CONFIG = DatapathConfig(
