@@ -15,7 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENV_VAR = "BCC_KERNEL_SOURCE"
-SRC_ROOT = Path("/usr/src")
+# Where the node's /lib/modules, /usr/src and /sys/kernel are looked for (default /): a test
+# points it at an empty folder to see the agent without headers; a container could point it
+# at the host's root mounted elsewhere.
+ROOT_ENV_VAR = "ENFORCER_KERNEL_HEADERS_ROOT"
+
+
+def _root() -> Path:
+    return Path(os.environ.get(ROOT_ENV_VAR) or "/")
+
+
+class HeadersMissing(RuntimeError):
+    """No kernel headers anywhere bcc or our fallback could use; the message says what to
+    install."""
 
 
 @dataclass(frozen=True)
@@ -62,25 +74,38 @@ def _merge(common: Path, arch: Path, dest: Path) -> Path:
     return dest
 
 
+def missing_message(release: str, root: Path) -> str:
+    """What is wrong and what to do, in one line."""
+    where = "" if root == Path("/") else f" under {root} ({ROOT_ENV_VAR})"
+    return (
+        f"no kernel headers for {release}{where}: looked in /lib/modules/{release}/build, "
+        "/sys/kernel/kheaders.tar.xz and /usr/src/linux-headers-*; on the node install "
+        f"linux-headers-{release} (Debian/Ubuntu; on Debian linux-headers-amd64 or "
+        "linux-headers-arm64 also works) or load the kheaders module (modprobe kheaders), "
+        "or set BCC_KERNEL_SOURCE to a header tree; the DaemonSet mounts the node's "
+        "/lib/modules and /usr/src; `enforcer kernel-headers` checks"
+    )
+
+
 def find_kernel_headers(
-    cache_dir: Path | None = None, src_root: Path = SRC_ROOT, release: str | None = None
+    cache_dir: Path | None = None, src_root: Path | None = None, release: str | None = None
 ) -> HeaderChoice:
-    """Choose headers for bcc; builds the fallback tree when needed. Raises when none exist."""
+    """Choose headers for bcc; builds the fallback tree when needed. Raises HeadersMissing
+    when none exist."""
     env = os.environ.get(ENV_VAR)
     if env and _usable(Path(env)):
         return HeaderChoice(Path(env), "environment")
+    root = _root()
     release = release or platform.release()
-    running = Path("/lib/modules") / release / "build"
+    running = root / "lib" / "modules" / release / "build"
     if (running / "include" / "linux" / "kconfig.h").exists():
-        return HeaderChoice(None, "running-kernel")
-    if Path("/sys/kernel/kheaders.tar.xz").exists():
+        # bcc finds them itself at the real root; elsewhere it must be told.
+        return HeaderChoice(None if root == Path("/") else running, "running-kernel")
+    if (root / "sys" / "kernel" / "kheaders.tar.xz").exists():
         return HeaderChoice(None, "kheaders-module")
-    pairs = _debian_pairs(src_root)
+    pairs = _debian_pairs(src_root or root / "usr" / "src")
     if not pairs:
-        raise RuntimeError(
-            f"no kernel headers for {release}: install linux-headers-{release} "
-            "or linux-headers-amd64 (Debian), or set BCC_KERNEL_SOURCE"
-        )
+        raise HeadersMissing(missing_message(release, root))
     common, arch = pairs[0]
     dest = (cache_dir or default_cache_dir()) / "kernel-headers" / arch.name
     return HeaderChoice(_merge(common, arch, dest), "fallback")

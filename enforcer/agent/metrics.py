@@ -179,6 +179,20 @@ class AgentMetrics:
             registry=r,
         )
 
+        self.node_faults = Gauge(
+            "enforcer_node_fault",
+            "1 while the node lacks what the agent needs to start (bpffs under the pin root, "
+            "kernel headers): the agent waits, not ready, and /status says what to do",
+            ["fault"],
+            registry=r,
+        )
+
+    def set_faults(self, faults: Any) -> None:
+        """enforcer.agent.preflight's faults now (each known fault 0 or 1)."""
+        now = {f.name for f in faults}
+        for name in ("bpffs", "kernel_headers"):
+            self.node_faults.labels(name).set(1 if name in now else 0)
+
     def count_verdicts(self, record: Any) -> None:
         """One flow record's verdict, per deciding policy (and its staged verdict)."""
         for key in record.policies or ("/",):

@@ -214,11 +214,11 @@ def run(args: argparse.Namespace) -> int:
         FlowsCollector,
         SourceCollector,
     )
+    from enforcer.agent.preflight import Preflight
     from enforcer.agent.runtime import Agent, EarlyCompile
     from enforcer.datapath import Datapath
     from enforcer.flows.collector import FlowCollector
     from enforcer.flows.store import FlowStore
-    from enforcer.kheaders import configure_bcc_headers
     from enforcer.sources.base import source_from_spec
 
     logger = log.get("agent")
@@ -235,12 +235,37 @@ def run(args: argparse.Namespace) -> int:
         logger.error("--accept-group works with --source dir:PATH; the Kubernetes source "
                      "does not watch other groups' NetworkPolicies yet")
         return 2
-    headers = configure_bcc_headers()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    metrics = AgentMetrics()
+    hub = EventHub(on_lost=metrics.events_lost.inc)
+    flows = FlowStore(max_bytes=args.flow_store_max_mb * 2**20)
+    # Served from the start: while the node lacks bpffs or kernel headers, /readyz says 503 and
+    # /status why (enforcer.agent.preflight); then the agent's own answers.
+    agent: Agent | None = None
+    preflight = Preflight(Path(args.pin_dir), logger, on_faults=metrics.set_faults)
+
+    def is_ready() -> bool:
+        return agent is not None and agent.is_ready()
+
+    def snapshot() -> dict[str, Any]:
+        if agent is None:
+            return preflight.status(args.node_name, args.source)
+        return agent.snapshot()
+
+    http = AgentHTTPServer(
+        args.metrics_addr, metrics.registry, is_ready, snapshot, hub, flows,
+        authorizer=authorizer(args), api_socket=args.api_socket or None,
+    )
+    http.start()
+    headers = preflight.wait(stop)
+    if headers is None:  # stopped while waiting: nothing was attached or pinned
+        http.stop()
+        return 0
     logger.info("kernel headers", how=headers.how, path=str(headers.path or ""))
 
     source = source_from_spec(args.source, kubeconfig=args.kubeconfig, node_name=args.node_name)
-    stop = threading.Event()
-    metrics = AgentMetrics()
     # The source lists the cluster, the listing is parsed into the cluster state and compiled,
     # while bcc compiles (the slow steps of a cold start); the loop starts at the first SYNCED.
     intake = Intake(source.describe, lambda kind: metrics.invalid_objects.labels(kind=kind).inc(),
@@ -249,9 +274,16 @@ def run(args: argparse.Namespace) -> int:
     early: queue.Queue[Any] = queue.Queue()
     feed = PrelistFeed(intake, early, on_synced=first_compile)
     threading.Thread(target=source.run, args=(feed, stop), name="source", daemon=True).start()
-    datapath = Datapath.open(Path(args.pin_dir), datapath_config(args))
+    try:
+        datapath = Datapath.open(Path(args.pin_dir), datapath_config(args))
+    except Exception as exc:
+        # Past the node checks, a failure here is a bug or an incompatible kernel, which
+        # retrying does not fix: one line and exit (nothing was attached; kubelet restarts).
+        logger.error("cannot start the datapath", error=f"{type(exc).__name__}: {exc}")
+        stop.set()
+        http.stop()
+        return 1
     datapath.set_unknown_verdict(args.unknown_endpoint_verdict == "allow")
-    hub = EventHub(on_lost=metrics.events_lost.inc)
     agent = Agent(
         args.node_name,
         source,
@@ -269,23 +301,14 @@ def run(args: argparse.Namespace) -> int:
         DatapathCollector(datapath.counters, agent.pod_for_ifindex, datapath.map_pressure)
     )
     metrics.add_collector(SourceCollector(source))
-    flows = FlowStore(max_bytes=args.flow_store_max_mb * 2**20)
     collector = FlowCollector(
         AgentFlowContext(agent, datapath),
         flows,
-        on_drop=lambda ev: hub.publish(agent.describe_drop(ev)),
+        on_drop=lambda ev: hub.publish(agent.describe_drop(ev)) if agent else None,
         on_record=metrics.count_verdicts,
         staged=intake.shadow,  # what the StagedNetworkPolicies would change (a no-op without)
     )
     metrics.add_collector(FlowsCollector(datapath.events_lost, flows.stats))
-    http = AgentHTTPServer(
-        args.metrics_addr, metrics.registry, agent.is_ready, agent.snapshot, hub, flows,
-        authorizer=authorizer(args), api_socket=args.api_socket or None,
-    )
-    http.start()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
 
     def pump_events() -> None:
         while not stop.is_set():

@@ -215,21 +215,43 @@ def _check_inner_maps(outer_fd: int, path: Path, cfg: DatapathConfig) -> None:
         return
 
 
+class BpffsMissing(RuntimeError):
+    """The pin root is not on a bpffs: pins there would not outlive the agent (or cannot be
+    made at all). The message says what to do."""
+
+
 def ensure_bpffs(pin_root: Path) -> None:
-    """Mount bpffs on /sys/fs/bpf when absent (Cilium #13254: unpinned state dies)."""
+    """Mount bpffs on /sys/fs/bpf when absent (Cilium #13254: unpinned state dies); raise
+    BpffsMissing when the pin root is still not on one."""
+    root = os.path.abspath(pin_root)
+
     def bpf_mounts() -> list[str]:
         mounts = Path("/proc/self/mounts").read_text().splitlines()
         return [line.split()[1] for line in mounts if line.split()[2] == "bpf"]
 
     def below_bpffs() -> bool:
-        return any(str(pin_root).startswith(m.rstrip("/") + "/") for m in bpf_mounts())
+        return any(root == m or root.startswith(m.rstrip("/") + "/") for m in bpf_mounts())
 
     if below_bpffs():
         return
-    if str(pin_root).startswith("/sys/fs/bpf/") and "/sys/fs/bpf" not in bpf_mounts():
-        subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True)
+    if root.startswith("/sys/fs/bpf/") and "/sys/fs/bpf" not in bpf_mounts():
+        try:
+            done = subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"],
+                                  capture_output=True, text=True, check=False)
+            failed = done.stderr.strip() if done.returncode else ""
+        except OSError as exc:  # no mount(8) in the image
+            failed = str(exc)
+        if failed:
+            raise BpffsMissing(
+                f"no bpffs at /sys/fs/bpf and mounting one failed ({failed}): "
+                "mount it on the node (mount -t bpf bpf /sys/fs/bpf); the DaemonSet's "
+                "mount-bpffs init container does it, with /sys/fs/bpf a hostPath volume")
     if not below_bpffs():
-        raise RuntimeError(f"{pin_root} is not below a bpffs mount")
+        raise BpffsMissing(
+            f"pin root {pin_root} is not on a bpffs (no bpf mount at or above it): pinned "
+            "maps and programs would not outlive the agent; mount bpffs at /sys/fs/bpf "
+            "(mount -t bpf bpf /sys/fs/bpf; the DaemonSet's mount-bpffs init container does "
+            "it) and keep --pin-dir below it")
 
 
 def addr_bytes(ip: IPAddress) -> bytes:
