@@ -24,6 +24,9 @@ from enforcer import log
 from enforcer.agent.staged import StagedShadow
 from enforcer.digest import object_hash
 from enforcer.model.cluster import ClusterState
+from enforcer.model.clusterpolicy import ENFORCED as CLUSTER_POLICIES_ENFORCED
+from enforcer.model.clusterpolicy import NOT_ENFORCED as CLUSTER_POLICIES_NOT_ENFORCED
+from enforcer.model.clusterpolicy import is_cluster_policy
 from enforcer.model.groups import foreign_policy_group
 from enforcer.model.loader import ValidationError, parse_object, parse_staged_policy
 from enforcer.model.objects import KIND_NETWORK_POLICY, KIND_STAGED_NETWORK_POLICY, NetworkPolicy
@@ -84,6 +87,11 @@ class Intake:
             self._relisting[kind].add(key)
         if event.type is EventType.DELETED:
             return self.remove(key)
+        if event.rejected:  # past a sane limit (enforcer.sources.limits): keep the last valid
+            self._on_invalid(kind)
+            message = f"{kind} {key[1] or ''}/{key[2]}: rejected by the source ({event.rejected})"
+            self.invalid = [*self.invalid[-49:], message]
+            return None
         try:
             origin = self._describe_source()
             if kind == KIND_STAGED_NETWORK_POLICY:
@@ -107,7 +115,15 @@ class Intake:
         return ObjectChange(key, old, obj)
 
     def _not_enforced(self, key: ObjKey, raw: Mapping[str, Any]) -> None:
-        """Another group's NetworkPolicy: never enforced silently, said once per object."""
+        """Another group's NetworkPolicy, or a cluster-scoped policy this version does not
+        enforce: never enforced silently, said once per object."""
+        if is_cluster_policy(raw) and not CLUSTER_POLICIES_ENFORCED:
+            if key not in self.not_enforced:
+                self.not_enforced.add(key)
+                self.log.warning(f"{key[0]} {key[2]} read but not enforced by this version",
+                                 api_version=str(raw.get("apiVersion")), name=key[2],
+                                 why=CLUSTER_POLICIES_NOT_ENFORCED)
+            return
         group = foreign_policy_group(raw)
         if group is None or key in self.not_enforced:
             return

@@ -3,7 +3,10 @@
 Every `*.yaml`, `*.yml` and `*.json` below PATH (recursively; PATH may also be one file) is read:
 multi-document YAML, JSON, `kind: List` and typed lists (`PodList`...), so `kubectl get -o yaml`
 output works as is. Only Namespace, Pod, NetworkPolicy, Node, Service, EndpointSlice and
-StagedNetworkPolicy are kept; other kinds are logged once per file version and skipped.
+StagedNetworkPolicy are kept, and the cluster-scoped policies (ClusterNetworkPolicy,
+AdminNetworkPolicy, BaselineAdminNetworkPolicy), which the intake logs as not enforced
+(enforcer.model.clusterpolicy.ENFORCED); other kinds are logged once per file version and
+skipped.
 
 Rules (written for users in the README too):
 - Objects are identified by (kind, namespace, name); a namespaced object without a namespace is
@@ -37,6 +40,7 @@ from typing import Any
 import yaml
 
 from enforcer import log
+from enforcer.model.clusterpolicy import is_cluster_policy
 from enforcer.model.groups import source_kind
 from enforcer.sources.base import KNOWN_KINDS, Emit, EventType, SourceEvent, object_key
 from enforcer.sources.gcpause import gc_paused
@@ -85,7 +89,7 @@ def parse_manifests(text: str, origin: str) -> tuple[dict[Key, dict[str, Any]], 
                 notes.append(f"{origin}: skipped a {type(item).__name__} (not an object)")
                 continue
             kind = item.get("kind")
-            if kind not in KNOWN_KINDS:
+            if kind not in KNOWN_KINDS and not is_cluster_policy(item):
                 notes.append(f"{origin}: skipped kind {kind!r} (not used for policy)")
                 continue
             obj = dict(item)
