@@ -95,7 +95,15 @@ class SourceCollector(Collector):
         for kind, rv in sorted(getattr(self._source, "resource_versions", {}).items()):
             if rv is not None and str(rv).isdigit():
                 revision.add_metric([kind], float(rv))
-        yield from (restarts, revision)
+        rejected = CounterMetricFamily(
+            "enforcer_source_rejected",
+            "Objects and lines from the API refused as garbage or past a sane limit "
+            "(enforcer/sources/limits.py), per resource and reason",
+            labels=["resource", "reason"],
+        )
+        for (kind, reason), n in sorted(dict(getattr(self._source, "rejected", {})).items()):
+            rejected.add_metric([kind, reason], n)
+        yield from (restarts, revision, rejected)
 
 
 class FlowsCollector(Collector):

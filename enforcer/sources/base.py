@@ -52,6 +52,9 @@ class SourceEvent:
     kind: str | None  # None for SYNCED; the relisted kind for RESET
     obj: Mapping[str, Any] | None  # raw camelCase dict; for DELETED the last known object
     resource_version: str | None = None
+    # Set when the object broke a sane limit (enforcer.sources.limits: why): `obj` then holds
+    # only its kind and name, and the consumer keeps the object's last valid version.
+    rejected: str | None = None
 
 
 Emit = Callable[[SourceEvent], None]

@@ -12,6 +12,13 @@ says so once, and lists again every 30 s, backing off to 5 min, until the CRD ap
 
 Responses are read raw (`_preload_content=False`) and parsed as JSON, so objects stay the
 camelCase dicts the API sends; they are stripped to what policy needs before being emitted.
+
+What a broken or hostile server sends is bounded and counted (`rejected[(kind, reason)]`,
+enforcer.sources.limits): a watch line longer than MAX_OBJECT_BYTES is skipped unread; a line
+that is not JSON ends the watch, which resumes from the last resourceVersion (as client-go's
+reflector does: a line garbled in transit comes again); a list body that is not JSON fails the
+list (retried with backoff); a list page over MAX_LIST_PAGE_BYTES is asked for again in
+halves; an object past a limit is emitted as `rejected`, its kind and name only.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from enforcer import log
+from enforcer.sources import limits
 from enforcer.sources.base import (
     KIND_ENDPOINT_SLICE,
     KIND_NAMESPACE,
@@ -135,20 +143,61 @@ class _Backoff:
         self.attempt = 0
 
 
-def _lines(resp: Any) -> Iterator[bytes]:
-    """Newline-delimited JSON from a streamed response, whatever the chunk boundaries."""
-    buf = b""
-    for chunk in resp.stream(amt=None, decode_content=False):
-        buf += chunk
+class _Garbled(ValueError):
+    """A watch line that is not a JSON event."""
+
+
+READ_BYTES = 64 * 1024  # read at most this much at once: a huge chunk is not taken whole
+
+
+def _lines(resp: Any, max_line: int) -> Iterator[bytes | None]:
+    """Newline-delimited JSON from a streamed response, whatever the chunk boundaries; None
+    for a line longer than max_line, which is skipped without being kept."""
+    buf = bytearray()
+    skipping = False
+    for chunk in resp.stream(amt=READ_BYTES, decode_content=False):
+        start = 0
         while True:
-            nl = buf.find(b"\n")
+            nl = chunk.find(b"\n", start)
             if nl < 0:
+                if not skipping:
+                    buf += chunk[start:]
+                    if len(buf) > max_line:
+                        skipping = True
+                        buf.clear()
                 break
-            line, buf = buf[:nl], buf[nl + 1 :]
-            if line.strip():
-                yield line
-    if buf.strip():
-        yield buf
+            if skipping:
+                skipping = False
+                yield None
+            else:
+                buf += chunk[start:nl]
+                if len(buf) > max_line:
+                    yield None
+                elif buf.strip():
+                    yield bytes(buf)
+                buf.clear()
+            start = nl + 1
+    if skipping:
+        yield None
+    elif buf.strip():
+        yield bytes(buf)
+
+
+class _PageTooLarge(Exception):
+    pass
+
+
+def _read_bounded(resp: Any, limit: int) -> bytes:
+    """A whole response body, or _PageTooLarge (the connection dropped) past `limit` bytes."""
+    parts, total = [], 0
+    for chunk in resp.stream(amt=READ_BYTES, decode_content=True):
+        total += len(chunk)
+        if total > limit:
+            _abort(resp)
+            raise _PageTooLarge(f"more than {limit} bytes")
+        parts.append(chunk)
+    resp.release_conn()
+    return b"".join(parts)
 
 
 def _rv_of(obj: Any) -> str | None:
@@ -191,6 +240,8 @@ class KubernetesSource:
         name: str | None = None,
         crd_retry: float = CRD_RETRY,
         crd_retry_max: float = CRD_RETRY_MAX,
+        max_object_bytes: int = limits.MAX_OBJECT_BYTES,
+        max_list_page_bytes: int = limits.MAX_LIST_PAGE_BYTES,
     ) -> None:
         unknown = [k for k in kinds if k not in WATCHED_KINDS]
         if unknown:
@@ -205,6 +256,8 @@ class KubernetesSource:
         self.page_size = page_size
         self.crd_retry = crd_retry
         self.crd_retry_max = crd_retry_max
+        self.max_object_bytes = max_object_bytes
+        self.max_list_page_bytes = max_list_page_bytes
         self._name = name or f"k8s:{getattr(api_client.configuration, 'host', '?')}"
         self.log = log.get("sources.kubernetes")
         self.watch_restarts: dict[str, int] = dict.fromkeys(self.kinds, 0)
@@ -212,6 +265,9 @@ class KubernetesSource:
         self.errors: dict[str, int] = dict.fromkeys(self.kinds, 0)
         self.events_received: dict[str, int] = dict.fromkeys(self.kinds, 0)
         self.resource_versions: dict[str, str | None] = dict.fromkeys(self.kinds)
+        # (kind, reason) -> objects or lines refused (enforcer.sources.limits.REASONS)
+        self.rejected: dict[tuple[str, str], int] = {}
+        self._rejected_said: dict[tuple[str, str], float] = {}
         self.last_sync_time: float | None = None
         self.synced = threading.Event()  # set at the first SYNCED
         self.unavailable: set[str] = set()  # custom kinds the API does not serve (yet)
@@ -352,12 +408,35 @@ class KubernetesSource:
         delay = min(self.crd_retry_max, self.crd_retry * 2**min(attempt, 30))
         return delay * random.uniform(0.75, 1.0)  # jittered: nodes do not ask in lockstep
 
+    def _reject(self, kind: str, reason: str, detail: str = "") -> None:
+        """Count one refused object or line; log it at most every 10 s per kind and reason
+        (a stream of garbage must not become a stream of log lines)."""
+        key = (kind, reason)
+        self.rejected[key] = self.rejected.get(key, 0) + 1
+        now = time.monotonic()
+        if now - self._rejected_said.get(key, -10.0) >= 10.0:
+            self._rejected_said[key] = now
+            self.log.warning("object from the API rejected", kind=kind, reason=reason,
+                             detail=detail[:200], rejected_so_far=self.rejected[key])
+
+    def _checked(self, kind: str, obj: Any) -> tuple[dict[str, Any], str | None]:
+        """The object stripped, or its stub and why it was refused."""
+        reason = limits.reject_reason(kind, obj)
+        if reason is not None:
+            meta = obj.get("metadata") if isinstance(obj, dict) else None
+            name = meta.get("name") if isinstance(meta, dict) else None
+            self._reject(kind, reason, f"{str(name)[:100]}")
+            return limits.stub(kind, obj), reason
+        return strip_object(kind, obj), None
+
     def _failed(self, kind: str, what: str, exc: BaseException) -> None:
         self._ok[kind] = False
         self.errors[kind] += 1
         self.log.warning(f"{what} failed", kind=kind, error=f"{type(exc).__name__}: {exc}"[:300])
 
-    def _list(self, kind: str, resource_version: str | None) -> tuple[list[dict[str, Any]], str]:
+    def _list(
+        self, kind: str, resource_version: str | None
+    ) -> tuple[list[tuple[dict[str, Any], str | None]], str]:
         """A paged list whose pages all come from one snapshot (else start over).
 
         `resource_version="0"` lets the API server answer from its watch cache, as client-go's
@@ -366,26 +445,44 @@ class KubernetesSource:
         read), or the cache could hand back the state the watch just expired from."""
         wk = WATCHED_KINDS[kind]
         for _ in range(5):
-            items: list[dict[str, Any]] = []
+            items: list[tuple[dict[str, Any], str | None]] = []
             token: str | None = None
+            page = self.page_size
             try:
                 while True:
                     resp = self._list_fns[kind](
-                        limit=self.page_size,
+                        limit=page,
                         _continue=token,
                         # The API refuses a resourceVersion together with a continue token.
                         resource_version=None if token else resource_version,
                         _preload_content=False,
                         _request_timeout=(self.connect_timeout, 60.0),
                     )
-                    data = resp.data
+                    try:
+                        data = _read_bounded(resp, self.max_list_page_bytes)
+                    except _PageTooLarge:
+                        self._reject(kind, "too_large", f"a list page of {page} objects")
+                        if page == 1:
+                            raise
+                        page = max(1, page // 2)  # the same page again, in halves
+                        continue
                     with gc_paused():  # decoding and stripping only; not the network wait
-                        body = json.loads(data)
+                        try:
+                            body = json.loads(data)
+                        except ValueError:
+                            self._reject(kind, "malformed", "a list body that is not JSON")
+                            raise
+                        if not isinstance(body, dict) or not isinstance(
+                            body.get("items") or [], list
+                        ):
+                            self._reject(kind, "malformed", "a list body that is no list")
+                            raise ValueError(f"the {kind} list is not a list object")
                         for item in body.get("items") or []:
-                            # List items come without kind/apiVersion: fill them in.
-                            item.setdefault("kind", kind)
-                            item.setdefault("apiVersion", wk.api_version)
-                            items.append(strip_object(kind, item))
+                            if isinstance(item, dict):
+                                # List items come without kind/apiVersion: fill them in.
+                                item.setdefault("kind", kind)
+                                item.setdefault("apiVersion", wk.api_version)
+                            items.append(self._checked(kind, item))
                         meta = body.get("metadata") or {}
                         del body, data  # freed by refcount before the GC runs again
                     token = meta.get("continue") or None
@@ -397,12 +494,14 @@ class KubernetesSource:
                 raise
         raise RuntimeError(f"list of {kind} kept expiring")
 
-    def _deliver_list(self, kind: str, items: list[dict[str, Any]], emit: Emit) -> None:
+    def _deliver_list(
+        self, kind: str, items: list[tuple[dict[str, Any], str | None]], emit: Emit
+    ) -> None:
         with self._sync_lock:
             if kind in self._listed:
                 emit(SourceEvent(EventType.RESET, kind, None, None))
-            for item in items:
-                emit(SourceEvent(EventType.ADDED, kind, item, _rv_of(item)))
+            for item, rejected in items:
+                emit(SourceEvent(EventType.ADDED, kind, item, _rv_of(item), rejected))
             self._listed.add(kind)
             if len(self._listed) == len(self.kinds):
                 emit(SourceEvent(EventType.SYNCED, None, None, None))
@@ -445,10 +544,20 @@ class KubernetesSource:
         received = 0
         complete = False  # the server ended the stream: the connection can be reused
         try:
-            for line in _lines(resp):
+            for line in _lines(resp, self.max_object_bytes):
                 if stop.is_set():
                     return rv, "ok"
-                event = json.loads(line)
+                if line is None:  # past the limit: skipped unread, its last version stays
+                    self._reject(kind, "too_large", "a watch event")
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    event = None
+                if not isinstance(event, dict) or not isinstance(event.get("object") or {}, dict):
+                    # Garbled in transit, most likely: resume from the last good resourceVersion.
+                    self._reject(kind, "malformed", f"a watch line {line[:80]!r}")
+                    raise _Garbled("a watch line that is not a JSON event")
                 etype = event.get("type")
                 obj = event.get("object") or {}
                 if etype == "ERROR":
@@ -470,8 +579,11 @@ class KubernetesSource:
                     continue
                 received += 1
                 self.events_received[kind] += 1
-                stripped = strip_object(kind, obj)
-                emit(SourceEvent(EventType(etype), kind, stripped, new_rv))
+                if etype == "DELETED":  # gone, however big it was
+                    stripped, rejected = strip_object(kind, obj), None
+                else:
+                    stripped, rejected = self._checked(kind, obj)
+                emit(SourceEvent(EventType(etype), kind, stripped, new_rv, rejected))
                 if new_rv:
                     rv = new_rv
                     self.resource_versions[kind] = rv

@@ -11,6 +11,9 @@ Tests drive it from the same process: `create`/`update`/`apply`/`delete` objects
 `expire_history()`, `bookmark()`, `drop_connections()` (cut every open stream mid-chunk), `stop()`
 and `start()` again on the same port (an API outage), `fail_requests(503)` (up but erroring),
 `uninstall_crd(kind)` / `install_crd(kind)` for custom resources (404 while not installed).
+Garbage, as a broken server or proxy would send it: `send_raw(kind, line)` puts one line as is
+into the next watch stream of that kind (once: garbled in transit), `list_body[kind] = bytes`
+answers that kind's lists with this body (HTTP 200).
 """
 
 from __future__ import annotations
@@ -132,6 +135,8 @@ class FakeKubeAPI:
         self.list_delay: dict[str, float] = {}  # kind -> seconds to wait before answering a list
         self.max_watch_seconds: float | None = None  # cap on timeoutSeconds (0: end at once)
         self.requests: list[RequestRecord] = []
+        self.list_body: dict[str, bytes] = {}  # kind -> the body its lists answer (garbage)
+        self._raw: dict[str, list[bytes]] = {}  # kind -> lines for its next watch stream
         self._cond = threading.Condition()
         self._rv = 1000
         self._objects: dict[str, dict[ObjKey, dict[str, Any]]] = {r.kind: {} for r in RESOURCES}
@@ -267,6 +272,13 @@ class FakeKubeAPI:
         """Send a BOOKMARK with the current resourceVersion on every watch that allows them."""
         with self._cond:
             self._bookmark_seq += 1
+            self._cond.notify_all()
+
+    def send_raw(self, kind: str, line: bytes) -> None:
+        """One line, sent as is (no JSON encoding; a newline is added) on the next watch
+        stream of `kind` that is open or opens, and only on that one."""
+        with self._cond:
+            self._raw.setdefault(kind, []).append(line)
             self._cond.notify_all()
 
     def drop_connections(self) -> None:
@@ -430,8 +442,9 @@ class FakeKubeAPI:
 
     def _watch(
         self, res: Resource, namespace: str | None, query: Mapping[str, str]
-    ) -> Iterator[dict[str, Any] | None]:
-        """Yield watch events to send; None means 'cut the connection now' (dropped)."""
+    ) -> Iterator[dict[str, Any] | bytes | None]:
+        """Yield watch events to send (bytes: a raw line); None means 'cut the connection
+        now' (dropped)."""
         rv_param = query.get("resourceVersion", "")
         bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
         timeout = float(query.get("timeoutSeconds") or 1800)
@@ -476,6 +489,10 @@ class FakeKubeAPI:
                         if pos < self._compacted:
                             out = [_expired(pos, self._compacted)]
                             break
+                        raw = self._raw.pop(res.kind, [])
+                        if raw:
+                            out = raw
+                            break
                         events = [e for e in self._events_after(res.kind, pos) if visible(e)]
                         if events:
                             pos = events[-1].rv
@@ -492,7 +509,7 @@ class FakeKubeAPI:
                             return  # timeoutSeconds reached: a clean end of the stream
                         self._cond.wait(min(left, 1.0))
                 yield from out
-                if out[0]["type"] == "ERROR":
+                if isinstance(out[0], dict) and out[0]["type"] == "ERROR":
                     return
         finally:
             with self._cond:
@@ -610,18 +627,24 @@ class _Handler(BaseHTTPRequestHandler):
             delay = api.list_delay.get(res.kind)
             if delay:
                 time.sleep(delay)
+            garbage = api.list_body.get(res.kind)
+            if garbage is not None:
+                self._send_raw(200, garbage)
+                return
             code, body = api._list(res, namespace, query)
             self._send_json(code, body)
 
     def _send_json(self, code: int, body: Mapping[str, Any]) -> None:
-        data = json.dumps(body).encode()
+        self._send_raw(code, json.dumps(body).encode())
+
+    def _send_raw(self, code: int, data: bytes) -> None:
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
-    def _stream(self, events: Iterator[dict[str, Any] | None]) -> None:
+    def _stream(self, events: Iterator[dict[str, Any] | bytes | None]) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
@@ -636,7 +659,7 @@ class _Handler(BaseHTTPRequestHandler):
                     except OSError:
                         pass
                     return
-                line = json.dumps(event).encode() + b"\n"
+                line = (event if isinstance(event, bytes) else json.dumps(event).encode()) + b"\n"
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
