@@ -7,7 +7,15 @@ from ipaddress import ip_address
 from typing import Any
 
 from enforcer.model.cluster import ClusterState
-from enforcer.model.evaluate import DirectionVerdict, Verdict, evaluate, evaluate_ip
+from enforcer.model.evaluate import (
+    ADMIN_STAGE,
+    BASELINE_STAGE,
+    DEFAULT,
+    DirectionVerdict,
+    Verdict,
+    evaluate,
+    evaluate_ip,
+)
 from enforcer.model.objects import (
     EGRESS,
     INGRESS,
@@ -40,9 +48,25 @@ def _is_ip(text: str) -> bool:
 
 def _side(what: str, pod: str, side: DirectionVerdict, direction: str) -> str:
     rules = "egress" if direction == EGRESS else "ingress"
+    word = "allowed" if side.allowed else "DENIED here"
+    if side.decided_by == ADMIN_STAGE and side.admin is not None:
+        skipped = (f" (NetworkPolicies {', '.join(side.isolating)} not consulted)"
+                   if side.isolating else "")
+        return f"  {what} of {pod}: {side.admin.verb()} by {side.admin.describe()}: " \
+            f"{word}{skipped}"
+    passed = (f"  {what} of {pod}: passed by {side.admin.describe()} to NetworkPolicy\n"
+              if side.admin is not None else "")
+    if side.decided_by in (BASELINE_STAGE, DEFAULT) and side.baseline is not None:
+        by = side.baseline.describe()
+        if side.decided_by == BASELINE_STAGE:
+            return (f"{passed}  {what} of {pod}: not isolated by a NetworkPolicy; "
+                    f"{side.baseline.verb()} by {by}: {word}")
+        return (f"{passed}  {what} of {pod}: not isolated by a NetworkPolicy; passed by {by}: "
+                f"allowed")
     if not side.isolated:
-        return f"  {what} of {pod}: not isolated (no policy selects it for {direction}): allowed"
-    head = f"  {what} of {pod}: isolated by {', '.join(side.isolating)}"
+        return (f"{passed}  {what} of {pod}: not isolated (no policy selects it for "
+                f"{direction}): allowed")
+    head = f"{passed}  {what} of {pod}: isolated by {', '.join(side.isolating)}"
     if side.allowed:
         by = ", ".join(f"{key} {rules} rule {index}" for key, index in side.allowing)
         return f"{head}; allowed by {by}"
@@ -102,6 +126,17 @@ def explain_document(
         doc[side]["allowing"] = [
             {"policy": key, "rule": index} for key, index in doc[side]["allowing"]
         ]
+        # With cluster-scoped policies in the input: the stage that decided (admin,
+        # networkpolicy, baseline, default) and each tier's first matching rule (null when
+        # none matched): tier, kind, policy, priority, rule index and name, field, action.
+        direction: DirectionVerdict = getattr(verdict, side)
+        if not state.cluster_policies:
+            for key in ("admin", "baseline", "decided_by"):
+                del doc[side][key]
+            continue
+        for tier in ("admin", "baseline"):
+            match = getattr(direction, tier)
+            doc[side][tier] = match.to_dict() if match is not None else None
     accounts = service_accounts(state, src, dst)
     if accounts:
         doc["service_accounts"] = accounts

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from enforcer.model.cluster import ClusterState
+from enforcer.model.clusterpolicy import ENFORCED, NOT_ENFORCED
 from enforcer.model.loader import LoadResult, load_paths
 
 EXIT_INVALID_INPUT = 2
@@ -69,9 +70,19 @@ def report_unread(result: LoadResult, allowed: bool, err: TextIO) -> None:
               "(--allow-ignored: go on without them)", file=err)
 
 
+def report_not_enforced(result: LoadResult, err: TextIO | None = None) -> None:
+    """One warning line when the input holds cluster-scoped policies the agent does not
+    enforce yet (enforcer.model.clusterpolicy.ENFORCED)."""
+    if result.cluster_policies and not ENFORCED:
+        print(f"warning: {len(result.cluster_policies)} cluster-scoped policy object(s) read: "
+              f"{NOT_ENFORCED}", file=err or sys.stderr)
+
+
 def planned_state(result: LoadResult) -> ClusterState:
     """State for what-if analysis: pods without a status count as endpoints."""
     state = ClusterState(planned_pods=True)
     state.load(result.objects)
     state.load(result.services)
+    state.load(result.nodes)
+    state.load(result.cluster_policies)
     return state

@@ -13,6 +13,8 @@ from ipaddress import ip_address
 from types import MappingProxyType
 from typing import Any
 
+from enforcer.model.clusterpolicy import CLUSTER_POLICY_KINDS, ClusterPolicy
+from enforcer.model.nodes import KIND_NODE, Node
 from enforcer.model.objects import (
     KIND_NAMESPACE,
     KIND_NETWORK_POLICY,
@@ -131,6 +133,9 @@ class ClusterState:
         self._ns_index = LabelIndex()  # every namespace with an identity, by effective labels
         self._ip_claims: dict[IPAddress, list[str]] = {}  # IP -> endpoint pod keys, newest last
         self.services = ServiceIndex()  # Services and EndpointSlices (see service_index.py)
+        # Cluster-scoped policies by key (kind/name) and Nodes by name (their `nodes` peers).
+        self._cluster_policies: dict[str, ClusterPolicy] = {}
+        self._nodes: dict[str, Node] = {}
         self.generation = 0  # bumped on every change
 
     # --- read access ---------------------------------------------------------------------
@@ -147,6 +152,14 @@ class ClusterState:
     @property
     def policies(self) -> Mapping[str, NetworkPolicy]:
         return MappingProxyType(self._policies)
+
+    @property
+    def cluster_policies(self) -> Mapping[str, ClusterPolicy]:
+        return MappingProxyType(self._cluster_policies)
+
+    @property
+    def nodes(self) -> Mapping[str, Node]:
+        return MappingProxyType(self._nodes)
 
     def namespace_identity(self, name: str) -> Namespace:
         """The Namespace object, or the pending identity a pod's namespace field gives."""
@@ -169,7 +182,7 @@ class ClusterState:
 
     # --- updates ---------------------------------------------------------------------------
 
-    def upsert(self, obj: ModelObject | ServiceObject) -> None:
+    def upsert(self, obj: ModelObject | ServiceObject | ClusterPolicy | Node) -> None:
         if isinstance(obj, Namespace):
             self._namespaces[obj.name] = obj
             self._ns_index.add(obj.name, obj.labels)
@@ -181,6 +194,10 @@ class ClusterState:
             self._policies_by_ns.setdefault(obj.namespace, {})[obj.key] = obj
         elif isinstance(obj, Service | EndpointSlice):
             self.services.upsert(obj)
+        elif isinstance(obj, ClusterPolicy):
+            self._cluster_policies[obj.key] = obj
+        elif isinstance(obj, Node):
+            self._nodes[obj.name] = obj
         else:
             raise TypeError(f"cannot store {type(obj).__name__}")
         self.generation += 1
@@ -205,6 +222,10 @@ class ClusterState:
             self.services.remove_service(f"{namespace}/{name}")
         elif kind == KIND_ENDPOINT_SLICE:
             self.services.remove_slice(f"{namespace}/{name}")
+        elif kind == KIND_NODE:
+            self._nodes.pop(name, None)
+        elif kind in CLUSTER_POLICY_KINDS:
+            self._cluster_policies.pop(f"{kind}/{name}", None)
         else:
             raise ValueError(f"unknown kind {kind!r}")
         self.generation += 1
@@ -314,7 +335,9 @@ class ClusterState:
             return False
         return peer.pod_selector is None or peer.pod_selector.matches(pod.labels)
 
-    def load(self, objects: Sequence[ModelObject | ServiceObject]) -> None:
+    def load(
+        self, objects: Sequence[ModelObject | ServiceObject | ClusterPolicy | Node]
+    ) -> None:
         for obj in objects:
             self.upsert(obj)
 
@@ -326,6 +349,8 @@ class ClusterState:
         twin.load(list(self._policies.values()))
         twin.load(list(self.services.services.values()))
         twin.load(list(self.services.slices.values()))
+        twin.load(list(self._nodes.values()))
+        twin.load(list(self._cluster_policies.values()))
         return twin
 
 

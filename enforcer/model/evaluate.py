@@ -9,6 +9,11 @@ ipBlock and pods: a pod matches an ipBlock when one of its IPs (of the connectio
 or any family when `family` is None) is inside the cidr and in no `except`.
 Named ports resolve on the destination pod, by name AND protocol; traffic to an address
 outside the cluster has no destination pod, so a named egress port never matches it.
+
+Cluster-scoped policies (enforcer.model.clusterpolicy) wrap NetworkPolicy in each direction:
+the Admin tier's first matching rule decides (Accept, Deny; Pass goes on), then NetworkPolicy
+if it isolates the pod in that direction, then the Baseline tier's first matching rule
+(Accept, Deny; Pass goes on), then allow. `decided_by` says which stage decided.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address
 
 from enforcer.model.cluster import ClusterState
+from enforcer.model.clusterpolicy import ACCEPT, ADMIN, BASELINE, PASS, ClusterPolicy
+from enforcer.model.evaluate_tiers import TierMatch, first_match, tier_policies
 from enforcer.model.objects import (
     EGRESS,
     INGRESS,
@@ -27,6 +34,22 @@ from enforcer.model.objects import (
     PolicyRule,
 )
 
+ADMIN_STAGE = "admin"
+NETWORK_POLICY_STAGE = "networkpolicy"
+BASELINE_STAGE = "baseline"
+DEFAULT = "default"
+
+# A pod's cluster policies for one direction: (Admin tier, Baseline tier), in evaluation order.
+Tiers = tuple[list[ClusterPolicy], list[ClusterPolicy]]
+NO_TIERS: Tiers = ([], [])
+
+
+def pod_tiers(state: ClusterState, pod: Pod, direction: str) -> Tiers:
+    if not state.cluster_policies:
+        return NO_TIERS
+    return (tier_policies(state, pod, ADMIN, direction),
+            tier_policies(state, pod, BASELINE, direction))
+
 
 @dataclass
 class DirectionVerdict:
@@ -36,6 +59,11 @@ class DirectionVerdict:
     allowed: bool
     allowing: list[tuple[str, int]] = field(default_factory=list)  # (policy key, rule index)
     isolating: list[str] = field(default_factory=list)  # keys of policies that isolate
+    # The cluster-scoped tiers: the Admin rule that matched first (its Accept or Deny decided;
+    # a Pass handed over), the Baseline rule that matched first when it was reached.
+    admin: TierMatch | None = None
+    baseline: TierMatch | None = None
+    decided_by: str = DEFAULT  # ADMIN_STAGE, NETWORK_POLICY_STAGE, BASELINE_STAGE or DEFAULT
 
     @classmethod
     def unrestricted(cls) -> DirectionVerdict:
@@ -109,21 +137,44 @@ def _direction(
     port: int,
     protocol: str,
     family: int | None,
+    tiers: Tiers = NO_TIERS,
 ) -> DirectionVerdict:
-    if not policies:
-        return DirectionVerdict.unrestricted()
-    allowing = [
-        (p.key, i)
-        for p in policies
-        for i, rule in enumerate(p.rules(direction))
-        if rule_matches(state, p, rule, remote, dst_pod, port, protocol, family)
-    ]
-    return DirectionVerdict(
-        isolated=True,
-        allowed=bool(allowing),
-        allowing=allowing,
-        isolating=[p.key for p in policies],
+    admin_policies, baseline_policies = tiers
+    admin = (
+        first_match(state, admin_policies, direction, remote.pod, remote.ips, dst_pod, port,
+                    protocol)
+        if admin_policies
+        else None
     )
+    isolating = [p.key for p in policies]
+    if admin is not None and admin.action != PASS:
+        return DirectionVerdict(isolated=bool(policies), allowed=admin.action == ACCEPT,
+                                isolating=isolating, admin=admin, decided_by=ADMIN_STAGE)
+    if policies:
+        allowing = [
+            (p.key, i)
+            for p in policies
+            for i, rule in enumerate(p.rules(direction))
+            if rule_matches(state, p, rule, remote, dst_pod, port, protocol, family)
+        ]
+        return DirectionVerdict(
+            isolated=True,
+            allowed=bool(allowing),
+            allowing=allowing,
+            isolating=isolating,
+            admin=admin,
+            decided_by=NETWORK_POLICY_STAGE,
+        )
+    baseline = (
+        first_match(state, baseline_policies, direction, remote.pod, remote.ips, dst_pod, port,
+                    protocol)
+        if baseline_policies
+        else None
+    )
+    if baseline is not None and baseline.action != PASS:
+        return DirectionVerdict(isolated=False, allowed=baseline.action == ACCEPT, admin=admin,
+                                baseline=baseline, decided_by=BASELINE_STAGE)
+    return DirectionVerdict(isolated=False, allowed=True, admin=admin, baseline=baseline)
 
 
 def _pod(state: ClusterState, key: str) -> Pod:
@@ -142,6 +193,8 @@ def _connection(
     port: int,
     protocol: str,
     family: int | None,
+    src_tiers: Tiers = NO_TIERS,
+    dst_tiers: Tiers = NO_TIERS,
 ) -> Verdict:
     egress = _direction(
         state,
@@ -152,6 +205,7 @@ def _connection(
         port,
         protocol,
         family,
+        src_tiers,
     )
     ingress = _direction(
         state,
@@ -162,12 +216,13 @@ def _connection(
         port,
         protocol,
         family,
+        dst_tiers,
     )
     if src.key == dst.key:
         return Verdict(allowed=True, egress=egress, ingress=ingress, self_traffic=True)
     if src.host_network and src.node_name is not None and src.node_name == dst.node_name:
         # Traffic from the pod's own node is always allowed (kubelet probes and the like);
-        # a hostNetwork pod's traffic is node traffic.
+        # a hostNetwork pod's traffic is node traffic. This holds for the cluster tiers too.
         return Verdict(allowed=egress.allowed, egress=egress, ingress=ingress, from_node=True)
     return Verdict(allowed=egress.allowed and ingress.allowed, egress=egress, ingress=ingress)
 
@@ -191,6 +246,8 @@ def evaluate(
         port,
         protocol,
         family,
+        pod_tiers(state, src, EGRESS),
+        pod_tiers(state, dst, INGRESS),
     )
 
 
@@ -204,6 +261,7 @@ class PairEvaluator:
         self._family = family
         self._egress: dict[str, list[NetworkPolicy]] = {}
         self._ingress: dict[str, list[NetworkPolicy]] = {}
+        self._tiers: dict[tuple[str, str], Tiers] = {}
 
     def _policies(
         self, cache: dict[str, list[NetworkPolicy]], pod: Pod, direction: str
@@ -211,6 +269,12 @@ class PairEvaluator:
         found = cache.get(pod.key)
         if found is None:
             found = cache[pod.key] = applying_policies(self._state, pod, direction)
+        return found
+
+    def _pod_tiers(self, pod: Pod, direction: str) -> Tiers:
+        found = self._tiers.get((pod.key, direction))
+        if found is None:
+            found = self._tiers[(pod.key, direction)] = pod_tiers(self._state, pod, direction)
         return found
 
     def verdict(self, src_pod_key: str, dst_pod_key: str, port: int, protocol: str) -> Verdict:
@@ -224,6 +288,8 @@ class PairEvaluator:
             port,
             protocol,
             self._family,
+            self._pod_tiers(src, EGRESS),
+            self._pod_tiers(dst, INGRESS),
         )
 
 
@@ -238,7 +304,8 @@ def evaluate_ip(
     """A pod and an address: pod -> ip for direction Egress, ip -> pod for Ingress.
 
     An address that belongs to an endpoint pod is that pod (evaluated with the address's
-    family); any other address is outside the cluster and only ipBlock peers match it.
+    family); any other address is outside the cluster and only ipBlock peers match it (and
+    a cluster policy's `networks`, and `nodes` when it is a Node's address).
     """
     addr = ip_address(ip) if isinstance(ip, str) else ip
     if direction not in (EGRESS, INGRESS):
@@ -250,10 +317,13 @@ def evaluate_ip(
         return evaluate(state, owner, pod_key, port, protocol, family=addr.version)
     pod = _pod(state, pod_key)
     outside = _Remote(None, (addr,))
+    tiers = pod_tiers(state, pod, direction)
     if direction == EGRESS:
         policies = applying_policies(state, pod, EGRESS)
-        verdict = _direction(state, EGRESS, policies, outside, None, port, protocol, addr.version)
+        verdict = _direction(state, EGRESS, policies, outside, None, port, protocol, addr.version,
+                             tiers)
         return Verdict(verdict.allowed, egress=verdict, ingress=DirectionVerdict.unrestricted())
     policies = applying_policies(state, pod, INGRESS)
-    verdict = _direction(state, INGRESS, policies, outside, pod, port, protocol, addr.version)
+    verdict = _direction(state, INGRESS, policies, outside, pod, port, protocol, addr.version,
+                         tiers)
     return Verdict(verdict.allowed, egress=DirectionVerdict.unrestricted(), ingress=verdict)

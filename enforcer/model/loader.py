@@ -1,5 +1,6 @@
-"""Read Namespaces, Pods, NetworkPolicies, StagedNetworkPolicies, Services and EndpointSlices
-from manifests.
+"""Read Namespaces, Pods, NetworkPolicies, StagedNetworkPolicies, Services, EndpointSlices,
+cluster-scoped policies (ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy)
+and Nodes from manifests.
 
 Accepts YAML or JSON, multi-document files, `kind: List` and typed lists (`PodList`...), so
 `kubectl get ... -o yaml` output loads as is. Invalid objects become errors (never partially
@@ -19,9 +20,12 @@ from typing import Any
 
 import yaml
 
+from enforcer.model.clusterpolicy import ClusterPolicy
 from enforcer.model.groups import foreign_policy_group
+from enforcer.model.nodes import Node
 from enforcer.model.objects import ModelObject, NetworkPolicy
 from enforcer.model.parse import ValidationError, parse_object, parse_staged_policy
+from enforcer.model.parse_clusterpolicy import parse_cluster_object
 from enforcer.model.parse_services import parse_service_object
 from enforcer.model.services import ServiceObject
 
@@ -93,6 +97,11 @@ class LoadResult:
     # nothing enforces or analyzes them unless it asks (analyze --staged, the agent's shadow).
     staged: list[NetworkPolicy] = field(default_factory=list)
     staged_origins: list[str] = field(default_factory=list)  # the file of each, same order
+    # Cluster-scoped policies and Nodes (the `nodes` peers): kept apart too, so consumers of
+    # `objects` see what they always did (enforcer.model.clusterpolicy: not enforced yet).
+    cluster_policies: list[ClusterPolicy] = field(default_factory=list)
+    cluster_origins: list[str] = field(default_factory=list)  # the file of each, same order
+    nodes: list[Node] = field(default_factory=list)
 
 
 def _manifest_files(path: Path) -> Iterator[Path]:
@@ -168,6 +177,11 @@ def load_text(
                 obj = parse_object(item, origin, accept_groups)
                 staged = parse_staged_policy(item, origin) if obj is None else None
                 svc = parse_service_object(item, origin) if obj is None and staged is None else None
+                other = (
+                    parse_cluster_object(item, origin)
+                    if obj is None and staged is None and svc is None
+                    else None
+                )
             except ValidationError as exc:
                 result.errors.append(exc)
                 continue
@@ -176,6 +190,11 @@ def load_text(
                 result.staged_origins.append(origin)
             elif svc is not None:
                 result.services.append(svc)
+            elif isinstance(other, ClusterPolicy):
+                result.cluster_policies.append(other)
+                result.cluster_origins.append(origin)
+            elif isinstance(other, Node):
+                result.nodes.append(other)
             elif obj is None:
                 ignored = _ignored(item, origin)
                 result.ignored.append(ignored)
