@@ -10,7 +10,13 @@ from collections.abc import Sequence
 
 from enforcer.analysis.explain import explain_document, explain_text
 from enforcer.analysis.html_report import pod_explainer, render_html, service_explainer
-from enforcer.analysis.inputs import EXIT_INVALID_INPUT, load_for_command, planned_state, unread
+from enforcer.analysis.inputs import (
+    EXIT_INVALID_INPUT,
+    load_for_command,
+    planned_state,
+    report_not_enforced,
+    unread,
+)
 from enforcer.analysis.matrix import (
     declared_ports,
     matrix_document,
@@ -137,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
                                   allow_ignored=args.allow_ignored)
     if not ok:
         return EXIT_INVALID_INPUT
+    report_not_enforced(result)
     code = _analyze(args, result)
     if code == 0 and unread(result) and not args.allow_ignored:
         return EXIT_INVALID_INPUT  # named on stderr by load_for_command

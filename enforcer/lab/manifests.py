@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from enforcer.model.clusterpolicy import ENFORCED as CLUSTER_POLICIES_ENFORCED
+from enforcer.model.clusterpolicy import NOT_ENFORCED, is_cluster_policy
 from enforcer.model.groups import as_core_policy, foreign_policy_group
 from enforcer.model.loader import (
     MANIFEST_SUFFIXES,
@@ -74,6 +76,9 @@ def read_raw(
             notes: list[str] = []
             for doc in docs:
                 for item in flatten(doc, str(file), notes):
+                    if is_cluster_policy(item) and not CLUSTER_POLICIES_ENFORCED:
+                        errors.append(_not_enforced(str(file), item))
+                        continue
                     if not isinstance(item, Mapping) or item.get("kind") not in LAB_KINDS:
                         continue
                     group = foreign_policy_group(item)
@@ -92,6 +97,13 @@ def read_raw(
                         obj.setdefault("metadata", {}).setdefault("namespace", "default")
                     objects.append(obj)
     return objects, errors
+
+
+def _not_enforced(origin: str, item: Mapping[str, Any]) -> str:
+    """A cluster-scoped policy: the lab's agents would not enforce it, so the lab refuses it
+    rather than probe as if it were (enforcer analyze judges it)."""
+    meta = item.get("metadata") if isinstance(item.get("metadata"), Mapping) else {}
+    return f"{origin}: {item.get('kind')} {meta.get('name')} not taken: {NOT_ENFORCED}"
 
 
 def _not_read(origin: str, item: Mapping[str, Any], group: str) -> str:
