@@ -187,6 +187,12 @@ class AgentMetrics:
             registry=r,
         )
 
+        self.compiles = Counter(
+            "enforcer_policy_compiles",
+            "Incremental compiles: one per run of queued object changes (a burst of watch "
+            "events is compiled and written together, enforcer/agent/coalesce.py)",
+            registry=r,
+        )
         self.node_faults = Gauge(
             "enforcer_node_fault",
             "1 while the node lacks what the agent needs to start (bpffs under the pin root, "

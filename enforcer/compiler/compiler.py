@@ -23,7 +23,7 @@ flushes what changed while no agent watched.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from types import MappingProxyType
@@ -196,6 +196,41 @@ class Compiler:
     def on_upsert(self, obj: ModelObject) -> CompileDelta:
         """Call after state.upsert(obj)."""
         self._txn = _Txn()
+        self._upsert(obj)
+        return self._finish()
+
+    def on_remove(self, old_obj: ModelObject) -> CompileDelta:
+        """Call after state.remove(...) with the object as last seen (only its key is needed
+        when the compiler saw it)."""
+        self._txn = _Txn()
+        self._remove(old_obj)
+        return self._finish()
+
+    def on_changes(self, changes: Sequence[tuple[ModelObject | None, ModelObject | None]]
+                   ) -> CompileDelta:
+        """Several changes, all applied to the state already, compiled as one step: one delta
+        from the tables before the first to the tables after the last (a burst of watch
+        events costs one write pass, not one per event). `changes` are (old, new) per object,
+        new None for a removal, each object once, its latest version (the state's); the
+        versions in between were never written, so nothing needs them."""
+        self._txn = _Txn()
+        for old, new in changes:
+            if new is not None:
+                self._upsert(new)
+            elif old is not None and self._seen(old):
+                self._remove(old)
+        return self._finish()
+
+    def _seen(self, obj: ModelObject) -> bool:
+        """Removing what this compiler never saw (added and removed in one batch) is a no-op,
+        and must be: a policy's ipBlocks are reference-counted."""
+        if isinstance(obj, Pod):
+            return obj.key in self._pods
+        if isinstance(obj, NetworkPolicy):
+            return obj.key in self._policies
+        return True
+
+    def _upsert(self, obj: ModelObject) -> None:
         if isinstance(obj, Namespace):
             self._txn.dirty |= self._peers.namespace_relabelled(obj.name)
             if self._ns_modes.get(obj.name) != obj.policy_mode:  # its pods' audit flags follow
@@ -209,12 +244,8 @@ class Compiler:
             self._policy_changed(old, obj)
         else:
             raise TypeError(f"cannot compile {type(obj).__name__}")
-        return self._finish()
 
-    def on_remove(self, old_obj: ModelObject) -> CompileDelta:
-        """Call after state.remove(...) with the object as last seen (only its key is needed
-        when the compiler saw it)."""
-        self._txn = _Txn()
+    def _remove(self, old_obj: ModelObject) -> None:
         if isinstance(old_obj, Namespace):
             self._txn.dirty |= self._peers.namespace_relabelled(old_obj.name)
             if self._ns_modes.pop(old_obj.name, None) is not None:
@@ -225,7 +256,6 @@ class Compiler:
             self._policy_changed(self._policies.pop(old_obj.key, old_obj), None)
         else:
             raise TypeError(f"cannot compile {type(old_obj).__name__}")
-        return self._finish()
 
     # --- pods --------------------------------------------------------------------------------
 
