@@ -156,11 +156,24 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     int self = 0;
     if (dir == DIR_INGRESS && !from_node) {
         struct lep_val *src = local_source(&p.flow);
+        /* A local pod's flow masqueraded after its DNAT (an external IP kube-proxy
+         * masquerades) carries the node's address: found by its first packet's note. */
+        struct lep_val masq = {};
+        int masqueraded = 0;
+        if (!src && state == CT_MISS && masqueraded_source(skb, &p, &masq)) {
+            src = &masq;
+            masqueraded = 1;
+        }
         if (src && src->endpoint_id == endpoint_id) {
             self = 1;
         } else if (src) {
             struct postnat_verdict pv = {};
+            /* The masqueraded tuple is not the pod's: no entry of its egress to keep. */
+            int no_ct = p.no_ct;
+            if (masqueraded)
+                p.no_ct = 1;
             int post = postnat_egress(&p, src, epoch, &pv);
+            p.no_ct = no_ct;
             if (post == POSTNAT_DENY && state == CT_ESTABLISHED)
                 ct_forget(&p, ifindex, dir);
             if (postnat_outcome(skb, &p, post, &pv) == TC_ACT_SHOT)

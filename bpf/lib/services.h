@@ -27,7 +27,10 @@
 #include "lib/source.h"
 
 #define HAIRPIN_NS 2000000000ULL /* a hairpin's first packet crosses the node in microseconds */
-#define SVC_F_OUTSIDE 1 /* svc_val.flags: some backend is outside the cluster (not a pod) */
+/* svc_val.flags: a NAT after the DNAT may masquerade this frontend's flows (a backend outside
+ * the cluster, which a CNI masquerades; an external or load-balancer IP with
+ * externalTrafficPolicy Cluster, which kube-proxy masquerades): note each new flow. */
+#define SVC_F_MASQ 1
 
 struct svc_key {
     __u8 addr[16];
@@ -53,8 +56,9 @@ struct self_val {
 BPF_TABLE_PINNED("hash", struct self_key, struct self_val, self_backends, SVC_MAX,
                  PIN_DIR "/self_backends");
 
-/* Flows to frontends with backends outside the cluster, by fingerprint: a CNI may masquerade
- * them on their way out (flannel's ip-masq), and the uplink hook must still find their pod. */
+/* New flows to SVC_F_MASQ frontends, by fingerprint: masqueraded after the DNAT (by a CNI on
+ * their way out, flannel's ip-masq; by kube-proxy to a backend anywhere), their packets carry
+ * the node's address, and the backend's hook or the uplink's must still find their pod. */
 struct masq_key {
     __u32 fingerprint;
     __u8 proto;
@@ -134,7 +138,7 @@ static __always_inline int svc_defer(struct __sk_buff *skb, const struct pkt *p,
      * against the frontend (which no policy allows: fail closed). */
     if (!me || me->endpoint_id != endpoint_id)
         return 0;
-    if (new_flow && (fe->flags & SVC_F_OUTSIDE)) {
+    if (new_flow && (fe->flags & SVC_F_MASQ)) {
         struct masq_key mk = {};
         struct masq_val mv = {};
         mk.fingerprint = nat_fingerprint(skb, p);
@@ -236,8 +240,8 @@ static __always_inline int postnat_egress(const struct pkt *p, const struct lep_
     return verdict;
 }
 
-/* Uplink hook, for a packet no local pod's address is on: the first packet of a flow to a
- * Service endpoint outside the cluster that the CNI masqueraded? Returns its pod, or 0. */
+/* Backend's or uplink hook, for a packet no local pod's address is on: the first packet of a
+ * flow to an SVC_F_MASQ frontend, masqueraded after its DNAT? Returns its pod, or 0. */
 static __always_inline int masqueraded_source(struct __sk_buff *skb, const struct pkt *p,
                                               struct lep_val *src)
 {

@@ -11,6 +11,13 @@ NodePorts are not deferred: kube-proxy masquerades what it sends through a NodeP
 the DNAT the source pod can no longer be recognised. A pod connecting to a NodePort is judged
 at its own hook on the node address and port it names (fail closed).
 
+Frontends whose flows a NAT masquerades after the DNAT are marked (`masqueraded`), so the
+source hook notes each new flow's fingerprint and the post-DNAT hooks find the source pod by
+it: a backend outside the cluster (the CNI masquerades it on the way out), and an external or
+load-balancer IP of a Service with externalTrafficPolicy Cluster (kube-proxy masquerades
+those, in both its iptables and nftables modes: otherwise the backend's hook would see the
+node's address and judge no pod's egress at all).
+
 Recomputed whole after a batch of events that may change it (may_change_maps) or changed a
 local endpoint; the writer only writes the difference.
 """
@@ -75,7 +82,10 @@ def desired_maps(
             ]
             backends = state.services.backends(state, key, sp)
             if any(b.pod is None for b in backends):
-                out.outside.update(fes)
+                out.masqueraded.update(fes)
+            if svc.external_traffic_policy == "Cluster":
+                external = {*svc.external_ips, *svc.load_balancer_ips}
+                out.masqueraded.update(fe for fe in fes if fe[0] in external)
             for backend in backends:
                 eid = local.get(backend.pod or "")
                 if eid is None:

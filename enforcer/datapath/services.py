@@ -16,7 +16,7 @@ from enforcer.datapath.types import IPAddress
 PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132}
 
 Frontend = tuple[IPAddress, int, str]  # address, port, protocol name
-SVC_F_OUTSIDE = 1  # bpf/lib/services.h: note flows for the uplink (a CNI may masquerade)
+SVC_F_MASQ = 1  # bpf/lib/services.h: note new flows, a NAT after the DNAT may masquerade them
 
 
 @dataclass
@@ -24,7 +24,9 @@ class ServiceMaps:
     """Desired content of the three maps."""
 
     frontends: set[Frontend] = field(default_factory=set)
-    outside: set[Frontend] = field(default_factory=set)  # frontends with a non-pod backend
+    # Frontends whose flows may be masqueraded after the DNAT: a backend outside the cluster,
+    # an external or load-balancer IP with externalTrafficPolicy Cluster (agent/services.py).
+    masqueraded: set[Frontend] = field(default_factory=set)
     local_endpoints: dict[IPAddress, tuple[int, int]] = field(default_factory=dict)  # id, ifindex
     self_backends: dict[tuple[Frontend, int], int] = field(default_factory=dict)  # -> target
 
@@ -48,7 +50,7 @@ def local_endpoint_entries(
 def encode(desired: ServiceMaps) -> dict[str, dict[bytes, bytes]]:
     return {
         "svc_frontends": {
-            frontend_key(fe): SVC_VAL.pack(SVC_F_OUTSIDE if fe in desired.outside else 0)
+            frontend_key(fe): SVC_VAL.pack(SVC_F_MASQ if fe in desired.masqueraded else 0)
             for fe in desired.frontends
         },
         "local_eps": local_endpoint_entries(desired.local_endpoints),

@@ -92,7 +92,7 @@ def test_a_frontend_with_a_backend_on_this_node_itself_is_not_deferred() -> None
         host_backed,
     )
     assert desired_maps(state, []).frontends == {(ip_address("10.96.0.1"), 443, "TCP")}
-    assert desired_maps(state, []).outside == {(ip_address("10.96.0.1"), 443, "TCP")}
+    assert desired_maps(state, []).masqueraded == {(ip_address("10.96.0.1"), 443, "TCP")}
     on_this_node = desired_maps(state, [], {ip_address("192.0.2.10")})
     assert on_this_node.frontends == set()
 

@@ -115,10 +115,12 @@ def client_egress_to(backend: str) -> dict[str, Any]:
     )
 
 
-def egress_to_one_backend(state: lab.LabState, write: Write, service: str = "x/web") -> None:
+def egress_to_one_backend(state: lab.LabState, write: Write, service: str = "x/web",
+                          address: Any = None) -> None:
     """x/client's egress allows one of `service`'s backends: it reaches that one, never the
-    other, whichever kube-proxy picks."""
-    vip = cluster_ip(state, service)
+    other, whichever kube-proxy picks, through its ClusterIP or `address` (an external IP,
+    which kube-proxy also masquerades)."""
+    vip = address if address is not None else cluster_ip(state, service)
     netns = state.pods["x/client"]["netns"]
     # x/b is on the client's node (judged at its veth), x/c on the other (judged at the
     # uplink): each direction of the choice is checked on its own path.
