@@ -166,3 +166,19 @@ def test_may_change_maps_is_never_false_when_the_maps_change() -> None:
             assert before == after, (old, new)
     # Both answers happen, and the skipped ones are not only the trivial kinds.
     assert skipped > 150 and relevant > 150
+
+
+def test_external_ips_kube_proxy_masquerades_are_noted() -> None:
+    """externalTrafficPolicy Cluster: kube-proxy masquerades a pod's flow to an external or
+    load-balancer IP after the DNAT; the ClusterIP, and Local policy, it does not."""
+
+    def web(policy: str) -> Any:
+        return state_of(
+            _pod("a", "10.0.0.1", "web"),
+            _service("web", type="LoadBalancer", clusterIP="10.96.0.1",
+                     externalIPs=["192.0.2.1"], externalTrafficPolicy=policy,
+                     selector={"app": "web"}, ports=[{"port": 80, "targetPort": 8080}]),
+        )
+
+    assert desired_maps(web("Cluster"), []).masqueraded == {(ip_address("192.0.2.1"), 80, "TCP")}
+    assert desired_maps(web("Local"), []).masqueraded == set()
