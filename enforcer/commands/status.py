@@ -95,8 +95,8 @@ def format_status(status: dict[str, Any]) -> str:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [head] + ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    for fault in status.get("faults", []):  # the agent waits for the node to be fixed
-        lines.append(f"not started: {fault['message']}")
+    for fault in status.get("faults", []):  # what the node lacks: the agent is not ready
+        lines.append(f"fault: {fault['message']}")
     for err in status.get("invalid_objects", []):
         lines.append(f"invalid: {err}")
     if staged := status.get("staged_policies"):

@@ -220,21 +220,24 @@ class BpffsMissing(RuntimeError):
     made at all). The message says what to do."""
 
 
+def _bpf_mounts() -> list[str]:
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    return [line.split()[1] for line in mounts if line.split()[2] == "bpf"]
+
+
+def on_bpffs(path: Path) -> bool:
+    """Whether `path` is on a bpffs mount (at or below one)."""
+    root = os.path.abspath(path)
+    return any(root == m or root.startswith(m.rstrip("/") + "/") for m in _bpf_mounts())
+
+
 def ensure_bpffs(pin_root: Path) -> None:
     """Mount bpffs on /sys/fs/bpf when absent (Cilium #13254: unpinned state dies); raise
     BpffsMissing when the pin root is still not on one."""
     root = os.path.abspath(pin_root)
-
-    def bpf_mounts() -> list[str]:
-        mounts = Path("/proc/self/mounts").read_text().splitlines()
-        return [line.split()[1] for line in mounts if line.split()[2] == "bpf"]
-
-    def below_bpffs() -> bool:
-        return any(root == m or root.startswith(m.rstrip("/") + "/") for m in bpf_mounts())
-
-    if below_bpffs():
+    if on_bpffs(pin_root):
         return
-    if root.startswith("/sys/fs/bpf/") and "/sys/fs/bpf" not in bpf_mounts():
+    if root.startswith("/sys/fs/bpf/") and "/sys/fs/bpf" not in _bpf_mounts():
         try:
             done = subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"],
                                   capture_output=True, text=True, check=False)
@@ -246,7 +249,7 @@ def ensure_bpffs(pin_root: Path) -> None:
                 f"no bpffs at /sys/fs/bpf and mounting one failed ({failed}): "
                 "mount it on the node (mount -t bpf bpf /sys/fs/bpf); the DaemonSet's "
                 "mount-bpffs init container does it, with /sys/fs/bpf a hostPath volume")
-    if not below_bpffs():
+    if not on_bpffs(pin_root):
         raise BpffsMissing(
             f"pin root {pin_root} is not on a bpffs (no bpf mount at or above it): pinned "
             "maps and programs would not outlive the agent; mount bpffs at /sys/fs/bpf "

@@ -115,3 +115,31 @@ def test_preflight_goes_on_once_bpffs_is_mounted(
         assert preflight.faults == []
     finally:
         subprocess.run(["umount", str(pins)], check=True)
+
+
+def test_pins_gone_while_running_make_the_agent_not_ready_until_fixed() -> None:
+    """The loop asks its pin check (enforcer.datapath.pinguard) every 2 s: while it names a
+    fault the agent is not ready and /status says why."""
+    from enforcer.agent.http import EventHub
+    from enforcer.agent.metrics import AgentMetrics
+    from enforcer.agent.runtime import Agent
+    from tests.agent.fakes import MemoryDatapath, StaticInterfaces
+
+    class Source:  # healthy, never run
+        healthy = True
+
+        def describe(self) -> str:
+            return "test"
+
+    fault: list[str | None] = ["bpffs under /x was unmounted: mount it again"]
+    agent = Agent("n1", Source(), MemoryDatapath(),  # type: ignore[arg-type]
+                  StaticInterfaces({}), AgentMetrics(), EventHub(),  # type: ignore[arg-type]
+                  pin_check=lambda: fault[0])
+    agent.status.ready = True  # the first full sync is enforced
+    agent._refresh_health()
+    assert not agent.is_ready()
+    assert agent.snapshot()["faults"] == [{"fault": "bpffs", "message": fault[0]}]
+    fault[0] = None
+    agent._next_pin_check = 0.0
+    agent._refresh_health()
+    assert agent.is_ready() and agent.snapshot()["faults"] == []
