@@ -35,6 +35,7 @@ from enforcer.agent.services import (
     may_change_maps,
     node_interfaces,
 )
+from enforcer.agent.upgrade import LayoutUpgrade
 from enforcer.compiler import (
     CompileDelta,
     Compiler,
@@ -148,6 +149,7 @@ class Agent:
         early: EarlyCompile | None = None,
         policy_mode: str = "enforce",
         pin_check: Callable[[], str | None] | None = None,
+        upgrade: LayoutUpgrade | None = None,
     ) -> None:
         """started_queue: the source already runs and feeds this queue (it was started
         before the datapath's compile, so listing the cluster and compiling overlap);
@@ -155,7 +157,9 @@ class Agent:
         early: the first full compile, done by the time the first SYNCED is queued;
         policy_mode: the node's default, enforce or audit (Compiler);
         pin_check: None while the pinned maps are in place (enforcer.datapath.pinguard), else
-        what is wrong: the agent is not ready meanwhile, and /status says why."""
+        what is wrong: the agent is not ready meanwhile, and /status says why;
+        upgrade: an older layout's build to take over from (enforcer.agent.upgrade): its
+        program keeps the interfaces it holds until the first full sync is in the maps."""
         self.node_name = node_name
         self.policy_mode = policy_mode
         self.source = source
@@ -196,6 +200,7 @@ class Agent:
         self._services_local: dict[str, tuple[object, ...]] = {}  # as last written
         self._next_node_scan = 0.0
         self._pin_check = pin_check
+        self.upgrade = upgrade
         self._next_pin_check = 0.0
         self._adopt_endpoint_ids()
 
@@ -297,7 +302,9 @@ class Agent:
                 self._sync_services()
         for ifindex, name in found.items():
             if ifindex not in self.node_interfaces:
-                self.datapath.attach_node_interface(ifindex)
+                if not (self.upgrade and self.upgrade.defer(
+                        ifindex, self.datapath.attach_node_interface)):
+                    self.datapath.attach_node_interface(ifindex)
                 self.node_interfaces.add(ifindex)
                 self.log.info("node interface attached", ifname=name, ifindex=ifindex)
         self.node_interfaces &= set(found)
@@ -436,6 +443,8 @@ class Agent:
     def _first_enforced(self) -> None:
         """The first full sync is in the maps: from now on the agent is ready."""
         self._sync_services()
+        if self.upgrade is not None:
+            self.upgrade.complete()  # the older build's interfaces, and its flows
         self.status.ready = True
         self.log.info(
             "first full sync enforced",
@@ -520,8 +529,7 @@ class Agent:
         assert iface is not None
         if iface.ifindex not in self.attached:
             # Attach first: until its pod is known the interface gets the unknown verdict.
-            self.datapath.attach(iface.ifindex)
-            self.attached.add(iface.ifindex)
+            self._attach(iface.ifindex)
             self.log.info("interface attached", ifname=iface.name, ifindex=iface.ifindex)
         for addr in self.discovery.addresses_behind(iface):
             pod = self.state.pods_by_ip(addr)
@@ -550,12 +558,18 @@ class Agent:
         if record.ifindex == ifindex and record.generation:
             return
         if ifindex not in self.attached:
-            self.datapath.attach(ifindex)
-            self.attached.add(ifindex)
+            self._attach(ifindex)
         record.ifindex = ifindex
         self.pod_of_ifindex[ifindex] = pod
         if write and record.policy is not None:
             self._write_endpoint(record)
+
+    def _attach(self, ifindex: int) -> None:
+        """Attach (replacing an older program in place), unless an older layout's program
+        holds the interface until the first full sync (enforcer.agent.upgrade)."""
+        if not (self.upgrade and self.upgrade.defer(ifindex, self.datapath.attach)):
+            self.datapath.attach(ifindex)
+        self.attached.add(ifindex)
 
     def _locate(self, pod_key: str) -> int | None:
         pod = self.state.pods.get(pod_key)

@@ -216,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from enforcer.agent.preflight import Preflight
     from enforcer.agent.runtime import Agent, EarlyCompile
+    from enforcer.agent.upgrade import LayoutUpgrade
     from enforcer.datapath import Datapath
     from enforcer.datapath.pinguard import PinGuard
     from enforcer.flows.collector import FlowCollector
@@ -298,6 +299,7 @@ def run(args: argparse.Namespace) -> int:
         early=first_compile,
         policy_mode=args.policy_mode,
         pin_check=PinGuard(datapath.pin_dir, datapath.pinned_fds).check,
+        upgrade=LayoutUpgrade.detect(datapath, Path(args.pin_dir), logger),
     )
     metrics.add_collector(
         DatapathCollector(datapath.counters, agent.pod_for_ifindex, datapath.map_pressure)

@@ -218,7 +218,14 @@ class Map:
     def keys_raw(self, chunk: int = 4096) -> bytes:
         """All keys concatenated (searchable at C speed with bytes.find). Falls back to the
         key walk where the kernel or the map type has no batch lookup."""
+        return self.items_raw(chunk)[0]
+
+    def items_raw(self, chunk: int = 4096) -> tuple[bytes, bytes]:
+        """All keys and their values, each concatenated in the same order, in a few
+        BPF_MAP_LOOKUP_BATCH calls. Falls back to a key walk where the kernel or the map
+        type has no batch lookup (an entry gone between the walk and its lookup is left out)."""
         parts: list[bytes] = []
+        value_parts: list[bytes] = []
         keys = ctypes.create_string_buffer(self.key_size * chunk)
         values = ctypes.create_string_buffer(self.value_size * chunk)
         in_batch: ctypes.Array[ctypes.c_char] | None = None
@@ -233,13 +240,15 @@ class Map:
                 if exc.errno == errno.ENOENT:
                     done = True
                 elif exc.errno in (errno.EINVAL, ENOTSUPP) and not parts and in_batch is None:
-                    return b"".join(self.keys())
+                    walked = list(self.items())
+                    return b"".join(k for k, _ in walked), b"".join(v for _, v in walked)
                 else:
                     raise
             count = struct.unpack_from("<I", attr, 32)[0]
             parts.append(keys.raw[: count * self.key_size])
+            value_parts.append(values.raw[: count * self.value_size])
             if done:
-                return b"".join(parts)
+                return b"".join(parts), b"".join(value_parts)
             in_batch = ctypes.create_string_buffer(out_batch.raw, len(out_batch))
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:

@@ -233,6 +233,29 @@ class Datapath:
             tcx.detach_named(ifindex, {bpfsys.prog_id_and_name(fd)[1] for _, fd, _ in hooks},
                              netns)
 
+    def enforcing(self, ifindex: int, netns: str | None = None) -> bool:
+        """Whether a program of ours (this build's or an older one's: the same names) is on
+        the interface, as TCX program or clsact filter."""
+        p = self.program
+        ours = {p.to_pod_name, p.from_pod_name, p.node_egress_name}
+        attached = {name for _, name in tcx.programs(ifindex, netns)} if tcx.supported() \
+            else set()
+        attached |= {name for _, _, name in tc.filters(ifindex, netns)}
+        return bool(ours & attached)
+
+    def adopt_conntrack(self, entries: Iterable[tuple[bytes, bytes]]) -> int:
+        """Write conntrack entries carried over from an older layout (datapath/migrate.py)
+        that the table does not hold yet; returns how many were written."""
+        ct = self._maps["ct"]
+        with self._lock:
+            raw = ct.keys_raw()
+            size = CT_KEY.size
+            have = {raw[i : i + size] for i in range(0, len(raw), size)}
+            new = [(k, v) for k, v in entries if k not in have]
+            for start in range(0, len(new), 4096):
+                ct.update_batch(new[start : start + 4096])
+        return len(new)
+
     def set_services(self, desired: services.ServiceMaps) -> int:
         """Service frontends, local endpoint addresses and hairpin backends, as a whole."""
         written = self._write_services(
