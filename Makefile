@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup test lint demo bench bench-quick clean
+.PHONY: setup test lint demo bench bench-quick soak clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,10 @@ bench: setup
 
 bench-quick: setup
 	$(PY) -m bench.run --quick
+
+# 30 minutes of pod and policy churn with traffic in a lab: resources flat, no wrong verdict.
+soak: setup
+	$(PY) -m bench.soak --minutes 30 --out bench/results/soak.json
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache
