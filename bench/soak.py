@@ -22,6 +22,7 @@ import json
 import os
 import random
 import secrets
+import signal
 import statistics
 import sys
 import tempfile
@@ -201,6 +202,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="write the report (JSON) here")
     args = parser.parse_args()
+    # A TERM (timeout, Ctrl-C's cousin) still takes the lab down: finally blocks run.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = run(args.minutes, args.sample, args.pairs, args.seed)
     text = json.dumps(report, indent=2)
     print(text)
