@@ -1,12 +1,14 @@
 # Two commands do all the set-up on a fresh Debian machine (run as root):
 #   make demo   - the live lab demo (sets itself up first)
 #   make test   - the whole test suite (sets itself up first)
+# and one builds the node agent's image without Docker or a registry:
+#   make image  - daemonset/Dockerfile with podman, as enforcer:dev (scripts/build-image.sh)
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup test lint demo bench bench-quick soak clean
+.PHONY: setup test lint demo bench bench-quick soak clean image
 
 setup: $(STAMP)
 
@@ -41,6 +43,12 @@ bench-quick: setup
 # 30 minutes of pod and policy churn with traffic in a lab: resources flat, no wrong verdict.
 soak: setup
 	$(PY) -m bench.soak --minutes 30 --out bench/results/soak.json
+
+# Installs podman, buildah, runc and debootstrap if missing; the Debian base is cached in
+# .cache/image/ (a second build with nothing changed takes seconds). The container test
+# (tests/deploy/test_image_container.py) runs the same script once per session.
+image:
+	bash scripts/build-image.sh
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

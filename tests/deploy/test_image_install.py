@@ -30,11 +30,26 @@ def _instructions() -> list[tuple[str, str]]:
     return out
 
 
-def _runtime_packages() -> list[str]:
+def _packages(name: str = "runtime") -> list[str]:
     text = (REPO / INSTALL).read_text()
-    match = re.search(r"^runtime=\(([^)]*)\)", text, re.MULTILINE)
-    assert match, "install-deps.sh defines runtime=(...)"
+    match = re.search(rf"^{name}=\(([^)]*)\)", text, re.MULTILINE)
+    assert match, f"install-deps.sh defines {name}=(...)"
     return match.group(1).split()
+
+
+def _runtime_packages() -> list[str]:
+    return _packages("runtime")
+
+
+def test_the_images_packages_are_the_runtime_set_without_pip_and_the_header_packages() -> None:
+    """The image installs the runtime set but for pip (the venv has its own) and
+    linux-headers-amd64, whose header trees it unpacks instead (its gcc, binutils and kbuild
+    dependencies are 100 MB nothing in the image runs)."""
+    assert set(_packages("runtime")) - set(_packages("image")) == {
+        "python3-pip",
+        "linux-headers-amd64",
+    }
+    assert set(_packages("image")) <= set(_packages("runtime"))
 
 
 def test_dockerfile_runs_the_ci_install_script_then_installs_into_a_system_site_venv() -> None:
@@ -44,7 +59,7 @@ def test_dockerfile_runs_the_ci_install_script_then_installs_into_a_system_site_
     copy_script = steps.index(("COPY", f"{INSTALL} {INSTALL}"))
     (run_script,) = [i for i, (k, a) in enumerate(steps) if k == "RUN" and INSTALL in a]
     assert copy_script < run_script
-    assert f"bash {INSTALL} --runtime-only" in steps[run_script][1]
+    assert f"bash {INSTALL} --image" in steps[run_script][1]
     (run_venv,) = [i for i, (k, a) in enumerate(steps) if k == "RUN" and " venv " in a]
     venv = steps[run_venv][1]
     assert "/usr/bin/python3 -m venv --system-site-packages /opt/enforcer/venv" in venv
