@@ -3,6 +3,7 @@ how the suite splits over pytest-xdist workers."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -23,6 +24,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group("kernel"))
     items.sort(key=lambda item: bool(item.get_closest_marker("kernel"))
                and "tests/bench/" in str(item.path))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Under xdist, the pure tests run at a lower CPU priority than the kernel tests (and what
+    either starts inherits it), so a pure test on the other worker does not slow a kernel
+    test's packets and agents: their probes judge a denial by a timeout."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.setpriority(os.PRIO_PROCESS, 0, 0 if item.get_closest_marker("kernel") else 10)
 
 
 # Small maps keep read-backs fast; a high event rate lets tests see every drop event.

@@ -9,8 +9,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +207,32 @@ class NodeHarness:
             5.0,
             f"{src} -> {dst} {port}/{protocol} {'allowed' if allowed else 'denied'}",
         )
+
+
+@contextmanager
+def probe_loop(node: NodeHarness) -> Iterator[dict[str, list[bool]]]:
+    """Probes x/a all along, from x/b (TCP/80: allowed while a-from-b is in force) and from
+    y/c (UDP/81: denied), each probe a fresh flow with a 50 ms timeout. On exit, checks that
+    both ran often and that no allowed probe failed and no denied probe passed."""
+    stop = threading.Event()
+    results: dict[str, list[bool]] = {"allowed": [], "denied": []}
+
+    def loop(kind: str, src: str, port: int, proto: str) -> None:
+        while not stop.is_set():
+            results[kind].append(
+                probe_pair(node.endpoint(src), node.endpoint("x/a"), port, proto, 0.05))
+            time.sleep(0.005)
+
+    threads = [threading.Thread(target=loop, args=("allowed", "x/b", 80, "TCP"), daemon=True),
+               threading.Thread(target=loop, args=("denied", "y/c", 81, "UDP"), daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        yield results
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert len(results["allowed"]) > 50 and len(results["denied"]) > 20
+    assert all(results["allowed"]), f"{results['allowed'].count(False)} allowed probes failed"
+    assert not any(results["denied"]), f"{results['denied'].count(True)} denied probes passed"

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from enforcer.lab.probe import probe_pair
 from enforcer.netnsutil import run_in_netns
-from tests.agent.harness import NodeHarness, eventually, namespace, pod, policy
+from tests.agent.harness import NodeHarness, eventually, namespace, pod, policy, probe_loop
 
 pytestmark = pytest.mark.kernel
 
@@ -164,33 +163,12 @@ def test_kill_9_restart_under_probe_loop(clean: NodeHarness) -> None:
     clean.api.create(DENY_A_EXCEPT_B)
     clean.expect("y/c", "x/a", False)
     clean.expect("x/b", "x/a", True)
-    stop = threading.Event()
-    results: dict[str, list[bool]] = {"allowed": [], "denied": []}
-
-    def loop(kind: str, src: str, port: int, proto: str) -> None:
-        while not stop.is_set():
-            results[kind].append(
-                probe_pair(clean.endpoint(src), clean.endpoint("x/a"), port, proto, 0.05)
-            )
-            time.sleep(0.005)
-
-    threads = [
-        threading.Thread(target=loop, args=("allowed", "x/b", 80, "TCP"), daemon=True),
-        threading.Thread(target=loop, args=("denied", "y/c", 81, "UDP"), daemon=True),
-    ]
-    for t in threads:
-        t.start()
-    time.sleep(0.5)
-    clean.kill_agent()
-    time.sleep(0.5)
-    clean.start_agent()
-    time.sleep(1.0)
-    stop.set()
-    for t in threads:
-        t.join(10)
-    assert len(results["allowed"]) > 50 and len(results["denied"]) > 20
-    assert all(results["allowed"]), f"{results['allowed'].count(False)} allowed probes failed"
-    assert not any(results["denied"]), f"{results['denied'].count(True)} denied probes passed"
+    with probe_loop(clean):
+        time.sleep(0.5)
+        clean.kill_agent()
+        time.sleep(0.5)
+        clean.start_agent()
+        time.sleep(1.0)
 
 
 def _dropped(node: NodeHarness, reason: str) -> float:

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,8 @@ from pathlib import Path
 import pytest
 
 from enforcer.datapath.layout import LAYOUT_VERSION
-from enforcer.lab.probe import probe_pair
 from enforcer.netnsutil import run_in_netns
-from tests.agent.harness import AGENT_ADDR, NODE, NodeHarness, eventually, policy
+from tests.agent.harness import AGENT_ADDR, NODE, NodeHarness, eventually, policy, probe_loop
 
 pytestmark = pytest.mark.kernel
 
@@ -92,31 +90,13 @@ def test_an_upgrade_across_layouts_loses_no_allowed_probe_and_no_established_flo
     node.expect("y/c", "x/a", False)
     node.expect("x/b", "x/a", True)
     listener, client, accepted = _idle_connection(node)
-    stop = threading.Event()
-    results: dict[str, list[bool]] = {"allowed": [], "denied": []}
-
-    def loop(kind: str, src: str, port: int, proto: str) -> None:
-        while not stop.is_set():
-            results[kind].append(
-                probe_pair(node.endpoint(src), node.endpoint("x/a"), port, proto, 0.05))
-            time.sleep(0.005)
-
-    threads = [threading.Thread(target=loop, args=("allowed", "x/b", 80, "TCP"), daemon=True),
-               threading.Thread(target=loop, args=("denied", "y/c", 81, "UDP"), daemon=True)]
     try:
-        for t in threads:
-            t.start()
-        time.sleep(0.5)
-        node.kill_agent()
-        node.build = "current"
-        node.start_agent()  # waits until ready: its first full sync is in force
-        time.sleep(1.0)
-        stop.set()
-        for t in threads:
-            t.join(10)
-        assert len(results["allowed"]) > 50 and len(results["denied"]) > 20
-        assert all(results["allowed"]), f"{results['allowed'].count(False)} allowed failed"
-        assert not any(results["denied"]), f"{results['denied'].count(True)} denied passed"
+        with probe_loop(node):
+            time.sleep(0.5)
+            node.kill_agent()
+            node.build = "current"
+            node.start_agent()  # waits until ready: its first full sync is in force
+            time.sleep(1.0)
 
         accepted.sendall(b"still there?")
         try:
@@ -125,7 +105,6 @@ def test_an_upgrade_across_layouts_loses_no_allowed_probe_and_no_established_flo
             heard = b"(nothing)"
         assert heard == b"still there?"
     finally:
-        stop.set()
         for s in (client, accepted, listener):
             s.close()
     assert not (node.pin_dir / "v3").exists()
