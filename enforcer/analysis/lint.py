@@ -427,5 +427,10 @@ def _representative_labels(selector: LabelSelector) -> dict[str, str] | None:
 
 
 def lint(result: LoadResult, pod_cidrs: Sequence[IPNetwork] = ()) -> list[Finding]:
-    """All findings for a loaded input (invalid objects are reported by the caller)."""
-    return _Linter(result, pod_cidrs).run()
+    """All findings for a loaded input (invalid objects are reported by the caller), those on
+    cluster-scoped policies included (enforcer.analysis.lint_cluster)."""
+    from enforcer.analysis.lint_cluster import cluster_findings  # it uses Finding from here
+
+    linter = _Linter(result, pod_cidrs)
+    findings = linter.run() + cluster_findings(result, linter.state)
+    return sorted(findings, key=lambda f: (f.origin, f.object, f.field, f.check))
