@@ -180,3 +180,22 @@ def test_an_invalid_cluster_policy_names_file_object_and_field(tmp_path: Path) -
     assert proc.returncode == 2
     assert (f"error: {path}: ClusterNetworkPolicy too-high: field spec.priority: 1001 out of "
             "range 0-1000") in proc.stderr
+
+
+def test_replayed_flows_name_the_cluster_policy_that_decided(cluster: Path) -> None:
+    from enforcer.flows.record import FlowRecord
+
+    flows = cluster / "flows.jsonl"  # not a manifest suffix: analyze does not read it
+    flows.write_text("\n".join(json.dumps(FlowRecord(src, dst, 80, "TCP", "egress",
+                                                     "allowed").to_json())
+                               for src, dst in (("b1/db", "a1/web"), ("ops/prom", "b1/db"))))
+    proc = enforcer("analyze", str(cluster), "--flows", str(flows), "--output", "json")
+    assert proc.returncode == 0, proc.stderr
+    denied, accepted = json.loads(proc.stdout)["flows"]
+    assert denied["allowed"] is False
+    assert denied["policies"] == ["ClusterNetworkPolicy/tenant-isolation"]
+    assert accepted["allowed"] is True
+    assert accepted["policies"] == ["ClusterNetworkPolicy/tenant-isolation"]
+    proc = enforcer("analyze", str(cluster), "--flows", str(flows))
+    assert ("a1/web ingress denied by admin policy tenant-isolation (priority 10) ingress rule 2 "
+            "'deny-other-tenants'") in proc.stdout

@@ -13,7 +13,8 @@ from enforcer.analysis.explain import verdict_for
 from enforcer.flows.endpoints import resolve
 from enforcer.flows.record import FlowRecord
 from enforcer.model.cluster import ClusterState
-from enforcer.model.evaluate import DirectionVerdict
+from enforcer.model.evaluate import ADMIN_STAGE, BASELINE_STAGE, DirectionVerdict
+from enforcer.model.evaluate_tiers import TierMatch
 
 
 class Unresolvable(Exception):
@@ -53,13 +54,14 @@ def replay(state: ClusterState, record: FlowRecord) -> Replayed:
     judged = [(pod, peer, d, side) for pod, peer, d, side, applies in sides if applies]
     denying = [(pod, peer, d, side) for pod, peer, d, side in judged if not side.allowed]
     if denying:
-        policies = [key for _, _, _, side in denying for key in side.isolating]
+        policies = [key for _, _, _, side in denying for key in _deciding(side)]
         words = "; ".join(
+            f"{pod} {d} {_tier_words(side)}" if _tier(side) is not None else
             f"{pod} isolated for {d} by {', '.join(side.isolating)}, no rule allows {peer}"
             for pod, peer, d, side in denying
         )
         return Replayed(record, False, tuple(dict.fromkeys(policies)), f"denied: {words}")
-    policies = [key for _, _, _, side in judged for key, _ in side.allowing]
+    policies = [key for _, _, _, side in judged for key in _deciding(side)]
     words = "; ".join(_allowed_side(pod, d, side) for pod, _, d, side in judged)
     if verdict.from_node:
         words = f"{words}; from the destination's own node (its ingress does not apply)"
@@ -74,7 +76,34 @@ def _end(state: ClusterState, field: str, name: str, ip: str) -> str:
     return found
 
 
+def _tier(side: DirectionVerdict) -> TierMatch | None:
+    """The cluster-policy rule that decided the side (an Admin or Baseline Accept or Deny)."""
+    if side.decided_by == ADMIN_STAGE:
+        return side.admin
+    if side.decided_by == BASELINE_STAGE:
+        return side.baseline
+    return None
+
+
+def _tier_words(side: DirectionVerdict) -> str:
+    match = _tier(side)
+    return f"{match.verb()} by {match.describe()}" if match is not None else ""
+
+
+def _deciding(side: DirectionVerdict) -> list[str]:
+    """The policies behind a side's verdict: the cluster policy (KIND/NAME) that decided it,
+    else the allowing NetworkPolicies, or the isolating ones when it is denied."""
+    match = _tier(side)
+    if match is not None:
+        return [f"{match.kind}/{match.policy}"]
+    if side.allowed:
+        return [key for key, _ in side.allowing]
+    return list(side.isolating)
+
+
 def _allowed_side(pod: str, direction: str, side: DirectionVerdict) -> str:
+    if _tier(side) is not None:
+        return f"{pod} {direction} {_tier_words(side)}"
     if not side.isolated:
         return f"{pod} not isolated for {direction}"
     rules = ", ".join(f"{key} rule {index}" for key, index in side.allowing)
