@@ -250,6 +250,11 @@ class _Parser:
         if which == "nodes":
             return ClusterPeer(nodes=_selector(ctx, value[which], where))
         items = self.items(value[which], where, required=True, limit=_ADDRESS_LIST_MAX)
+        seen: set[Any] = set()
+        for i, item in enumerate(items):  # listType=set: no value twice
+            if isinstance(item, str) and item in seen:
+                ctx.fail(f"{where}[{i}]", f"Duplicate value: {item!r}")
+            seen.add(item)
         if which == "networks":
             return ClusterPeer(networks=tuple(
                 self.cidr(c, f"{where}[{i}]") for i, c in enumerate(items)))

@@ -396,6 +396,10 @@ class BruteForce:
     def allowed_out(self, src: str, ip: str, port: int, proto: str) -> bool:
         return self.direction(self.pods[src][1], "egress", None, [ip], None, port, proto)
 
+    def allowed_in(self, ip: str, dst: str, port: int, proto: str) -> bool:
+        pod = self.pods[dst][1]
+        return self.direction(pod, "ingress", None, [ip], pod, port, proto)
+
 
 # --- the test -------------------------------------------------------------------------------
 
@@ -423,3 +427,6 @@ def test_model_equals_brute_force(case: Data) -> None:
                     continue  # a pod's address: the pair above covers it
                 want = bf.allowed_out(src, ip, port, proto)
                 assert evaluate_ip(state, src, ip, port, proto).allowed == want, (src, ip)
+                want = bf.allowed_in(ip, src, port, proto)
+                got = evaluate_ip(state, src, ip, port, proto, "Ingress").allowed
+                assert got == want, (ip, src)

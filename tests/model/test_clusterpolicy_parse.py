@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from enforcer.model.cluster import ClusterState
 from enforcer.model.clusterpolicy import (
     ACCEPT,
     ADMIN,
@@ -26,6 +27,7 @@ from enforcer.model.nodes import Node
 from enforcer.model.objects import LabelSelector
 from enforcer.model.parse import ValidationError
 from enforcer.model.parse_clusterpolicy import parse_cluster_object
+from enforcer.model.staged import as_if_applied
 
 V2 = "policy.networking.k8s.io/v1alpha2"
 V1 = "policy.networking.k8s.io/v1alpha1"
@@ -177,6 +179,9 @@ INVALID: list[tuple[str, Raw, Callable[[Raw], None], str, str]] = [
     ("26 networks", cnp(egress=[rule(peers=[{"networks": [f"10.0.{i}.0/24" for i in range(26)]}],
                                      key="to")]),
      lambda o: None, "spec.egress[0].to[0].networks", "at most 25"),
+    ("duplicate network", cnp(egress=[rule(peers=[{"networks": ["10.0.0.0/8", "10.0.0.0/8"]}],
+                                           key="to")]),
+     lambda o: None, "spec.egress[0].to[0].networks[1]", "Duplicate value"),
     ("bad domain", cnp(egress=[rule("Accept", [{"domainNames": ["ex*ample.com"]}], key="to")]),
      lambda o: None, "spec.egress[0].to[0].domainNames[0]", "invalid domain name"),
     ("BANP domainNames", banp(egress=[rule("Allow", [{"domainNames": ["example.com"]}],
@@ -254,6 +259,20 @@ def test_an_invalid_object_is_skipped_whole_and_the_rest_is_read() -> None:
 def test_unknown_fields_are_pruned_as_the_api_server_does() -> None:
     policy = parse_cluster_object(cnp(ingress=[rule(comment="pruned")], extra=1))
     assert policy is not None and not isinstance(policy, Node) and len(policy.ingress) == 1
+
+
+def test_a_copied_state_keeps_cluster_policies_and_nodes() -> None:
+    state = ClusterState()
+    policy = parse_cluster_object(cnp())
+    assert policy is not None
+    state.upsert(policy)
+    state.upsert(Node("n1", {}, (ip_address("192.0.2.1"),)))
+    preview = as_if_applied(state, [])
+    assert dict(preview.cluster_policies) == {"ClusterNetworkPolicy/guard": policy}
+    assert list(preview.nodes) == ["n1"]
+    state.remove("ClusterNetworkPolicy", None, "guard")
+    state.remove("Node", None, "n1")
+    assert not state.cluster_policies and not state.nodes and preview.cluster_policies
 
 
 def test_other_versions_are_not_read() -> None:
