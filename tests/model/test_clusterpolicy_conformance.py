@@ -410,3 +410,162 @@ def test_host_network_pods_are_never_subjects_nor_pod_peers() -> None:
     centaur = f"{ns('forbidden-forrest')}/centaur-0"
     assert poke(state, centaur, pod("gryffindor", 1), "tcp", 80)  # not a subject
     assert poke(state, pod("gryffindor", 0), centaur, "tcp", HOST_PORTS[0])  # not a pod peer
+
+
+# --- CNPAdminTierGress (admin_tier/standard-gress-rules-combined.yaml) ----------------------
+
+
+def gress_rules() -> Raw:
+    def to(house: str) -> list[Raw]:
+        return [{"namespaces": by_name(house)}]
+
+    def ports(*pairs: tuple[str, int]) -> list[Raw]:
+        return [port(proto, number) for proto, number in pairs]
+
+    slytherin_ports = ports(("tcp", 80), ("udp", 53), ("sctp", 9003))
+    egress = [
+        rule("allow-to-ravenclaw-everything", "Accept", to("ravenclaw"), key="to"),
+        rule("deny-to-ravenclaw-everything", "Deny", to("ravenclaw"), key="to"),
+        rule("pass-to-ravenclaw-everything", "Pass", to("ravenclaw"), key="to"),
+        rule("deny-to-slytherin-at-ports-80-53-9003", "Deny", to("slytherin"), slytherin_ports,
+             key="to"),
+        rule("pass-to-slytherin-at-port-80-53-9003", "Pass", to("slytherin"), slytherin_ports,
+             key="to"),
+        rule("allow-to-hufflepuff-at-ports-8080-5353-9003", "Accept", to("hufflepuff"),
+             ports(("tcp", 8080), ("udp", 5353), ("sctp", 9003)), key="to"),
+        rule("deny-to-hufflepuff-everything-else", "Deny", to("hufflepuff"), key="to"),
+    ]
+    ingress = [
+        rule("allow-from-ravenclaw-everything", "Accept", to("ravenclaw")),
+        rule("deny-from-ravenclaw-everything", "Deny", to("ravenclaw")),
+        rule("pass-from-ravenclaw-everything", "Pass", to("ravenclaw")),
+        rule("deny-from-slytherin-at-port-80-53-9003", "Deny", to("slytherin"), slytherin_ports),
+        rule("pass-from-slytherin-at-port-80-53-9003", "Pass", to("slytherin"), slytherin_ports),
+        rule("allow-from-hufflepuff-at-port-80-5353-9003", "Accept", to("hufflepuff"),
+             ports(("tcp", 80), ("udp", 5353), ("sctp", 9003))),
+        rule("deny-from-hufflepuff-everything-else", "Deny", to("hufflepuff")),
+    ]
+    return cnp("gress-rules", "Admin", 15, {"namespaces": by_name("gryffindor")},
+               ingress=ingress, egress=egress)
+
+
+Poke = tuple[str, str, str, int, bool]  # (from, to, protocol, port, allowed)
+
+
+def both_ways(house: str, expected: list[tuple[str, int, bool]], i: int = 0) -> list[Poke]:
+    """The suite's pattern: gryffindor to a house's pod, and that house's pods to gryffindor."""
+    out: list[Poke] = []
+    for n, (proto, number, ok) in enumerate(expected):
+        out.append((pod("gryffindor", n % 2), pod(house, i), proto, number, ok))
+        out.append((pod(house, n % 2), pod("gryffindor", i), proto, number, ok))
+    return out
+
+
+def swap(i: int, j: int) -> Any:
+    def mutate(policy: Raw) -> None:
+        for direction in ("ingress", "egress"):
+            rules = policy["spec"][direction]
+            rules[i], rules[j] = rules[j], rules[i]
+    return mutate
+
+
+def test_admin_gress_rules_combined() -> None:
+    """Each step mutates the policy as left by the one before, as the suite does."""
+    state = world()
+    policy = gress_rules()
+    apply(state, policy)
+    all_protocols = [("tcp", 80, True), ("udp", 53, True), ("sctp", 9003, True)]
+    steps: list[tuple[Any, list[Poke]]] = [
+        # allow-gress across protocols, and at the specified ports
+        (None, both_ways("ravenclaw", all_protocols)),
+        (None, [
+            (pod("gryffindor", 0), pod("hufflepuff", 1), "tcp", 8080, True),
+            (pod("gryffindor", 1), pod("hufflepuff", 1), "tcp", 80, False),
+            (pod("gryffindor", 0), pod("hufflepuff", 1), "udp", 5353, True),
+            (pod("gryffindor", 1), pod("hufflepuff", 1), "udp", 53, False),
+            (pod("gryffindor", 0), pod("hufflepuff", 1), "sctp", 9003, True),
+            (pod("gryffindor", 1), pod("hufflepuff", 1), "sctp", 9005, False),
+            (pod("hufflepuff", 0), pod("gryffindor", 1), "tcp", 80, True),
+            (pod("hufflepuff", 1), pod("gryffindor", 1), "tcp", 8080, False),
+            (pod("hufflepuff", 0), pod("gryffindor", 1), "udp", 5353, True),
+            (pod("hufflepuff", 1), pod("gryffindor", 1), "udp", 53, False),
+            (pod("hufflepuff", 0), pod("gryffindor", 1), "sctp", 9003, True),
+            (pod("hufflepuff", 1), pod("gryffindor", 1), "sctp", 9005, False),
+        ]),
+        # deny-gress: the deny rules first
+        (swap(0, 1), both_ways("ravenclaw", [(p, n, False) for p, n, _ in all_protocols], 1)),
+        (None, [
+            (pod("gryffindor", 0), pod("slytherin", 0), "tcp", 80, False),
+            (pod("gryffindor", 1), pod("slytherin", 0), "tcp", 8080, True),
+            (pod("gryffindor", 0), pod("slytherin", 0), "udp", 53, False),
+            (pod("gryffindor", 1), pod("slytherin", 0), "udp", 5353, True),
+            (pod("gryffindor", 0), pod("slytherin", 0), "sctp", 9003, False),
+            (pod("gryffindor", 1), pod("slytherin", 0), "sctp", 9005, True),
+            (pod("slytherin", 0), pod("gryffindor", 0), "tcp", 80, False),
+            (pod("slytherin", 1), pod("gryffindor", 0), "tcp", 8080, True),
+            (pod("slytherin", 0), pod("gryffindor", 0), "udp", 53, False),
+            (pod("slytherin", 1), pod("gryffindor", 0), "udp", 5353, True),
+            (pod("slytherin", 0), pod("gryffindor", 0), "sctp", 9003, False),
+            (pod("slytherin", 1), pod("gryffindor", 0), "sctp", 9005, True),
+        ]),
+        # pass-gress: the pass rules first (no NetworkPolicy, no Baseline: allowed)
+        (swap(0, 2), both_ways("ravenclaw", [("tcp", 80, True), ("udp", 5353, True),
+                                             ("sctp", 9003, True)])),
+        (swap(3, 4), [
+            (src, dst, proto, number, True)
+            for src, dst in ((pod("gryffindor", 0), pod("slytherin", 0)),
+                             (pod("slytherin", 1), pod("gryffindor", 0)))
+            for proto, number in (("tcp", 80), ("tcp", 8080), ("udp", 53), ("udp", 5353),
+                                  ("sctp", 9003), ("sctp", 9005))
+        ]),
+    ]
+    for number, (mutate, pokes) in enumerate(steps):
+        if mutate is not None:
+            mutate(policy)
+            apply(state, policy)
+        for src, dst, proto, dport, ok in pokes:
+            assert poke(state, src, dst, proto, dport) is ok, (number, src, dst, proto, dport)
+
+
+# --- AdminNetworkPolicy / BaselineAdminNetworkPolicy (v1alpha1, the v0.1 suite's API
+# integration test: base/api_integration/standard-anp-np-banp.yaml at v0.1.8) ---------------
+
+
+def test_v1alpha1_integration_admin_networkpolicy_baseline_with_pass() -> None:
+    state = world()
+    slytherin = [{"namespaces": by_house("slytherin")}]
+    anp = {"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+           "metadata": {"name": "pass-example"},
+           "spec": {"priority": 10, "subject": {"namespaces": by_house("gryffindor")},
+                    "ingress": [{"name": "deny-all-ingress-from-slytherin", "action": "Deny",
+                                 "from": slytherin}],
+                    "egress": [{"name": "deny-all-egress-to-slytherin", "action": "Deny",
+                                "to": slytherin}]}}
+    np = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+          "metadata": {"namespace": ns("gryffindor"), "name": "allow-slytherin"},
+          "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"],
+                   "ingress": [{"from": [{"namespaceSelector": by_house("slytherin")}]}],
+                   "egress": [{"to": [{"namespaceSelector": by_house("slytherin")}]}]}}
+    banp = {"apiVersion": "policy.networking.k8s.io/v1alpha1",
+            "kind": "BaselineAdminNetworkPolicy", "metadata": {"name": "default"},
+            "spec": {"subject": {"namespaces": by_house("gryffindor")},
+                     "ingress": [{"name": "deny-all-ingress-from-slytherin", "action": "Deny",
+                                  "from": slytherin}],
+                     "egress": [{"name": "deny-all-egress-to-slytherin", "action": "Deny",
+                                 "to": slytherin}]}}
+    apply(state, anp, np, banp)
+    harry, draco = pod("gryffindor", 0), pod("slytherin", 0)
+    assert not poke(state, draco, harry, "tcp", 80)
+    assert not poke(state, harry, draco, "tcp", 8080)
+    anp["spec"]["ingress"][0]["action"] = "Pass"
+    anp["spec"]["egress"][0]["action"] = "Pass"
+    apply(state, anp)
+    assert poke(state, draco, harry, "tcp", 80)  # the NetworkPolicy allows
+    assert poke(state, harry, draco, "tcp", 8080)
+    state.remove("NetworkPolicy", ns("gryffindor"), "allow-slytherin")
+    assert not poke(state, draco, harry, "udp", 53)  # the BaselineAdminNetworkPolicy denies
+    assert not poke(state, harry, draco, "sctp", 9003)
+    # Allow in v1alpha1 is Accept: above the BANP's deny
+    anp["spec"]["ingress"][0]["action"] = "Allow"
+    apply(state, anp)
+    assert poke(state, draco, harry, "udp", 53)
