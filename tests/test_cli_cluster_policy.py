@@ -199,3 +199,22 @@ def test_replayed_flows_name_the_cluster_policy_that_decided(cluster: Path) -> N
     proc = enforcer("analyze", str(cluster), "--flows", str(flows))
     assert ("a1/web ingress denied by admin policy tenant-isolation (priority 10) ingress rule 2 "
             "'deny-other-tenants'") in proc.stdout
+
+
+def test_the_example_guardrails_over_the_three_tier_app() -> None:
+    """examples/cluster-guardrails: lint-clean over examples/three-tier; the Admin tier opens
+    DNS to the database (its NetworkPolicies deny its egress) and keeps the frontend away
+    from it, passing only the backend to the database's NetworkPolicies."""
+    root = Path(__file__).parent.parent / "examples"
+    paths = [str(root / "three-tier"), str(root / "cluster-guardrails")]
+    proc = enforcer("lint", *paths)
+    assert proc.returncode == 0 and proc.stdout.startswith("0 finding(s)"), proc.stdout
+    proc = enforcer("analyze", *paths, "--port", "53", "--protocol", "UDP", "--output", "json")
+    assert json.loads(proc.stdout)["matrix"]["database/postgres"]["kube-system/coredns"] is True
+    proc = enforcer("analyze", *paths, "--port", "5432", "--explain", "frontend/web",
+                    "database/postgres")
+    assert ("ingress of database/postgres: denied by admin policy protect-database (priority "
+            "20) ingress rule 1 'deny-others'") in proc.stdout
+    proc = enforcer("analyze", *paths, "--port", "5432", "--explain", "backend/api",
+                    "database/postgres")
+    assert proc.stdout.startswith("backend/api -> database/postgres TCP/5432: ALLOWED")
