@@ -146,10 +146,23 @@ def test_lint_checks_cluster_policies(cluster: Path) -> None:
         ("baseline-deny-not-overridden", "ClusterNetworkPolicy default-deny",
          "spec.ingress[0]"),
     }
+    # egress-guard's subject is every namespace; a subject of no pod is said
+    assert not any(check == "cluster-policy-selects-no-pod" for check, _, _ in found)
     # Same priority, only one has ingress rules: they never meet; egress-guard has no ingress.
     assert not any(check == "equal-priority" for check, _, _ in found)
     assert sum(NOT_ENFORCED in line for line in proc.stderr.splitlines()) == 1
     assert enforcer("lint", str(cluster), "--fail-on", "warning").returncode == 1
+
+
+def test_a_subject_of_no_pod_is_said(cluster: Path) -> None:
+    nobody = cnp("nobody", "Admin", 7, ingress=[{"action": "Deny",
+                                                 "from": [{"namespaces": {}}]}])
+    nobody["spec"]["subject"] = {"namespaces": {"matchLabels": {"tenant": "gone"}}}
+    (cluster / "none.yaml").write_text(yaml.safe_dump(nobody))
+    proc = enforcer("lint", str(cluster), "--output", "json")
+    found = [(f["check"], f["field"]) for f in json.loads(proc.stdout)["findings"]
+             if f["object"] == "ClusterNetworkPolicy nobody"]
+    assert found == [("cluster-policy-selects-no-pod", "spec.subject")]
 
 
 def test_equal_priorities_are_ordered_by_name_and_lint_warns(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@
   the input, for every namespace) that no NetworkPolicy overrides in that direction;
 - equal-priority: two policies of a tier with the same priority select the same pods: either
   may apply upstream; here the order is by name (then kind), and this says which;
-- domain-names-not-enforced: a `domainNames` peer matches nothing here (no DNS inspection).
+- domain-names-not-enforced: a `domainNames` peer matches nothing here (no DNS inspection);
+- cluster-policy-selects-no-pod: with pods in the input, a subject that selects none of them.
 
 Coverage is judged on what is written (selectors, CIDRs, port ranges), so a finding holds
 whatever pods exist.
@@ -65,6 +66,10 @@ class _ClusterLinter:
             self.add(policy, "duplicate",
                      f"defined {n} times in the input: only the last definition applies")
         for policy in self.policies:
+            if self.has_pods and not self._subject_pods(policy):
+                self.add(policy, "cluster-policy-selects-no-pod",
+                         "its subject selects none of the input's pods (host-network pods are "
+                         "never subjects)", "spec.subject")
             for direction in (INGRESS, EGRESS):
                 for index, rule in enumerate(policy.rules(direction)):
                     field = f"spec.{direction.lower()}[{index}]"
