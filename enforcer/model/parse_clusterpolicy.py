@@ -148,11 +148,13 @@ class _Parser:
                                     MAX_PRIORITY)
             tier = ADMIN
             if kind == KIND_CLUSTER_NETWORK_POLICY:
-                tier = spec.get("tier")  # type: ignore[assignment]
-                if tier is None:
+                raw_tier = spec.get("tier")
+                if raw_tier is None:
                     ctx.fail("spec.tier", "required value")
-                if tier not in TIERS:
-                    ctx.fail("spec.tier", f"unsupported value {tier!r}: use Admin or Baseline")
+                if raw_tier not in TIERS:
+                    ctx.fail("spec.tier",
+                             f"unsupported value {raw_tier!r}: use Admin or Baseline")
+                tier = str(raw_tier)
         if spec.get("subject") is None:
             ctx.fail("spec.subject", "required value")
         subject = self.subject(spec["subject"], "spec.subject")
