@@ -11,6 +11,9 @@ Tests drive it from the same process: `create`/`update`/`apply`/`delete` objects
 `expire_history()`, `bookmark()`, `drop_connections()` (cut every open stream mid-chunk), `stop()`
 and `start()` again on the same port (an API outage), `fail_requests(503)` (up but erroring),
 `uninstall_crd(kind)` / `install_crd(kind)` for custom resources (404 while not installed).
+As a cluster's API server, for in-cluster clients: `tls=(certfile, keyfile)` serves HTTPS
+(tests/fakeapi/tls.py makes a CA and a certificate), and `bearer_token` answers any request
+without exactly that `Authorization: Bearer` token with 401 (counted in `unauthorized`).
 Garbage, as a broken server or proxy would send it: `send_raw(kind, line)` puts one line as is
 into the next watch stream of that kind (once: garbled in transit), `list_body[kind] = bytes`
 answers that kind's lists with this body (HTTP 200).
@@ -24,6 +27,7 @@ import json
 import re
 import secrets
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -123,8 +127,13 @@ class FakeKubeAPI:
         history_limit: int = 1000,
         bookmark_interval: float | None = None,
         gone_as_http_status: bool = False,
+        tls: tuple[str, str] | None = None,
+        bearer_token: str | None = None,
     ) -> None:
         self.host = host
+        self.tls = tls
+        self.bearer_token = bearer_token
+        self.unauthorized = 0  # requests answered 401 (no token, or another one)
         self.port = port
         self.history_limit = history_limit
         self.bookmark_interval = bookmark_interval
@@ -166,6 +175,10 @@ class FakeKubeAPI:
             return self
         server = _Server((self.host, self.port), _Handler)
         server.api = self
+        server.tls = None
+        if self.tls is not None:
+            server.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            server.tls.load_cert_chain(*self.tls)
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
@@ -194,7 +207,8 @@ class FakeKubeAPI:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def __enter__(self) -> FakeKubeAPI:
         return self.start()
@@ -544,6 +558,15 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     api: FakeKubeAPI
+    tls: ssl.SSLContext | None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = super().get_request()
+        if self.tls is None:
+            return sock, addr
+        # The handshake runs in the request's own thread (_Handler.setup), not in the one
+        # accepting connections.
+        return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -554,6 +577,10 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10)
+            self.request.do_handshake()
+            self.request.settimeout(None)
         super().setup()
         # As Go's net/http does: no Nagle delay on small writes (watch events, final chunks).
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -568,10 +595,26 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _authorized(self) -> bool:
+        """With a bearer token set, only requests carrying it; else 401, as kube-apiserver."""
+        api = self.server.api
+        if api.bearer_token is None:
+            return True
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip() == api.bearer_token:  # as kube-apiserver
+            return True
+        with api._cond:
+            api.unauthorized += 1
+        self.close_connection = True
+        self._send_json(401, _status(401, "Unauthorized", "Unauthorized"))
+        return False
+
     def do_POST(self) -> None:
         """TokenReview and SubjectAccessReview, as the authentication and authorization APIs
         answer them (the body's `status` filled in)."""
         api = self.server.api
+        if not self._authorized():
+            return
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
@@ -594,6 +637,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         api = self.server.api
+        if not self._authorized():
+            return
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         api.requests.append(RequestRecord("GET", url.path, query))
