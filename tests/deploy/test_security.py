@@ -18,7 +18,8 @@ from .render import DAEMONSET_DIR, containers, find, load_documents, render
 Obj = dict[str, Any]
 
 # The one privileged step: mounting bpffs on the node when it has none (see daemonset.yaml).
-MOUNT_BPFFS = "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf"
+# Its type, not `mountpoint`: the hostPath volume is a bind mount there whatever the node has.
+MOUNT_BPFFS = '[ "$(stat -f -c %T /sys/fs/bpf)" = bpf_fs ] || mount -t bpf bpf /sys/fs/bpf'
 
 
 def _agent() -> tuple[Obj, Obj]:
