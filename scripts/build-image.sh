@@ -45,8 +45,15 @@ suite="${from##*:}"
 suite="${suite%-slim}"
 
 mkdir -p "$cache"
-tarball="$cache/debian-$suite-minbase.tar"
+# Made again when this script (how the base is made) or the mirror changes, and after a week
+# (Debian's updates reach the base's own packages only so).
+key="$( (cat "$0"; echo "$mirror") | sha256sum | cut -c1-12)"
+tarball="$cache/debian-$suite-minbase-$key.tar"
+if [ -n "$(find "$tarball" -mtime +7 2>/dev/null)" ]; then
+  rm -f "$tarball"
+fi
 if [ ! -s "$tarball" ]; then
+  find "$cache" -maxdepth 1 -name "debian-$suite-minbase*.tar" -delete
   t=$(date +%s)
   rootfs="$(mktemp -d "$cache/rootfs.XXXXXX")"
   trap 'rm -rf "$rootfs" "$tarball.tmp"' EXIT
