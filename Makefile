@@ -24,11 +24,10 @@ $(STAMP): pyproject.toml scripts/install-deps.sh
 lint: setup
 	$(VENV)/bin/ruff check enforcer tests bench
 
-# Two pytest-xdist workers: the kernel tests all on one, one at a time (two at once on 2 CPUs
-# made allowed probes time out: a denied probe is one that times out), the pure tests on the
-# other (tests/conftest.py groups them).
+# The kernel tests one at a time, the pure tests beside them in a second process, niced
+# (scripts/test.sh).
 test: setup lint
-	$(VENV)/bin/pytest -q -n 2 --dist loadgroup --durations=20 tests
+	bash scripts/test.sh
 
 demo: setup
 	$(VENV)/bin/enforcer demo
