@@ -4,7 +4,7 @@
 # time out: a denied probe is one that times out); the pure tests run beside them, niced so
 # that they do not slow the kernel tests' packets and agents. Exit status: 1 if either failed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 PYTEST=.venv/bin/pytest
 mkdir -p .cache
 pure_log=.cache/test-pure.log
