@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml scripts/install-deps.sh
 lint: setup
 	$(VENV)/bin/ruff check enforcer tests bench
 
-# The kernel tests one at a time, the pure tests beside them in a second process, niced
-# (scripts/test.sh).
+# The kernel tests one at a time (the agent's first, alone), the pure tests beside the rest in a
+# second process at the lowest CPU priority (scripts/test.sh).
 test: setup lint
 	bash scripts/test.sh
 
