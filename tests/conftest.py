@@ -5,12 +5,24 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from enforcer.datapath import Datapath, DatapathConfig
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A TERM (a CI timeout, a run killed) ends the run as Ctrl-C does: pytest then runs the
+    fixtures' finalisers, which take down labs, namespaces and pins. Python's own TERM
+    exits at once and leaves them behind."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
