@@ -237,23 +237,23 @@ class FlowStore:
         # an hour from now.
         number = min(self._number(record.last_seen), now)
         key = key_of(record)
+        cost = estimated_bytes(record)  # once per record: the aggregate's and the ring's
         with self._lock:
             self._expire(now)
             if number <= now - self.buckets:
                 self._evicted_records += 1
             else:
-                self._put(number, key, record)
-            seq = self._remember(record)
+                self._put(number, key, record, cost)
+            seq = self._remember(record, cost)
             # Read with the insert: a query_and_subscribe sees this record in its snapshot or
             # on its queue, never both, never neither.
             subscribers = self._subscribers
         for sub in subscribers:
             sub.offer(record, seq)
 
-    def _remember(self, record: FlowRecord) -> int:
+    def _remember(self, record: FlowRecord, cost: int) -> int:
         """Numbers `record` and keeps it in the replay ring (under the lock)."""
         self._seq += 1
-        cost = estimated_bytes(record)
         self._replay.append((self._seq, record, cost))
         self._replay_bytes += cost
         while self._replay and (len(self._replay) > self._replay_max
@@ -261,10 +261,9 @@ class FlowStore:
             self._replay_bytes -= self._replay.popleft()[2]
         return self._seq
 
-    def _put(self, number: int, key: Key, record: FlowRecord) -> None:
+    def _put(self, number: int, key: Key, record: FlowRecord, cost: int) -> None:
         bucket = self._ring.get(number)
         old = bucket.aggregates.get(key) if bucket is not None else None
-        cost = estimated_bytes(record)
         if old is None:
             grow = cost + (BUCKET_BYTES if bucket is None else 0)
             if not self._make_room(number, grow):
