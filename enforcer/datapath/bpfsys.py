@@ -218,21 +218,22 @@ class Map:
     def keys_raw(self, chunk: int = 4096) -> bytes:
         """All keys concatenated (searchable at C speed with bytes.find). Falls back to the
         key walk where the kernel or the map type has no batch lookup."""
-        return self.items_raw(chunk)[0]
+        return self.items_raw(chunk, values=False)[0]
 
-    def items_raw(self, chunk: int = 4096) -> tuple[bytes, bytes]:
+    def items_raw(self, chunk: int = 4096, values: bool = True) -> tuple[bytes, bytes]:
         """All keys and their values, each concatenated in the same order, in a few
         BPF_MAP_LOOKUP_BATCH calls. Falls back to a key walk where the kernel or the map
-        type has no batch lookup (an entry gone between the walk and its lookup is left out)."""
+        type has no batch lookup (an entry gone between the walk and its lookup is left out).
+        values=False: the keys only (the values come back empty)."""
         parts: list[bytes] = []
         value_parts: list[bytes] = []
         keys = ctypes.create_string_buffer(self.key_size * chunk)
-        values = ctypes.create_string_buffer(self.value_size * chunk)
+        value_buf = ctypes.create_string_buffer(self.value_size * chunk)
         in_batch: ctypes.Array[ctypes.c_char] | None = None
         out_batch = ctypes.create_string_buffer(max(self.key_size, 8))
         while True:
             attr = _attr("<QQQQIIQQ", _addr(in_batch), _addr(out_batch), _addr(keys),
-                         _addr(values), chunk, self.fd, 0, 0)
+                         _addr(value_buf), chunk, self.fd, 0, 0)
             done = False
             try:
                 _bpf(MAP_LOOKUP_BATCH, attr)
@@ -240,13 +241,16 @@ class Map:
                 if exc.errno == errno.ENOENT:
                     done = True
                 elif exc.errno in (errno.EINVAL, ENOTSUPP) and not parts and in_batch is None:
+                    if not values:
+                        return b"".join(self.keys()), b""
                     walked = list(self.items())
                     return b"".join(k for k, _ in walked), b"".join(v for _, v in walked)
                 else:
                     raise
             count = struct.unpack_from("<I", attr, 32)[0]
             parts.append(keys.raw[: count * self.key_size])
-            value_parts.append(values.raw[: count * self.value_size])
+            if values:
+                value_parts.append(value_buf.raw[: count * self.value_size])
             if done:
                 return b"".join(parts), b"".join(value_parts)
             in_batch = ctypes.create_string_buffer(out_batch.raw, len(out_batch))
