@@ -404,6 +404,12 @@ class Compiler:
 
     def _recompute(self, key: str) -> None:
         pod = self._local[key]
+        if pod.quarantine is not None:
+            # Above every policy, audit mode included: nothing in, nothing out (the node's
+            # own traffic, kubelet probes, passes before any table is read).
+            self._peers.set_uses(key, ())
+            self._out[key] = quarantined_policy()
+            return
         policy, uses = endpoint_policy(
             pod, self._state.policies_selecting(key), self._registry, self._peers.members,
             audit=self._audited(pod),
@@ -456,5 +462,14 @@ def _owner_id(owner: _Owner | None) -> tuple[str, str] | None:
 
 def _policy_relevant(pod: Pod) -> tuple[object, ...]:
     """What of a local pod its own table depends on: labels select policies, ports resolve
-    ingress named ports, the mode sets audit."""
-    return (pod.labels, pod.ports, pod.policy_mode)
+    ingress named ports, the mode sets audit, a quarantine replaces it all."""
+    return (pod.labels, pod.ports, pod.policy_mode, pod.quarantine)
+
+
+# What flows and `status` name as the deciding "policy" of a quarantined pod's drops.
+QUARANTINE = "quarantine"
+
+
+def quarantined_policy() -> EndpointPolicy:
+    return EndpointPolicy(ingress_isolated=True, egress_isolated=True,
+                          isolating_ingress=(QUARANTINE,), isolating_egress=(QUARANTINE,))

@@ -34,6 +34,9 @@ POLICY_MODES = ("enforce", "audit")
 # overwrites a label of that key written on the pod, so no pod can claim another's account.
 # On a Namespace it is an ordinary label.
 SERVICE_ACCOUNT_LABEL = f"policy.{ENFORCER_API_GROUP}/serviceaccount"
+# A pod carrying this annotation (its value: the reason) is isolated completely, above every
+# policy: `enforcer quarantine`. In the pod's own object, so it survives agent restarts.
+QUARANTINE_ANNOTATION = f"policy.{ENFORCER_API_GROUP}/quarantine"
 DEFAULT_SERVICE_ACCOUNT = "default"
 
 KIND_NAMESPACE = "Namespace"
@@ -178,6 +181,7 @@ class Pod:
     # (kind, name): what flows and `advise` group pods by (enforcer.model.workloads).
     owner: tuple[str, str] | None = None
     policy_mode: str | None = None  # POLICY_MODE_ANNOTATION; None: its namespace's
+    quarantine: str | None = None  # QUARANTINE_ANNOTATION's reason; None: not quarantined
 
     def __post_init__(self) -> None:
         _freeze(self, "labels")

@@ -26,6 +26,7 @@ from enforcer.model.objects import (
     POLICY_MODE_ANNOTATION,
     POLICY_MODES,
     PROTOCOLS,
+    QUARANTINE_ANNOTATION,
     SERVICE_ACCOUNT_LABEL,
     STAGED_POLICY_API,
     ContainerPort,
@@ -324,6 +325,7 @@ def _parse_pod(ctx: _Ctx, obj: Mapping[str, Any]) -> Pod:
     return Pod(
         owner=_controller(ctx, obj),
         policy_mode=_policy_mode(obj),
+        quarantine=_quarantine(obj),
         namespace=namespace,
         name=name,
         uid=uid,
@@ -359,6 +361,15 @@ def _policy_mode(obj: Mapping[str, Any]) -> str | None:
         return None
     value = annotations[POLICY_MODE_ANNOTATION]
     return value if value in POLICY_MODES else "enforce"
+
+
+def _quarantine(obj: Mapping[str, Any]) -> str | None:
+    """The quarantine annotation's reason ("" is a quarantine without one); None: none."""
+    meta = obj.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
+    if not isinstance(annotations, Mapping) or QUARANTINE_ANNOTATION not in annotations:
+        return None
+    return str(annotations[QUARANTINE_ANNOTATION] or "")
 
 
 def _controller(ctx: _Ctx, obj: Mapping[str, Any]) -> tuple[str, str] | None:
