@@ -8,6 +8,13 @@ slowest steps of a cold start overlap (bcc's compile runs in C, without the GIL)
 StagedNetworkPolicies are validated like NetworkPolicies but kept apart (`staged`): they never
 reach the state the compiler reads, only the shadow that judges flows as if they were applied
 (enforcer.agent.staged).
+
+Cluster-scoped policies (ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy)
+and the Nodes their `nodes` peers match are validated (enforcer.model.parse_clusterpolicy) and
+enter the state like any other object while enforcer.model.clusterpolicy.ENFORCED is set (read
+at each object, so a test can set it); until then each policy is said once as not enforced and
+nothing of it, nor any Node, reaches the state. A policy's `domainNames` peers match nothing
+(they need DNS inspection): said once per policy.
 """
 
 from __future__ import annotations
@@ -23,13 +30,13 @@ from typing import Any
 from enforcer import log
 from enforcer.agent.staged import StagedShadow
 from enforcer.digest import object_hash
+from enforcer.model import clusterpolicy
 from enforcer.model.cluster import ClusterState
-from enforcer.model.clusterpolicy import ENFORCED as CLUSTER_POLICIES_ENFORCED
-from enforcer.model.clusterpolicy import NOT_ENFORCED as CLUSTER_POLICIES_NOT_ENFORCED
-from enforcer.model.clusterpolicy import is_cluster_policy
+from enforcer.model.clusterpolicy import ClusterPolicy, is_cluster_policy
 from enforcer.model.groups import foreign_policy_group
 from enforcer.model.loader import ValidationError, parse_object, parse_staged_policy
 from enforcer.model.objects import KIND_NETWORK_POLICY, KIND_STAGED_NETWORK_POLICY, NetworkPolicy
+from enforcer.model.parse_clusterpolicy import parse_cluster_object
 from enforcer.model.parse_services import parse_service_object
 from enforcer.sources.base import EventType, SourceEvent
 from enforcer.sources.gcpause import gc_paused
@@ -75,6 +82,7 @@ class Intake:
         self._relisting: dict[str, set[ObjKey]] = {}
         self.accept_groups = frozenset(accept_groups)
         self.not_enforced: set[ObjKey] = set()  # other groups' NetworkPolicies, said once each
+        self.domain_names: set[ObjKey] = set()  # cluster policies whose domainNames were said
         self.log = log.get("agent")
 
     def apply(self, event: SourceEvent) -> ObjectChange | None:
@@ -100,6 +108,8 @@ class Intake:
             obj = parse_object(raw, origin, self.accept_groups) or parse_service_object(
                 raw, origin=origin
             )
+            if obj is None and clusterpolicy.ENFORCED:  # a cluster-scoped policy or a Node
+                obj = parse_cluster_object(raw, origin)
         except ValidationError as exc:
             self._on_invalid(kind)
             self.invalid = [*self.invalid[-49:], str(exc)]
@@ -112,17 +122,33 @@ class Intake:
         self.objects[key] = obj
         self._track(key, raw)
         self.shadow.upsert(obj)
+        if isinstance(obj, ClusterPolicy):
+            self._domain_names(key, obj)
         return ObjectChange(key, old, obj)
+
+    def _domain_names(self, key: ObjKey, policy: ClusterPolicy) -> None:
+        """`domainNames` peers need DNS inspection: they match nothing here (the policy's
+        other rules and peers apply). Said once per policy while it has any."""
+        names = sorted({name for rule in policy.egress for peer in rule.peers
+                        for name in peer.domain_names})
+        if not names:
+            self.domain_names.discard(key)
+        elif key not in self.domain_names:
+            self.domain_names.add(key)
+            self.log.warning(
+                f"{policy.kind} {policy.name}: domainNames peers not enforced (they match "
+                "nothing; the policy's other peers apply)", name=policy.name,
+                domain_names=names)
 
     def _not_enforced(self, key: ObjKey, raw: Mapping[str, Any]) -> None:
         """Another group's NetworkPolicy, or a cluster-scoped policy this version does not
         enforce: never enforced silently, said once per object."""
-        if is_cluster_policy(raw) and not CLUSTER_POLICIES_ENFORCED:
+        if is_cluster_policy(raw) and not clusterpolicy.ENFORCED:
             if key not in self.not_enforced:
                 self.not_enforced.add(key)
                 self.log.warning(f"{key[0]} {key[2]} read but not enforced by this version",
                                  api_version=str(raw.get("apiVersion")), name=key[2],
-                                 why=CLUSTER_POLICIES_NOT_ENFORCED)
+                                 why=clusterpolicy.NOT_ENFORCED)
             return
         group = foreign_policy_group(raw)
         if group is None or key in self.not_enforced:
@@ -155,6 +181,7 @@ class Intake:
             self.shadow.unstage(policy.key)
             return None  # nothing enforced changed
         self.not_enforced.discard(key)
+        self.domain_names.discard(key)
         old = self.objects.pop(key, None)
         if old is None:
             return None

@@ -34,6 +34,8 @@ from pyroute2 import IPRoute
 from enforcer.datapath.services import Frontend, ServiceMaps
 from enforcer.datapath.types import IPAddress
 from enforcer.model.cluster import ClusterState
+from enforcer.model.clusterpolicy import ClusterPolicy
+from enforcer.model.nodes import Node
 from enforcer.model.objects import Namespace, NetworkPolicy, Pod
 
 # Interfaces where a local pod's traffic leaves the node after DNAT: uplinks, bonds, tunnels
@@ -107,9 +109,10 @@ def may_change_maps(
     local pod (its addresses, the selector backends it joins or leaves); any other pod only
     through its addresses, when a slice lists one (the address's owner decides whether that
     backend is a pod) or one is a node address (a frontend with a backend here is not
-    deferred). Namespaces and policies never: no Service reads them."""
+    deferred). Namespaces, policies (cluster-scoped ones too) and Node objects never: no
+    Service reads them."""
     objs = [o for o in (old, new) if o is not None]
-    if all(isinstance(o, Namespace | NetworkPolicy) for o in objs):
+    if all(isinstance(o, Namespace | NetworkPolicy | ClusterPolicy | Node) for o in objs):
         return False
     pods = [o for o in objs if isinstance(o, Pod)]
     if len(pods) != len(objs):

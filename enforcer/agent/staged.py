@@ -22,6 +22,8 @@ from enforcer import log
 from enforcer.flows.record import FlowRecord
 from enforcer.flows.staged import StagedView
 from enforcer.model.cluster import ClusterState
+from enforcer.model.clusterpolicy import ClusterPolicy
+from enforcer.model.nodes import Node
 from enforcer.model.objects import KIND_NETWORK_POLICY, ModelObject, NetworkPolicy
 from enforcer.model.services import ServiceObject
 from enforcer.model.staged import as_if_applied
@@ -70,7 +72,7 @@ class StagedShadow:
 
     # -- the enforced state (every write to it) -----------------------------------------------
 
-    def upsert(self, obj: ModelObject | ServiceObject) -> None:
+    def upsert(self, obj: ModelObject | ServiceObject | ClusterPolicy | Node) -> None:
         with self.lock:
             self.state.upsert(obj)
             if self._preview is not None and not self._shadowed(obj):
@@ -85,7 +87,7 @@ class StagedShadow:
                 return  # the staged policy of that name stays in the preview
             self._preview.remove(kind, namespace, name)
 
-    def _shadowed(self, obj: ModelObject | ServiceObject) -> bool:
+    def _shadowed(self, obj: ModelObject | ServiceObject | ClusterPolicy | Node) -> bool:
         return isinstance(obj, NetworkPolicy) and obj.key in self._policies
 
     # -- the staged policies ------------------------------------------------------------------

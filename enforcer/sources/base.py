@@ -86,12 +86,18 @@ def object_key(kind: str, obj: Mapping[str, Any]) -> tuple[str, str | None, str]
 def source_from_spec(spec: str, *, kubeconfig: str | None, node_name: str | None) -> Source:
     """`k8s` (in-cluster config, else the kubeconfig) or `dir:PATH` (a folder of manifests)."""
     if spec == "k8s":
-        from enforcer.sources.kubernetes import DEFAULT_KINDS, KubernetesSource
+        from enforcer.sources.kubernetes import (
+            CLUSTER_POLICY_KINDS,
+            DEFAULT_KINDS,
+            KubernetesSource,
+        )
 
         # Services and EndpointSlices: the datapath judges egress to a Service after DNAT
         # and needs its frontends (bpf/lib/services.h). StagedNetworkPolicies when their CRD
-        # is installed (the source waits for it otherwise): flows judged in a shadow.
-        kinds = (*DEFAULT_KINDS, KIND_SERVICE, KIND_ENDPOINT_SLICE, KIND_STAGED_NETWORK_POLICY)
+        # is installed (the source waits for it otherwise): flows judged in a shadow. The
+        # cluster-scoped policies likewise, each when its CRD is installed.
+        kinds = (*DEFAULT_KINDS, KIND_SERVICE, KIND_ENDPOINT_SLICE, KIND_STAGED_NETWORK_POLICY,
+                 *CLUSTER_POLICY_KINDS)
         return KubernetesSource.from_config(kubeconfig=kubeconfig, node_name=node_name, kinds=kinds)
     if spec.startswith("dir:"):
         from enforcer.sources.directory import DirectorySource

@@ -6,9 +6,10 @@ rarely needs a relist); on a dropped or timed-out watch, resume from the last re
 seen; on 410 Gone (history compacted while we were away), relist and hand the consumer the whole
 kind again between RESET and SYNCED. Errors back off exponentially with full jitter.
 
-A custom resource (StagedNetworkPolicy) may not be installed: a 404 (or 403, RBAC from an older
-release) on its list is no outage. The kind counts as listed and empty, the source stays healthy,
-says so once, and lists again every 30 s, backing off to 5 min, until the CRD appears.
+A custom resource (StagedNetworkPolicy, and the Network Policy API's ClusterNetworkPolicy,
+AdminNetworkPolicy and BaselineAdminNetworkPolicy) may not be installed: a 404 (or 403, RBAC from
+an older release) on its list is no outage. The kind counts as listed and empty, the source stays
+healthy, says so once, and lists again every 30 s, backing off to 5 min, until the CRD appears.
 
 Responses are read raw (`_preload_content=False`) and parsed as JSON, so objects stay the
 camelCase dicts the API sends; they are stripped to what policy needs before being emitted.
@@ -37,6 +38,12 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from enforcer import log
+from enforcer.model.clusterpolicy import (
+    CLUSTER_POLICY_API,
+    KIND_ADMIN_NETWORK_POLICY,
+    KIND_BASELINE_ADMIN_NETWORK_POLICY,
+    KIND_CLUSTER_NETWORK_POLICY,
+)
 from enforcer.sources import limits
 from enforcer.sources.base import (
     KIND_ENDPOINT_SLICE,
@@ -107,8 +114,22 @@ WATCHED_KINDS = {
             "list_cluster_custom_object",
             custom=True,
         ),
+        # The Network Policy API's cluster-scoped policies (policy.networking.k8s.io), each
+        # served only where its CRD is installed.
+        *(
+            WatchedKind(kind, CLUSTER_POLICY_API[kind], plural, "CustomObjectsApi",
+                        "list_cluster_custom_object", custom=True)
+            for kind, plural in (
+                (KIND_CLUSTER_NETWORK_POLICY, "clusternetworkpolicies"),
+                (KIND_ADMIN_NETWORK_POLICY, "adminnetworkpolicies"),
+                (KIND_BASELINE_ADMIN_NETWORK_POLICY, "baselineadminnetworkpolicies"),
+            )
+        ),
     )
 }
+CLUSTER_POLICY_KINDS = (
+    KIND_CLUSTER_NETWORK_POLICY, KIND_ADMIN_NETWORK_POLICY, KIND_BASELINE_ADMIN_NETWORK_POLICY,
+)
 DEFAULT_KINDS = (KIND_NAMESPACE, KIND_POD, KIND_NETWORK_POLICY, KIND_NODE)
 # A custom resource whose CRD is not installed is listed again after this many seconds,
 # doubling up to CRD_RETRY_MAX: thousands of nodes asking cost the API server little.

@@ -39,6 +39,13 @@ MAX_SPEC_VALUES = 100_000
 REASONS = ("too_large", "malformed", "name", "labels", "annotations", "ports", "pod_ips", "spec")
 
 
+# Kinds whose spec (and a slice's endpoints and ports) is bounded by MAX_SPEC_VALUES.
+_SPEC_KINDS = frozenset({
+    "NetworkPolicy", "StagedNetworkPolicy", "Service", "EndpointSlice",
+    "ClusterNetworkPolicy", "AdminNetworkPolicy", "BaselineAdminNetworkPolicy",
+})
+
+
 def reject_reason(kind: str, obj: Any) -> str | None:
     """Why this (unstripped) object is garbage, or None when it is within every limit."""
     if not isinstance(obj, Mapping):
@@ -54,7 +61,7 @@ def reject_reason(kind: str, obj: Any) -> str | None:
         return reason
     if kind == "Pod":
         return _pod(obj)
-    if kind in ("NetworkPolicy", "StagedNetworkPolicy", "Service", "EndpointSlice"):
+    if kind in _SPEC_KINDS:
         budget = [MAX_SPEC_VALUES]
         for key in ("spec", "endpoints", "ports"):
             if not _within(obj.get(key), budget):

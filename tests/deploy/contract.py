@@ -19,6 +19,9 @@ AGENT_READS = {
     ("networking.k8s.io", "networkpolicies"),
     ("discovery.k8s.io", "endpointslices"),
     ("enforcer.dev", "stagednetworkpolicies"),
+    ("policy.networking.k8s.io", "clusternetworkpolicies"),
+    ("policy.networking.k8s.io", "adminnetworkpolicies"),
+    ("policy.networking.k8s.io", "baselineadminnetworkpolicies"),
 }
 READ_VERBS = {"get", "list", "watch"}
 

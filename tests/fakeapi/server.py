@@ -66,6 +66,13 @@ RESOURCES = (
     Resource(
         "StagedNetworkPolicy", "enforcer.dev/v1alpha1", "stagednetworkpolicies", namespaced=True
     ),
+    # The Network Policy API's cluster-scoped custom resources (SIG Network's CRDs).
+    Resource("ClusterNetworkPolicy", "policy.networking.k8s.io/v1alpha2",
+             "clusternetworkpolicies", namespaced=False),
+    Resource("AdminNetworkPolicy", "policy.networking.k8s.io/v1alpha1",
+             "adminnetworkpolicies", namespaced=False),
+    Resource("BaselineAdminNetworkPolicy", "policy.networking.k8s.io/v1alpha1",
+             "baselineadminnetworkpolicies", namespaced=False),
 )
 BY_KIND = {r.kind: r for r in RESOURCES}
 
