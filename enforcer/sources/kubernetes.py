@@ -227,17 +227,20 @@ def _rv_of(obj: Any) -> str | None:
     return rv if isinstance(rv, str) and rv else None
 
 
-def api_client(kubeconfig: str | None = None) -> tuple[Any, str]:
+def api_client(kubeconfig: str | None = None, context: str | None = None) -> tuple[Any, str]:
     """A client and where its configuration came from: in-cluster when running in a pod (and
-    no kubeconfig was given), else the kubeconfig file (`--kubeconfig`, $KUBECONFIG,
-    ~/.kube/config)."""
+    no kubeconfig or context was given), else the kubeconfig file (`--kubeconfig`,
+    $KUBECONFIG, ~/.kube/config) at `context` (default: its current context)."""
     cfg = client.Configuration()
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+    if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config(client_configuration=cfg)
         origin = "in-cluster"
     else:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        config.load_kube_config(config_file=kubeconfig, context=context,
+                                client_configuration=cfg)
         origin = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        if context:
+            origin += f" context {context}"
     cfg.retries = 0  # our loops retry with backoff; urllib3's own retries only add delay
     return client.ApiClient(cfg), origin
 
