@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "enforcer.commands.flows",
     "enforcer.commands.advise",
     "enforcer.commands.console",
+    "enforcer.commands.quarantine",
 ]
 
 

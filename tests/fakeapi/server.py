@@ -7,6 +7,11 @@ increasing resourceVersion, BOOKMARK events, and a bounded event history so that
 resourceVersion that has been compacted away yields an ERROR event with a 410 "Expired" Status,
 exactly as kube-apiserver does.
 
+Writes as clients make them: GET of one object, POST to a collection (create, 409 when it
+exists), PATCH of one object with a merge patch (JSON merge patch; a strategic merge patch as
+far as the two agree: maps merged, null removes, lists replaced), e.g. an annotation set or
+removed, an Event recorded (`kubectl annotate`, `enforcer quarantine`).
+
 Tests drive it from the same process: `create`/`update`/`apply`/`delete` objects,
 `expire_history()`, `bookmark()`, `drop_connections()` (cut every open stream mid-chunk), `stop()`
 and `start()` again on the same port (an API outage), `fail_requests(503)` (up but erroring),
@@ -73,6 +78,8 @@ RESOURCES = (
              "adminnetworkpolicies", namespaced=False),
     Resource("BaselineAdminNetworkPolicy", "policy.networking.k8s.io/v1alpha1",
              "baselineadminnetworkpolicies", namespaced=False),
+    # Written by clients (POST), as kubectl and controllers record what they did.
+    Resource("Event", "v1", "events", namespaced=True),
 )
 BY_KIND = {r.kind: r for r in RESOURCES}
 
@@ -80,6 +87,15 @@ BY_KIND = {r.kind: r for r in RESOURCES}
 _PATH = re.compile(
     r"^(?P<prefix>/api/v1|/apis/[^/]+/[^/]+)(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)/?$"
 )
+
+# One object: /api/v1/namespaces/NS/pods/NAME, /api/v1/nodes/NAME, /api/v1/namespaces/NS
+_OBJECT_PATH = re.compile(
+    r"^(?P<prefix>/api/v1|/apis/[^/]+/[^/]+)(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)"
+    r"/(?P<name>[^/]+)/?$"
+)
+# Merge patches: JSON merge patch (RFC 7386), and strategic merge patch for what it shares with
+# it (maps merged, null removes a key; lists are replaced whole, as for unkeyed lists).
+_MERGE_PATCHES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
 
 ObjKey = tuple[str | None, str]
 _TYPE_KEYS = ("kind", "apiVersion")
@@ -538,6 +554,29 @@ class FakeKubeAPI:
                 self._cond.notify_all()
 
 
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: a map merges key by key, null removes a key, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def _served(api: FakeKubeAPI, m: re.Match[str] | None) -> Resource | None:
+    """The served resource a path match names (None: none, or its CRD is not installed)."""
+    if m is None:
+        return None
+    res = next((r for r in RESOURCES if r.prefix == m["prefix"] and r.plural == m["plural"]),
+               None)
+    with api._cond:
+        return None if res is None or res.kind in api._uninstalled else res
+
+
 def _sort_key(obj: Mapping[str, Any]) -> tuple[str, str]:
     meta = obj["metadata"]
     return (meta.get("namespace") or "", meta["name"])
@@ -638,9 +677,88 @@ class _Handler(BaseHTTPRequestHandler):
                     attrs.get("subresource", ""), attrs.get("verb", ""))
             body["status"] = {"allowed": want in api.grants}
         else:
-            self._send_json(404, _status(404, "NotFound", f"no resource at {url.path}"))
+            self._create(url.path, body)
             return
         self._send_json(201, body)
+
+    def _create(self, path: str, body: dict[str, Any]) -> None:
+        """POST to a served collection: create the object (409 if it exists), as the API
+        server does; kind and apiVersion come from the path when the body lacks them."""
+        api = self.server.api
+        m = _PATH.match(path)
+        res = _served(api, m)
+        if m is None or res is None or (m["ns"] and not res.namespaced):
+            self._send_json(404, _status(404, "NotFound", f"no resource at {path}"))
+            return
+        meta = body.setdefault("metadata", {})
+        if m["ns"]:
+            meta["namespace"] = m["ns"]
+        if not meta.get("name"):
+            self._send_json(422, _status(422, "Invalid", "metadata.name: Required value"))
+            return
+        body.update(kind=res.kind, apiVersion=res.api_version)
+        try:
+            created = api.create(body)
+        except ValueError:
+            self._send_json(409, _status(409, "AlreadyExists",
+                                         f'{res.plural} "{meta["name"]}" already exists'))
+            return
+        self._send_json(201, created)
+
+    def _named(self, path: str) -> tuple[Resource, str | None, str] | None:
+        """The resource, namespace and name of a path naming one object; None (404 sent)
+        when it names nothing served."""
+        api = self.server.api
+        m = _OBJECT_PATH.match(path)
+        res = _served(api, m)
+        if m is None or res is None or bool(m["ns"]) != res.namespaced:
+            self._send_json(404, _status(404, "NotFound", f"no resource at {path}"))
+            return None
+        return res, m["ns"], m["name"]
+
+    def _get_one(self, path: str) -> None:
+        named = self._named(path)
+        if named is None:
+            return
+        res, namespace, name = named
+        obj = self.server.api.get(res.kind, name, namespace)
+        if obj is None:
+            self._send_json(404, _status(404, "NotFound", f'{res.plural} "{name}" not found'))
+            return
+        self._send_json(200, obj)
+
+    def do_PATCH(self) -> None:
+        """A merge patch of one object (see _MERGE_PATCHES); a JSON patch or server-side
+        apply is answered 415, as a server not offering it would."""
+        api = self.server.api
+        if not self._authorized():
+            return
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        api.requests.append(RequestRecord("PATCH", url.path, {}))
+        named = self._named(url.path)
+        if named is None:
+            return
+        res, namespace, name = named
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip()
+        if content_type not in _MERGE_PATCHES:
+            self._send_json(415, _status(415, "UnsupportedMediaType",
+                                         f"the body of the request was in an unknown format: "
+                                         f"{content_type or 'none'}"))
+            return
+        patch = json.loads(raw or b"{}")
+        with api._cond:  # read, merge and write as one step, as etcd's transaction
+            obj = api.get(res.kind, name, namespace)
+            if obj is None:
+                self._send_json(404, _status(404, "NotFound",
+                                             f'{res.plural} "{name}" not found'))
+                return
+            merged = merge_patch(obj, patch)
+            merged["metadata"].update(name=name, namespace=obj["metadata"].get("namespace"))
+            merged.update(kind=res.kind, apiVersion=res.api_version)
+            updated = api.update(merged)
+        self._send_json(200, updated)
 
     def do_GET(self) -> None:
         api = self.server.api
@@ -655,6 +773,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(fail, _status(fail, "ServiceUnavailable", "injected failure"))
             return
         m = _PATH.match(url.path)
+        if m is None and _OBJECT_PATH.match(url.path):
+            self._get_one(url.path)
+            return
         res = None
         if m:
             res = next(
