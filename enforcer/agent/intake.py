@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from enforcer import log
@@ -35,7 +35,13 @@ from enforcer.model.cluster import ClusterState
 from enforcer.model.clusterpolicy import ClusterPolicy, is_cluster_policy
 from enforcer.model.groups import foreign_policy_group
 from enforcer.model.loader import ValidationError, parse_object, parse_staged_policy
-from enforcer.model.objects import KIND_NETWORK_POLICY, KIND_STAGED_NETWORK_POLICY, NetworkPolicy
+from enforcer.model.objects import (
+    KIND_NETWORK_POLICY,
+    KIND_POD,
+    KIND_STAGED_NETWORK_POLICY,
+    NetworkPolicy,
+    Pod,
+)
 from enforcer.model.parse_clusterpolicy import parse_cluster_object
 from enforcer.model.parse_services import parse_service_object
 from enforcer.sources.base import EventType, SourceEvent
@@ -83,6 +89,11 @@ class Intake:
         self.accept_groups = frozenset(accept_groups)
         self.not_enforced: set[ObjKey] = set()  # other groups' NetworkPolicies, said once each
         self.domain_names: set[ObjKey] = set()  # cluster policies whose domainNames were said
+        # Pods this agent quarantined itself (enforcer.quarantine.auto), NS/NAME -> (uid,
+        # reason): kept over the source's versions of that pod until one carries a quarantine
+        # of its own (the annotation the agent wrote through the API; a later release then
+        # releases it).
+        self.quarantines: dict[str, tuple[str, str]] = {}
         self.log = log.get("agent")
 
     def apply(self, event: SourceEvent) -> ObjectChange | None:
@@ -118,6 +129,8 @@ class Intake:
         if obj is None:
             self._not_enforced(key, raw)
             return None
+        if isinstance(obj, Pod) and obj.key in self.quarantines:
+            obj = self._held_quarantine(obj)
         old = self.objects.get(key)
         self.objects[key] = obj
         self._track(key, raw)
@@ -125,6 +138,27 @@ class Intake:
         if isinstance(obj, ClusterPolicy):
             self._domain_names(key, obj)
         return ObjectChange(key, old, obj)
+
+    def _held_quarantine(self, pod: Pod) -> Pod:
+        uid, reason = self.quarantines[pod.key]
+        if pod.quarantine is not None or pod.uid != uid:  # the API's own now, or another pod
+            del self.quarantines[pod.key]
+            return pod
+        return replace(pod, quarantine=reason)
+
+    def quarantine_locally(self, pod_key: str, reason: str) -> ObjectChange | None:
+        """The agent's own quarantine of a pod, applied as a watch event would be (None: no
+        such pod, or quarantined already)."""
+        namespace, _, name = pod_key.partition("/")
+        key = (KIND_POD, namespace, name)
+        pod = self.objects.get(key)
+        if not isinstance(pod, Pod) or pod.quarantine is not None:
+            return None
+        self.quarantines[pod_key] = (pod.uid, reason)
+        new = replace(pod, quarantine=reason)
+        self.objects[key] = new
+        self.shadow.upsert(new)
+        return ObjectChange(key, pod, new)
 
     def _domain_names(self, key: ObjKey, policy: ClusterPolicy) -> None:
         """`domainNames` peers need DNS inspection: they match nothing here (the policy's
@@ -182,6 +216,8 @@ class Intake:
             return None  # nothing enforced changed
         self.not_enforced.discard(key)
         self.domain_names.discard(key)
+        if key[0] == KIND_POD:
+            self.quarantines.pop(f"{key[1]}/{key[2]}", None)
         old = self.objects.pop(key, None)
         if old is None:
             return None

@@ -193,6 +193,19 @@ class AgentMetrics:
             "events is compiled and written together, enforcer/agent/coalesce.py)",
             registry=r,
         )
+        self.quarantined = Gauge(
+            "enforcer_quarantined_pods",
+            "Local pods under quarantine (isolated completely: the pod's "
+            "policy.enforcer.dev/quarantine annotation, or this agent's automatic quarantine)",
+            registry=r,
+        )
+        self.auto_quarantines = Counter(
+            "enforcer_auto_quarantines",
+            "Local pods this agent quarantined by itself (--auto-quarantine), by trigger "
+            "(spoofed-source, scan)",
+            ["trigger"],
+            registry=r,
+        )
         self.node_faults = Gauge(
             "enforcer_node_fault",
             "1 while the node lacks what the agent needs to start (bpffs under the pin root, "
@@ -210,7 +223,9 @@ class AgentMetrics:
     def count_verdicts(self, record: Any) -> None:
         """One flow record's verdict, per deciding policy (and its staged verdict)."""
         for key in record.policies or ("/",):
-            namespace, _, name = key.partition("/")
+            # A namespaced policy NS/NAME, or what has no namespace (a cluster-scoped policy,
+            # "quarantine"): namespace "".
+            namespace, _, name = key.partition("/") if "/" in key else ("", "", key)
             self.policy_verdicts.labels(namespace, name, record.verdict, record.direction).inc()
         if record.staged is not None:
             for key in record.staged.policies:

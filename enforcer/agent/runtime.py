@@ -85,6 +85,15 @@ class LinkEvent:
 
 
 @dataclass
+class QuarantineRequest:
+    """Quarantine a local pod in this agent's state at once (enforcer.quarantine.auto): it
+    is applied as a watch event carrying the annotation would be."""
+
+    pod: str
+    reason: str
+
+
+@dataclass
 class EndpointRecord:
     pod: str
     ifindex: int | None = None
@@ -347,6 +356,9 @@ class Agent:
             if isinstance(item, LinkEvent):
                 self._handle_link(item)
                 continue
+            if isinstance(item, QuarantineRequest):
+                self._quarantine(item, received)
+                continue
             cpu = time.thread_time()
             if item.type is EventType.SYNCED:
                 first = not self.status.synced_once
@@ -395,6 +407,22 @@ class Agent:
         for received, _ in run:
             self.metrics.policy_delay.observe(done - received)
             self.metrics.policy_cpu.observe(share)
+
+    def quarantine_local(self, pod: str, reason: str) -> None:
+        """From any thread: quarantine a local pod in this agent now, without waiting for the
+        API (the caller writes the annotation there too)."""
+        self.queue.put((time.monotonic(), QuarantineRequest(pod, reason)))  # type: ignore[arg-type]
+
+    def _quarantine(self, request: QuarantineRequest, received: float) -> None:
+        change = self.intake.quarantine_locally(request.pod, request.reason)
+        if change is None or not self.status.synced_once:
+            return
+        delta = self.compiler.on_changes([(change.old, change.new)])
+        if not delta.is_empty():
+            self._write(delta)
+        self.metrics.policy_delay.observe(time.monotonic() - received)
+        self.log.warning("pod quarantined by this agent", pod=request.pod,
+                         reason=request.reason)
 
     def _count_invalid(self, kind: str) -> None:
         self.metrics.invalid_objects.labels(kind=kind).inc()
@@ -682,6 +710,16 @@ class Agent:
         if adopt:
             self._reconcile_pinned()
         self.metrics.endpoints.set(sum(1 for r in self.endpoints.values() if r.generation))
+        self.metrics.quarantined.set(len(self._quarantined()))
+
+    def _quarantined(self) -> dict[str, str]:
+        """Local pods under quarantine -> the reason."""
+        out = {}
+        for key in self.endpoints:
+            pod = self.state.pods.get(key)
+            if pod is not None and pod.quarantine is not None:
+                out[key] = pod.quarantine
+        return out
 
     def _reconcile_pinned(self) -> None:
         """Drop pinned endpoint entries that no current pod owns (state adopted from before)."""
@@ -692,6 +730,18 @@ class Agent:
 
     def pod_for_ifindex(self, ifindex: int) -> str | None:
         return self.pod_of_ifindex.get(ifindex)
+
+    def is_local(self, pod: str) -> bool:
+        return pod in self.endpoints
+
+    def quarantine_of(self, pod: str) -> str | None:
+        """The reason a pod is quarantined (by this agent, or its annotation); None: it is
+        not. Any thread (dict lookups)."""
+        held = self.intake.quarantines.get(pod)
+        if held is not None:
+            return held[1]
+        found = self.state.pods.get(pod)
+        return found.quarantine if found is not None else None
 
     def pod_for_ip(self, ip: str) -> str | None:
         try:
@@ -718,6 +768,7 @@ class Agent:
                     "egress_isolated": bool(r.policy and r.policy.egress_isolated),
                     "entries": len(r.policy.entries) if r.policy else 0,
                     "policies": policies,
+                    "quarantine": pod.quarantine if pod else None,
                     "generation": r.generation,
                     "error": r.error,
                 }
@@ -733,6 +784,13 @@ class Agent:
             "invalid_objects": self.intake.invalid[-10:],
             # Judged in a shadow, never enforced (namespace/name).
             "staged_policies": self.intake.shadow.names(),
+            # Local pods isolated completely (enforcer quarantine): by the pod's annotation,
+            # or by this agent alone until the API's version of the pod carries it.
+            "quarantined": [
+                {"pod": key, "reason": reason,
+                 "by": "agent" if key in self.intake.quarantines else "annotation"}
+                for key, reason in sorted(self._quarantined().items())
+            ],
             "faults": [{"fault": "bpffs", "message": self.status.pin_fault}]
             if self.status.pin_fault else [],
             "endpoints": eps,

@@ -147,7 +147,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default: enforce)",
     )
     add_accept_group(p, "enforce")
+    from enforcer.quarantine.detector import DEFAULT_MAX_TARGETS, DEFAULT_WINDOW
+
+    q = p.add_argument_group("automatic quarantine (enforcer/quarantine/)")
+    q.add_argument(
+        "--auto-quarantine", action="store_true",
+        help="quarantine a local pod at once (isolated completely, as `enforcer quarantine` "
+        "does) when this node's datapath drops a packet it sent from an address not its own "
+        "(spoofed source), or policy denies its new flows toward more than "
+        "--quarantine-scan-destinations distinct destinations or ports within "
+        "--quarantine-scan-seconds (a scan); then write the pod's annotation and an Event "
+        "through the API (RBAC: patch pods, create events). Default: off",
+    )
+    q.add_argument("--quarantine-scan-destinations", type=_at_least(1),
+                   default=DEFAULT_MAX_TARGETS, metavar="N",
+                   help=f"more distinct (destination, port) denied than this is a scan "
+                        f"(default {DEFAULT_MAX_TARGETS})")
+    q.add_argument("--quarantine-scan-seconds", type=_positive_seconds, default=DEFAULT_WINDOW,
+                   metavar="T", help=f"... within this many seconds (default {DEFAULT_WINDOW:g})")
     p.set_defaults(func=run)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 3600, got {text}")
+    return value
 
 
 def authorizer(args: argparse.Namespace) -> Any:
@@ -163,6 +191,31 @@ def authorizer(args: argparse.Namespace) -> Any:
 
     api, _ = api_client(args.authn_kubeconfig or args.kubeconfig)
     return TokenReviewAuthorizer(api, args.node_name or "")
+
+
+def auto_quarantine(args: argparse.Namespace, agent: Any, metrics: Any) -> Any:
+    """The automatic quarantine with --auto-quarantine (else None): it writes through the
+    API when the agent's source is one."""
+    if not args.auto_quarantine:
+        return None
+    from enforcer import log
+    from enforcer.quarantine.auto import AutoQuarantine, api_persister
+    from enforcer.quarantine.detector import Detector
+
+    persist = None
+    if args.source == "k8s":
+        from enforcer.sources.kubernetes import api_client
+
+        persist = api_persister(api_client(args.kubeconfig)[0], args.node_name)
+    else:
+        log.get("agent").warning("--auto-quarantine without the Kubernetes API (--source "
+                                 f"{args.source}): a quarantine holds in this agent only, "
+                                 "until it restarts")
+    detector = Detector(args.quarantine_scan_destinations, args.quarantine_scan_seconds)
+    log.get("agent").info("automatic quarantine on", scan_destinations=detector.max_targets,
+                          scan_seconds=detector.window)
+    return AutoQuarantine(agent, detector, persist,
+                          on_trigger=lambda t: metrics.auto_quarantines.labels(t.kind).inc())
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
@@ -246,6 +299,7 @@ def run(args: argparse.Namespace) -> int:
     # Served from the start: while the node lacks bpffs or kernel headers, /readyz says 503 and
     # /status why (enforcer.agent.preflight); then the agent's own answers.
     agent: Agent | None = None
+    auto: Any = None  # enforcer.quarantine.auto.AutoQuarantine with --auto-quarantine
     preflight = Preflight(Path(args.pin_dir), logger, on_faults=metrics.set_faults)
 
     def is_ready() -> bool:
@@ -254,7 +308,10 @@ def run(args: argparse.Namespace) -> int:
     def snapshot() -> dict[str, Any]:
         if agent is None:
             return preflight.status(args.node_name, args.source)
-        return agent.snapshot()
+        status = agent.snapshot()
+        if auto is not None:  # what the automatic quarantine did about each pod
+            status["quarantined"] = auto.status(status["quarantined"])
+        return status
 
     http = AgentHTTPServer(
         args.metrics_addr, metrics.registry, is_ready, snapshot, hub, flows,
@@ -305,10 +362,18 @@ def run(args: argparse.Namespace) -> int:
         DatapathCollector(datapath.counters, agent.pod_for_ifindex, datapath.map_pressure)
     )
     metrics.add_collector(SourceCollector(source))
+    auto = auto_quarantine(args, agent, metrics)
+
+    def on_drop(event: Any) -> None:
+        assert agent is not None
+        hub.publish(agent.describe_drop(event))
+        if auto is not None:
+            auto.on_drop(event)
+
     collector = FlowCollector(
         AgentFlowContext(agent, datapath),
         flows,
-        on_drop=lambda ev: hub.publish(agent.describe_drop(ev)) if agent else None,
+        on_drop=on_drop,
         on_record=metrics.count_verdicts,
         staged=intake.shadow,  # what the StagedNetworkPolicies would change (a no-op without)
     )

@@ -99,6 +99,12 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"fault: {fault['message']}")
     for err in status.get("invalid_objects", []):
         lines.append(f"invalid: {err}")
+    for q in status.get("quarantined", []):  # isolated completely (enforcer quarantine)
+        auto = q.get("auto")
+        how = (f"automatically ({auto['trigger']}; API: {auto['api']})" if auto
+               else "by this agent alone (API not written yet)" if q.get("by") == "agent"
+               else "by its annotation")
+        lines.append(f"quarantined: {q['pod']} {how}: {q['reason'] or '(no reason given)'}")
     if staged := status.get("staged_policies"):
         lines.append(f"staged (flows judged, never enforced): {', '.join(staged)}")
     return "\n".join(line.rstrip() for line in lines)

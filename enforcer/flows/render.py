@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from enforcer.analysis.table import render_columns
+from enforcer.compiler.compiler import QUARANTINE
 from enforcer.flows.record import FlowRecord, RuleRef
 
 # Reasons that mean "policy decided": the words come from the policies.
@@ -46,6 +47,8 @@ def _denied_words(record: FlowRecord) -> str:
     if record.reason not in POLICY_REASONS:
         return REASON_WORDS.get(record.reason, record.reason.replace("_", " "))
     pod, peer = _judged(record)
+    if record.policies == (QUARANTINE,):
+        return f"{pod} is quarantined (isolated completely: `enforcer quarantine release` lifts it)"
     by = f" by {', '.join(record.policies)}" if record.policies else ""
     return f"{pod} isolated for {record.direction}{by}, no rule allows {peer}"
 

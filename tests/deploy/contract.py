@@ -24,6 +24,9 @@ AGENT_READS = {
     ("policy.networking.k8s.io", "baselineadminnetworkpolicies"),
 }
 READ_VERBS = {"get", "list", "watch"}
+# The automatic quarantine's writes (enforcer agent --auto-quarantine, enforcer/quarantine/):
+# the pod's annotation, and an Event on it. (apiGroup, resource, verb).
+AGENT_QUARANTINE_WRITES = {("", "pods", "patch"), ("", "events", "create")}
 
 # Node paths the agent mounts, and whether read-only.
 AGENT_HOST_PATHS = {

@@ -8,6 +8,7 @@ from typing import Any
 from .contract import (
     AGENT_CAPABILITIES,
     AGENT_HOST_PATHS,
+    AGENT_QUARANTINE_WRITES,
     AGENT_READS,
     METRICS_PORT,
     PIN_DIR,
@@ -135,7 +136,8 @@ def test_rbac_grants_only_reads_of_what_the_agent_watches() -> None:
             for resource in rule["resources"]:
                 assert "*" not in group + resource and "/" not in resource
                 granted |= {(group, resource, verb) for verb in rule["verbs"]}
-    assert granted == {(g, r, v) for g, r in AGENT_READS for v in READ_VERBS} | AGENT_REVIEWS
+    assert granted == ({(g, r, v) for g, r in AGENT_READS for v in READ_VERBS} | AGENT_REVIEWS
+                       | AGENT_QUARANTINE_WRITES)
 
 
 def test_binding_ties_the_role_to_the_daemonsets_account() -> None:
