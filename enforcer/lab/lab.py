@@ -52,7 +52,9 @@ class LabState:
     topology: str
     ipv6: bool
     nodes: list[dict[str, Any]] = field(default_factory=list)  # NodeNet fields
-    pods: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> PodNet fields
+    # key -> PodNet fields; a hostNetwork pod's are its node's namespace and addresses, no
+    # interface (host_ifname ""), and "host_network": True.
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     fabric_netns: str | None = None
     agent_pids: dict[str, int] = field(default_factory=dict)
     server_pid: int | None = None
@@ -166,7 +168,9 @@ def up(
     objects = mf.implied_namespaces(objects) + objects
     node_objects = [o for o in objects if o["kind"] == "Node"]
     objects = [o for o in objects if o["kind"] != "Node"]
-    pods = [o for o in objects if o["kind"] == "Pod"]
+    all_pods = [o for o in objects if o["kind"] == "Pod"]
+    pods = [p for p in all_pods if not mf.host_network(p)]
+    host_pods = [p for p in all_pods if mf.host_network(p)]
     state = LabState(
         name=name,
         topology=topology,
@@ -179,9 +183,10 @@ def up(
     )
     # The whole address plan, checked before anything is created.
     refusal = f"lab {name}: an address plan no CNI would make (nothing created)"
-    node_nets, subnets, note = _plan_nodes(name, pods, node_objects, nodes)
+    node_nets, subnets, note = _plan_nodes(name, pods, node_objects, nodes, host_pods)
     state.nodes = [asdict(n) for n in node_nets]
     planned = _plan_pods(state, pods, refusal, subnets)
+    host_planned = _plan_host_pods(state, host_pods, "nothing created")
     node_names = [n.name for n in node_nets]
     progress(note)
     state.fabric_netns = f"{NETNS_PREFIX}{name}-fab" if len(node_names) > 1 else None
@@ -191,11 +196,16 @@ def up(
         progress(f"creating {len(node_names)} node namespace(s), {topology} topology")
         _ensure_bpffs()
         topo.create_nodes(state.node_nets(), state.fabric_netns, topology)
+        given = {mf.object_id(n)[2]: n for n in node_objects}
+        for node in state.node_nets():
+            _write_node(state, node, given.get(node.name))
         for obj in objects:
             if obj["kind"] != "Pod":
                 mf.write_object(state.manifest_dir, obj)
-        progress(f"creating {len(pods)} pod namespace(s)")
+        progress(f"creating {len(pods)} pod namespace(s)"
+                 + (f", {len(host_pods)} hostNetwork pod(s)" if host_pods else ""))
         _add_pods(state, planned)
+        _add_host_pods(state, host_planned)
         sync_services(state)
         progress(f"starting {len(node_names)} agent(s)")
         for node in state.node_nets():
@@ -217,14 +227,18 @@ def _requested(pod: dict[str, Any]) -> addressing.RequestedPod:
 
 
 def _plan_nodes(
-    name: str, pods: list[dict[str, Any]], node_objects: list[dict[str, Any]], count: int
+    name: str,
+    pods: list[dict[str, Any]],
+    node_objects: list[dict[str, Any]],
+    count: int,
+    host_pods: Sequence[dict[str, Any]] = (),
 ) -> tuple[list[topo.NodeNet], addressing.NodeSubnets, str]:
     """The lab's nodes (see addressing.lab_nodes) with their pod subnets, and a sentence
-    saying where the nodes come from."""
+    saying where the nodes come from. hostNetwork pods name nodes but take no pod address."""
     try:
         names, note = addressing.lab_nodes(
             [mf.object_id(n)[2] for n in node_objects]
-            + [node for p in pods if (node := mf.node_name(p))],
+            + [node for p in [*pods, *host_pods] if (node := mf.node_name(p))],
             max(count, 1),
         )
         cidrs = {
@@ -268,7 +282,7 @@ def _plan_pods(
     existing = [
         addressing.PlacedPod(key, p["node"], tuple(ip_address(ip) for ip in p["ips"]))
         for key, p in state.pods.items()
-        if key not in gone
+        if key not in gone and not p.get("host_network")  # a hostNetwork pod has its node's
     ]
     used = {ip for p in existing for ip in p.ips}
     try:
@@ -300,6 +314,45 @@ def _add_pods(state: LabState, planned: Planned) -> None:
         )
     state.save()
     topo.add_pods(new_nets, nodes, state.node_nets(), state.topology)
+
+
+def _plan_host_pods(
+    state: LabState, pods: list[dict[str, Any]], outcome: str
+) -> list[tuple[dict[str, Any], topo.NodeNet]]:
+    """Each hostNetwork pod's node: its spec.nodeName, else the lab's nodes in turn. Its
+    addresses are its node's: a manifest giving others is refused."""
+    nodes = state.node_nets()
+    by_name = {n.name: n for n in nodes}
+    placed = []
+    for i, pod in enumerate(pods):
+        node = by_name.get(mf.node_name(pod) or "", nodes[i % len(nodes)])
+        own = [str(ip) for ip in node.addresses(state.ipv6)]
+        given = mf.pod_ips(pod)
+        if given and sorted(given) != sorted(own):
+            raise LabError(
+                f"pod {_pod_key(pod)}: hostNetwork, so its addresses are its node's "
+                f"({node.name}: {', '.join(own)}), not {', '.join(given)} ({outcome})"
+            )
+        placed.append((pod, node))
+    return placed
+
+
+def _add_host_pods(state: LabState, planned: list[tuple[dict[str, Any], topo.NodeNet]]) -> None:
+    """hostNetwork pods: in their node's namespace, with its addresses; nothing to create."""
+    for pod, node in planned:
+        ips = [str(ip) for ip in node.addresses(state.ipv6)]
+        key = _pod_key(pod)
+        state.pods[key] = {"key": key, "node": node.name, "netns": node.netns,
+                           "host_ifname": "", "ips": ips, "host_network": True}
+        mf.write_object(state.manifest_dir, mf.complete_pod(pod, node.name, ips))
+    state.save()
+
+
+def _write_node(state: LabState, node: topo.NodeNet, given: dict[str, Any] | None) -> None:
+    """The node's Node object, for the agents (the `nodes` peers of cluster policies)."""
+    cidrs = [str(node.subnet_v4)] + ([str(node.subnet_v6)] if state.ipv6 else [])
+    addresses = [str(ip) for ip in node.addresses(state.ipv6)]
+    mf.write_object(state.manifest_dir, mf.lab_node(node.name, given, cidrs, addresses))
 
 
 def agent_command(netns: str, node: str, source: str, pins: Path, *extra: str) -> list[str]:
@@ -387,7 +440,15 @@ def _restart_server(state: LabState) -> None:
             "dns": records if key == dns_pod else None,
         }
         for key, p in state.pods.items()
+        if not p.get("host_network")
     ]
+    # hostNetwork pods share their node's namespace: one set of sockets per node.
+    host_nodes: dict[str, str] = {}
+    for key, p in sorted(state.pods.items()):
+        if p.get("host_network"):
+            host_nodes.setdefault(p["netns"], key)
+    spec += [{"key": key, "netns": netns, "ports": ports, "dns": None}
+             for netns, key in host_nodes.items()]
     spec_path = state.dir / "serve.json"
     spec_path.write_text(json.dumps(spec))
     log_path = state.dir / "serve.log"
@@ -442,17 +503,29 @@ def _kill(pid: int | None, sig: int = signal.SIGTERM, wait: float = 5.0) -> None
 def expected_digest(state: LabState) -> str:
     """The digest of what the agents have taken in: the objects their parsers model, and the
     staged policies they judge flows by."""
-    from enforcer.model.loader import parse_object, parse_staged_policy
-    from enforcer.model.parse_services import parse_service_object
+    from enforcer.model.loader import parse_staged_policy
 
     tracked = [
         o
         for o in mf.read_folder(state.manifest_dir)
-        if parse_object(o) is not None
-        or parse_service_object(o) is not None
-        or parse_staged_policy(o) is not None
+        if _model_object(o, "lab") is not None or parse_staged_policy(o) is not None
     ]
     return f"{set_digest(tracked):016x}"
+
+
+def _model_object(raw: dict[str, Any], origin: str) -> Any:
+    """What an agent's intake takes into its state from `raw` (enforcer.agent.intake): the
+    model's objects, Services, and the cluster-scoped policies and Nodes while they are
+    enforced (enforcer.model.clusterpolicy.ENFORCED)."""
+    from enforcer.model import clusterpolicy
+    from enforcer.model.loader import parse_object
+    from enforcer.model.parse_clusterpolicy import parse_cluster_object
+    from enforcer.model.parse_services import parse_service_object
+
+    obj = parse_object(raw, origin) or parse_service_object(raw, origin)
+    if obj is None and clusterpolicy.ENFORCED:
+        obj = parse_cluster_object(raw, origin)
+    return obj
 
 
 def node_status(state: LabState, node: topo.NodeNet) -> dict[str, Any]:
@@ -469,7 +542,8 @@ def _node_enforced(state: LabState, node: topo.NodeNet, digest: str) -> tuple[bo
         return False, "agent not ready"
     if status.get("digest") != digest:
         return False, "agent has not applied the latest objects"
-    local = {k for k, p in state.pods.items() if p["node"] == node.name}
+    local = {k for k, p in state.pods.items()
+             if p["node"] == node.name and not p.get("host_network")}
     bound = {
         ep["pod"]
         for ep in status["endpoints"]
@@ -548,22 +622,30 @@ def apply(
     objects, errors = mf.read_raw(paths, accept_groups)
     if errors:
         raise LabError(_invalid_input(errors, "nothing applied"))
-    objects = _without_nodes(state, objects)
+    nodes = _lab_nodes_of(state, objects)
+    objects = [o for o in objects if o["kind"] != "Node"]
     objects = [
         o for o in mf.implied_namespaces([*mf.read_folder(state.manifest_dir), *objects])
     ] + objects
     pods = [o for o in objects if o["kind"] == "Pod"]
     # Same pod, new labels/spec: it keeps its node and addresses unless the manifest gives
-    # other addresses, and then it is made anew.
+    # other addresses (or another node, or turns hostNetwork on or off), and then it is made
+    # anew.
     moved = [p for p in pods if _pod_key(p) in state.pods and _readdressed(state, p)]
     kept = [p for p in pods if _pod_key(p) in state.pods and p not in moved]
     new = [p for p in pods if _pod_key(p) not in state.pods]
     planned = _plan_pods(
         state,
-        new + moved,
+        [p for p in new + moved if not mf.host_network(p)],
         f"lab {state.name}: an address plan no CNI would make (nothing applied)",
         replacing=[_pod_key(p) for p in moved],
     )
+    host_planned = _plan_host_pods(
+        state, [p for p in new + moved if mf.host_network(p)], "nothing applied"
+    )
+    for node in state.node_nets():
+        if node.name in nodes:
+            _write_node(state, node, nodes[node.name])
     for obj in objects:
         if obj["kind"] != "Pod":
             mf.write_object(state.manifest_dir, obj)
@@ -574,6 +656,7 @@ def apply(
         _delete_pods(state, [_pod_key(p) for p in moved])
     if planned:
         _add_pods(state, planned)
+    _add_host_pods(state, host_planned)
     sync_services(state)
     _restart_server(state)
     return wait_enforced(state, timeout)
@@ -584,20 +667,31 @@ def _pod_key(pod: dict[str, Any]) -> str:
 
 
 def _readdressed(state: LabState, pod: dict[str, Any]) -> bool:
+    now = state.pods[_pod_key(pod)]
+    if mf.host_network(pod) != bool(now.get("host_network")):
+        return True
+    if mf.host_network(pod):
+        return mf.node_name(pod) not in (None, now["node"])
     given = mf.pod_ips(pod)
-    return bool(given) and sorted(given) != sorted(state.pods[_pod_key(pod)]["ips"])
+    return bool(given) and sorted(given) != sorted(now["ips"])
 
 
-def _without_nodes(state: LabState, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The objects but Nodes: a lab's nodes and their subnets are fixed by `lab up`."""
-    nodes = [n.name for n in state.node_nets()]
+def _lab_nodes_of(state: LabState, objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The Nodes among the objects, by name: a lab's nodes and their subnets are fixed by
+    `lab up`, so only their labels and annotations change."""
+    nodes = {n.name: n for n in state.node_nets()}
+    found = {}
     for obj in objects:
-        if obj["kind"] == "Node" and mf.object_id(obj)[2] not in nodes:
+        if obj["kind"] != "Node":
+            continue
+        name = mf.object_id(obj)[2]
+        if name not in nodes:
             raise LabError(
-                f"Node {mf.object_id(obj)[2]}: lab {state.name} has nodes {', '.join(nodes)}, "
+                f"Node {name}: lab {state.name} has nodes {', '.join(nodes)}, "
                 "fixed by `lab up` (nothing applied)"
             )
-    return [o for o in objects if o["kind"] != "Node"]
+        found[name] = obj
+    return found
 
 
 def delete(
@@ -613,7 +707,7 @@ def delete(
     for obj in objects:
         if obj["kind"] == "Pod":
             pods.append("/".join(mf.object_id(obj)[1:]))
-        else:
+        elif obj["kind"] != "Node":  # a lab's nodes stay until `lab down`
             mf.remove_object(state.manifest_dir, obj)
     _delete_pods(state, [p for p in pods if p in state.pods])
     sync_services(state)
@@ -629,7 +723,8 @@ def _delete_pods(state: LabState, keys: Iterable[str]) -> None:
         mf.remove_object(
             state.manifest_dir, {"kind": "Pod", "metadata": {"namespace": ns, "name": name}}
         )
-        nets.append(_pod_net(data))
+        if not data.get("host_network"):  # a hostNetwork pod's namespace is its node's
+            nets.append(_pod_net(data))
     topo.remove_pods(nets, state.node_nets())
     state.save()
 
@@ -650,7 +745,8 @@ def probe_endpoints(state: LabState, family: int = 4) -> list[ProbeEndpoint]:
         ips = [ip for ip in net.ips if ip.version == family]
         if not ips:
             raise LabError(f"pod {key} has no IPv{family} address (lab up --ipv6 for IPv6)")
-        out.append(ProbeEndpoint(key, net.netns, ips[0]))
+        host = bool(state.pods[key].get("host_network"))
+        out.append(ProbeEndpoint(key, net.netns, ips[0], host=host))
     return out
 
 
@@ -671,12 +767,10 @@ def staged_policies(state: LabState) -> list[Any]:
 
 def _cluster_of(objects: Iterable[dict[str, Any]], origin: str) -> Any:
     from enforcer.model.cluster import ClusterState
-    from enforcer.model.loader import parse_object
-    from enforcer.model.parse_services import parse_service_object
 
     cluster = ClusterState()
     for raw in objects:
-        obj = parse_object(raw, origin) or parse_service_object(raw, origin)
+        obj = _model_object(raw, origin)
         if obj is not None:
             cluster.upsert(obj)
     return cluster

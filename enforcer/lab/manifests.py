@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from enforcer.model.clusterpolicy import ENFORCED as CLUSTER_POLICIES_ENFORCED
-from enforcer.model.clusterpolicy import NOT_ENFORCED, is_cluster_policy
+from enforcer.model import clusterpolicy
+from enforcer.model.clusterpolicy import CLUSTER_POLICY_KINDS, is_cluster_policy
 from enforcer.model.groups import as_core_policy, foreign_policy_group
 from enforcer.model.loader import (
     MANIFEST_SUFFIXES,
@@ -26,15 +26,18 @@ from enforcer.model.loader import (
 )
 from enforcer.model.loader import _documents as documents
 from enforcer.model.loader import _flatten as flatten
+from enforcer.model.parse_clusterpolicy import parse_cluster_object
 from enforcer.model.parse_services import parse_service_object
 
 # StagedNetworkPolicy reaches the agents (flows judged as if applied), never enforcement.
-# A Node names a lab node and its pod subnet (spec.podCIDR); the lab keeps it to itself.
+# A Node names a lab node, its labels and its pod subnet (spec.podCIDR); the lab writes every
+# node's Node object itself (lab_node: its labels, its addresses), as a kubelet registers it.
+# The cluster-scoped policies reach the agents while they enforce them (clusterpolicy.ENFORCED).
 LAB_KINDS = (
     "Namespace", "Node", "Pod", "NetworkPolicy", "Service", "EndpointSlice",
-    "StagedNetworkPolicy",
+    "StagedNetworkPolicy", *CLUSTER_POLICY_KINDS,
 )
-CLUSTER_SCOPED = ("Namespace", "Node")
+CLUSTER_SCOPED = ("Namespace", "Node", *CLUSTER_POLICY_KINDS)
 RawObject = dict[str, Any]
 
 
@@ -76,10 +79,13 @@ def read_raw(
             notes: list[str] = []
             for doc in docs:
                 for item in flatten(doc, str(file), notes):
-                    if is_cluster_policy(item) and not CLUSTER_POLICIES_ENFORCED:
+                    if is_cluster_policy(item) and not clusterpolicy.ENFORCED:
                         errors.append(_not_enforced(str(file), item))
                         continue
                     if not isinstance(item, Mapping) or item.get("kind") not in LAB_KINDS:
+                        continue
+                    if item.get("kind") in CLUSTER_POLICY_KINDS and not is_cluster_policy(item):
+                        errors.append(_wrong_api(str(file), item))
                         continue
                     group = foreign_policy_group(item)
                     if group is not None and group not in accept_groups:
@@ -89,6 +95,7 @@ def read_raw(
                         parse_object(item, str(file), accept_groups)
                         parse_service_object(item, str(file))
                         parse_staged_policy(item, str(file))
+                        parse_cluster_object(item, str(file))  # cluster policies and Nodes
                     except ValidationError as exc:
                         errors.append(str(exc))
                         continue
@@ -103,7 +110,15 @@ def _not_enforced(origin: str, item: Mapping[str, Any]) -> str:
     """A cluster-scoped policy: the lab's agents would not enforce it, so the lab refuses it
     rather than probe as if it were (enforcer analyze judges it)."""
     meta = item.get("metadata") if isinstance(item.get("metadata"), Mapping) else {}
-    return f"{origin}: {item.get('kind')} {meta.get('name')} not taken: {NOT_ENFORCED}"
+    return (f"{origin}: {item.get('kind')} {meta.get('name')} not taken: "
+            f"{clusterpolicy.NOT_ENFORCED}")
+
+
+def _wrong_api(origin: str, item: Mapping[str, Any]) -> str:
+    meta = item.get("metadata") if isinstance(item.get("metadata"), Mapping) else {}
+    kind = str(item.get("kind"))
+    return (f"{origin}: {kind} {meta.get('name')} of {item.get('apiVersion')} not read: its "
+            f"API is {clusterpolicy.CLUSTER_POLICY_API[kind]}")
 
 
 def _not_read(origin: str, item: Mapping[str, Any], group: str) -> str:
@@ -133,6 +148,33 @@ def implied_namespaces(objects: Iterable[RawObject]) -> list[RawObject]:
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
         for ns in sorted(used - declared)
     ]
+
+
+def host_network(pod: Mapping[str, Any]) -> bool:
+    """A `hostNetwork: true` pod: it runs in its node's network namespace, with its node's
+    addresses (no interface of its own, no policy of its own)."""
+    return bool((pod.get("spec") or {}).get("hostNetwork"))
+
+
+def lab_node(
+    name: str, given: Mapping[str, Any] | None, cidrs: Sequence[str], addresses: Sequence[str]
+) -> RawObject:
+    """A lab node's Node object as its kubelet would register it: the manifest's labels and
+    annotations (if the manifests name the node) over `kubernetes.io/hostname`, its pod
+    subnets, and its addresses (InternalIP: what `nodes` peers of cluster policies match)."""
+    meta = (given or {}).get("metadata") or {}
+    labels = {"kubernetes.io/hostname": name, **(meta.get("labels") or {})}
+    node: RawObject = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"podCIDR": cidrs[0], "podCIDRs": list(cidrs)} if cidrs else {},
+        "status": {"addresses": [{"type": "InternalIP", "address": a} for a in addresses]
+                   + [{"type": "Hostname", "address": name}]},
+    }
+    if meta.get("annotations"):
+        node["metadata"]["annotations"] = dict(meta["annotations"])
+    return node
 
 
 def pod_ports(pod: Mapping[str, Any]) -> list[tuple[int, str]]:

@@ -1,4 +1,9 @@
-"""Probe who can reach whom with real packets: a new connection per pair, all in parallel."""
+"""Probe who can reach whom with real packets: a new connection per pair, all in parallel.
+
+A hostNetwork pod (`host`) is its node: it probes from the node's address (its sockets bind
+it, so the node's traffic to its own pods does not leave from the pods' gateway), and SCTP
+sent to it is seen where the node's stack receives it (a raw socket), after every hook.
+"""
 
 from __future__ import annotations
 
@@ -24,13 +29,20 @@ class ProbeEndpoint:
     ip: IPAddress  # where probes connect: the pod's address, or a frontend of its Service
     ifname: str = "eth0"
     via: str | None = None  # the Service (namespace/name) whose frontend `ip` is
+    host: bool = False  # a hostNetwork pod: `netns` is its node's, `ip` the node's address
 
 
-def _tcp(dst: IPAddress, port: int, timeout: float) -> bool:
+def _bind(s: socket.socket, src: IPAddress | None) -> None:
+    if src is not None:
+        s.bind((str(src), 0))
+
+
+def _tcp(dst: IPAddress, port: int, timeout: float, src: IPAddress | None = None) -> bool:
     family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         try:
+            _bind(s, src)
             s.connect((str(dst), port))
             return s.recv(16).startswith(b"ok")
         except OSError:
@@ -55,13 +67,14 @@ def answered_by(netns: str, dst: IPAddress, port: int, timeout: float = 1.0) -> 
     return run_in_netns(netns, connect)
 
 
-def _udp(dst: IPAddress, port: int, timeout: float) -> bool:
+def _udp(dst: IPAddress, port: int, timeout: float, src: IPAddress | None = None) -> bool:
     family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
     with socket.socket(family, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
         payload = b"probe"
         deadline = time.monotonic() + timeout
         try:
+            _bind(s, src)
             s.connect((str(dst), port))
             # Two tries inside the timeout: the first datagram may wait for ARP/ND.
             while time.monotonic() < deadline:
@@ -115,6 +128,36 @@ def _sctp_seen(cap: socket.socket, src: IPAddress | None, dst_port: int, timeout
     return False
 
 
+def _sctp_delivered(
+    raw: socket.socket, src: IPAddress | None, dst_port: int, timeout: float
+) -> bool:
+    """An SCTP packet to dst_port from src that the node's own stack received (a raw socket
+    gets it at local delivery, after the hooks: a capture on the node's interfaces would see
+    it before the pods' egress programs judge it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            data, addr = raw.recvfrom(65535)
+        except BlockingIOError:
+            time.sleep(0.005)
+            continue
+        if raw.family == socket.AF_INET:  # the IPv4 header comes along
+            sender: IPAddress = IPv4Address(data[12:16])
+            data = data[(data[0] & 0x0F) * 4 :]
+        else:
+            sender = IPv6Address(addr[0].split("%")[0])
+        if len(data) >= 4 and struct.unpack("!H", data[2:4])[0] == dst_port:
+            if src is None or sender == src:
+                return True
+    return False
+
+
+def _raw_sctp(family: int) -> socket.socket:
+    s = socket.socket(family, socket.SOCK_RAW, PROTO_SCTP)
+    s.setblocking(False)
+    return s
+
+
 def probe_sctp(src: ProbeEndpoint, dst: ProbeEndpoint, port: int, timeout: float) -> bool:
     """This kernel has no SCTP: inject an INIT from src, see whether it arrives at dst.
 
@@ -123,13 +166,22 @@ def probe_sctp(src: ProbeEndpoint, dst: ProbeEndpoint, port: int, timeout: float
     # Traffic to itself never leaves the pod: it is seen on loopback.
     ifname = "lo" if src.netns == dst.netns and dst.via is None else dst.ifname
     expect_src = None if dst.via is not None and src.netns == dst.netns else src.ip
-    cap = run_in_netns(dst.netns, lambda: _capture_socket(ifname))
+    family = socket.AF_INET if dst.ip.version == 4 else socket.AF_INET6
+    if dst.host:
+        cap = run_in_netns(dst.netns, lambda: _raw_sctp(family))
+        seen = _sctp_delivered
+    else:
+        cap = run_in_netns(dst.netns, lambda: _capture_socket(ifname))
+        seen = _sctp_seen
     try:
-        family = socket.AF_INET if dst.ip.version == 4 else socket.AF_INET6
 
-        sender = run_in_netns(
-            src.netns, lambda: socket.socket(family, socket.SOCK_RAW, PROTO_SCTP)
-        )
+        def sending_socket() -> socket.socket:
+            s = socket.socket(family, socket.SOCK_RAW, PROTO_SCTP)
+            if src.host:
+                _bind(s, src.ip)
+            return s
+
+        sender = run_in_netns(src.netns, sending_socket)
         try:
             packet = _sctp_init(40000 + port % 1000, port)
             deadline = time.monotonic() + timeout
@@ -140,7 +192,7 @@ def probe_sctp(src: ProbeEndpoint, dst: ProbeEndpoint, port: int, timeout: float
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                if _sctp_seen(cap, expect_src, port, min(0.25, left)):
+                if seen(cap, expect_src, port, min(0.25, left)):
                     return True
         finally:
             sender.close()
@@ -154,7 +206,8 @@ def probe_pair(
     if protocol == "SCTP":
         return probe_sctp(src, dst, port, timeout)
     fn = _tcp if protocol == "TCP" else _udp
-    return run_in_netns(src.netns, lambda: fn(dst.ip, port, timeout))
+    bind = src.ip if src.host else None
+    return run_in_netns(src.netns, lambda: fn(dst.ip, port, timeout, bind))
 
 
 def probe_matrix(

@@ -21,6 +21,7 @@ import socket
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from enforcer.lab.dns import RecordFile, answer
 from enforcer.netnsutil import run_in_netns
@@ -38,6 +39,8 @@ def _listener(port: int, protocol: str) -> socket.socket:
     sock.bind(("::", port))
     if protocol == "TCP":
         sock.listen(128)
+    else:  # answer from the address asked (a node has several: see _reply)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
     sock.setblocking(False)
     return sock
 
@@ -64,6 +67,17 @@ def open_listeners(
     )
 
 
+def _reply(sock: socket.socket, data: bytes, ancdata: list[Any], peer: Any) -> None:
+    """Send from the address the datagram came to (IPV6_PKTINFO, v4-mapped for IPv4): a
+    hostNetwork pod's namespace is its node's, with several addresses, and an unbound reply
+    would leave from the one the route prefers (the pods' gateway), which the asking socket,
+    connected to the node's address, would not take for an answer."""
+    info = [d for level, kind, d in ancdata
+            if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(d) >= 16]
+    cmsg = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info[0][:16] + bytes(4))] if info else []
+    sock.sendmsg([data], cmsg, 0, peer)
+
+
 def serve_forever(listeners: list[Listener]) -> None:
     sel = selectors.DefaultSelector()
     for sock, proto, dns, greeting in listeners:
@@ -81,9 +95,9 @@ def serve_forever(listeners: list[Listener]) -> None:
                     conn.sendall(greeting)
                     conn.close()
                 else:
-                    data, peer = sock.recvfrom(2048)
+                    data, ancdata, _, peer = sock.recvmsg(2048, socket.CMSG_SPACE(20))
                     reply = answer(data, dns.current()) if dns is not None else None
-                    sock.sendto(reply if reply is not None else data, peer)
+                    _reply(sock, reply if reply is not None else data, ancdata, peer)
             except OSError:
                 continue  # a probe that went away; keep serving the others
 

@@ -5,8 +5,11 @@ Addressing (enforcer/lab/addressing.py has the rules): a node's pods get address
 pod subnet, by default 198.18.k.0/24 and 2001:2:0:k::/64, unless a manifest gives
 status.podIPs; nodes reach each other over a fabric bridge on 198.19.255.k and 2001:2:ffff::k.
 Both ranges are reserved for benchmarking (RFC 2544 / RFC 5180) and never routed outside.
-Nodes have no address of their own: in the routed topology the gateway 169.254.1.1 on the host
-veths is the node's address; bridged pods of a node share a bridge with hairpin on.
+A node's own address (its Node object's InternalIP, what a hostNetwork pod has) is its fabric
+address, 198.19.255.k and 2001:2:ffff::k: on its fabric port, or on its loopback in a lab of one
+node (no fabric). Pods reach it through their default route. The node's traffic to its own pods
+leaves from the gateway (169.254.1.1 on the host veths, routed; the bridge's address, bridged)
+unless a socket binds the node's address. Bridged pods of a node share a bridge with hairpin on.
 """
 
 from __future__ import annotations
@@ -110,6 +113,10 @@ class NodeNet:
     def fabric_address(self, version: int) -> IPAddress:
         return self.fabric_v4 if version == 4 else self.fabric_v6
 
+    def addresses(self, ipv6: bool) -> list[IPAddress]:
+        """The node's own addresses (its Node's InternalIPs, its hostNetwork pods')."""
+        return [self.fabric_v4, self.fabric_v6] if ipv6 else [self.fabric_v4]
+
 
 @dataclass
 class PodNet:
@@ -124,6 +131,10 @@ def create_nodes(nodes: list[NodeNet], fabric_netns: str | None, topology: str) 
     add_nodes([n.wiring(topology) for n in nodes])
     if fabric_netns:
         join_fabric(fabric_netns, [n.fabric_port() for n in nodes])
+        return
+    for n in nodes:  # no fabric: the node's address on its loopback
+        ip_batch(n.netns, [f"addr add {n.fabric_v4}/32 dev lo",
+                           f"addr add {n.fabric_v6}/128 dev lo nodad"])
 
 
 def add_pods(
