@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from enforcer.model.objects import POLICY_MODE_ANNOTATION
+from enforcer.model.objects import POLICY_MODE_ANNOTATION, QUARANTINE_ANNOTATION
 
 _META_KEYS = ("name", "namespace", "uid", "labels", "resourceVersion", "deletionTimestamp")
-_ANNOTATIONS = (POLICY_MODE_ANNOTATION,)  # the only ones the model reads
+_ANNOTATIONS = (POLICY_MODE_ANNOTATION, QUARANTINE_ANNOTATION)  # the only ones the model reads
 
 
 def _pick(src: Any, keys: tuple[str, ...]) -> dict[str, Any]:

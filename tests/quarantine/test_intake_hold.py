@@ -55,3 +55,13 @@ def test_not_held_over_another_pod_of_that_name() -> None:
     intake.quarantine_locally("x/a", "r")
     _apply(intake, _pod(uid="u3"))
     assert intake.state.pods["x/a"].quarantine is None and intake.quarantines == {}
+
+
+def test_the_kubernetes_source_keeps_the_annotation() -> None:
+    """The source strips what policy does not read: the quarantine must survive it."""
+    from enforcer.sources.strip import strip_object
+
+    raw = _pod(quarantine="incident 42")
+    raw["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = "{}"
+    stripped = strip_object("Pod", raw)
+    assert stripped["metadata"]["annotations"] == {QUARANTINE_ANNOTATION: "incident 42"}
