@@ -46,9 +46,10 @@ def _judged(record: FlowRecord) -> tuple[str, str]:
 def _denied_words(record: FlowRecord) -> str:
     if record.reason not in POLICY_REASONS:
         return REASON_WORDS.get(record.reason, record.reason.replace("_", " "))
-    pod, peer = _judged(record)
-    if record.policies == (QUARANTINE,):
+    if record.policies == (QUARANTINE,):  # one pod, not its workload
+        pod = record.destination if record.direction == "ingress" else record.source
         return f"{pod} is quarantined (isolated completely: `enforcer quarantine release` lifts it)"
+    pod, peer = _judged(record)
     by = f" by {', '.join(record.policies)}" if record.policies else ""
     return f"{pod} isolated for {record.direction}{by}, no rule allows {peer}"
 
