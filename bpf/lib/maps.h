@@ -40,6 +40,11 @@ struct pol_val {
     __u16 port_lo;
     __u16 port_hi;
     __u32 rule_set;
+    /* A deny entry: what it matches is refused, whatever a shorter prefix (or the wildcard
+     * identity) allows. Cluster-scoped policies' Deny rules and what ranks below them
+     * (enforcer/compiler/tiers.py); NetworkPolicy alone writes allows only. */
+    __u8 deny;
+    __u8 pad[3];
 };
 #define POL_PREFIX_DIRECTION 32
 #define POL_PREFIX_IDENTITY 64

@@ -40,7 +40,8 @@ static __always_inline struct pol_val *policy_entry(void *inner, __u8 dir, __u32
 }
 
 /* Whether the endpoint's current generation allows (dir, identity, proto, port); *rule_set
- * gets the matching entry's rule set id (attribution). The compiler puts the any-peer rules
+ * gets the matching entry's rule set id (attribution), a deny entry's too. The peer's own
+ * entries decide when one matches, deny entries included: the wildcard's are not read then. The compiler puts the any-peer rules
  * that also match into a peer's own entries (enforcer/datapath/policykeys.py), so the first
  * entry found names every rule that allows the flow. */
 static __always_inline int policy_lookup(__u32 endpoint_id, __u8 dir, __u32 identity,
@@ -55,7 +56,7 @@ static __always_inline int policy_lookup(__u32 endpoint_id, __u8 dir, __u32 iden
     if (!v)
         return 0;
     *rule_set = v->rule_set;
-    return 1;
+    return !v->deny;
 }
 
 /* For what the parser cannot look into: allowed only when the direction allows every

@@ -33,9 +33,16 @@ from enforcer.compiler.delta import AddressMove, CompileDelta
 from enforcer.compiler.entries import endpoint_policy
 from enforcer.compiler.ipblocks import BlockIndex
 from enforcer.compiler.peers import PeerCache
+from enforcer.compiler.tiers import policy_blocks as cluster_policy_blocks
+from enforcer.compiler.tiers import tiered_policy
 from enforcer.datapath.types import FIRST_IDENTITY, EndpointPolicy, IPNetwork
 from enforcer.model.cluster import ClusterState
+from enforcer.model.clusterpolicy import ADMIN, BASELINE, ClusterPolicy
+from enforcer.model.evaluate_tiers import selects, tier_policies
+from enforcer.model.nodes import Node
 from enforcer.model.objects import (
+    EGRESS,
+    INGRESS,
     IPAddress,
     IPBlock,
     ModelObject,
@@ -111,6 +118,11 @@ class Compiler:
         self._map: dict[IPNetwork, int] = {}
         self._pods: dict[str, Pod] = {}  # as last seen: the "old" version on the next upsert
         self._policies: dict[str, NetworkPolicy] = {}
+        # Cluster-scoped policies and Nodes as last seen, and the address blocks their peers
+        # name (one reference in the block index for the whole set).
+        self._cluster: dict[str, ClusterPolicy] = {}
+        self._nodes: dict[str, Node] = {}
+        self._cluster_blocks: set[IPBlock] = set()
         self._local: dict[str, Pod] = {}
         self._local_by_ns: dict[str, set[str]] = {}
         self._out: dict[str, EndpointPolicy] = {}
@@ -155,6 +167,10 @@ class Compiler:
         for policy in state.policies.values():
             self._policies[policy.key] = policy
             self._blocks.add(policy_blocks(policy))
+        self._cluster = dict(state.cluster_policies)
+        self._nodes = dict(state.nodes)
+        self._cluster_blocks = self._wanted_cluster_blocks()
+        self._blocks.add(self._cluster_blocks)
         self._rebuild_partition()
         for pod in state.pods.values():
             self._pods[pod.key] = pod
@@ -228,11 +244,17 @@ class Compiler:
             return obj.key in self._pods
         if isinstance(obj, NetworkPolicy):
             return obj.key in self._policies
+        if isinstance(obj, ClusterPolicy):
+            return obj.key in self._cluster
+        if isinstance(obj, Node):
+            return obj.name in self._nodes
         return True
 
     def _upsert(self, obj: ModelObject) -> None:
         if isinstance(obj, Namespace):
             self._txn.dirty |= self._peers.namespace_relabelled(obj.name)
+            if self._cluster:  # a cluster policy's subject may select its pods now, or not
+                self._txn.dirty |= self._local_by_ns.get(obj.name, set())
             if self._ns_modes.get(obj.name) != obj.policy_mode:  # its pods' audit flags follow
                 self._txn.dirty |= self._local_by_ns.get(obj.name, set())
             self._ns_modes[obj.name] = obj.policy_mode
@@ -242,6 +264,10 @@ class Compiler:
             old = self._policies.get(obj.key)
             self._policies[obj.key] = obj
             self._policy_changed(old, obj)
+        elif isinstance(obj, ClusterPolicy):
+            self._cluster_policy_changed(self._cluster.get(obj.key), obj)
+        elif isinstance(obj, Node):
+            self._node_changed(self._nodes.get(obj.name), obj)
         else:
             raise TypeError(f"cannot compile {type(obj).__name__}")
 
@@ -254,6 +280,10 @@ class Compiler:
             self._pod_changed(self._pods.get(old_obj.key, old_obj), None)
         elif isinstance(old_obj, NetworkPolicy):
             self._policy_changed(self._policies.pop(old_obj.key, old_obj), None)
+        elif isinstance(old_obj, ClusterPolicy):
+            self._cluster_policy_changed(self._cluster.get(old_obj.key, old_obj), None)
+        elif isinstance(old_obj, Node):
+            self._node_changed(self._nodes.get(old_obj.name, old_obj), None)
         else:
             raise TypeError(f"cannot compile {type(old_obj).__name__}")
 
@@ -393,6 +423,49 @@ class Compiler:
                 if policy.pod_selector.matches(self._local[key].labels):
                     self._txn.dirty.add(key)
 
+    # --- cluster-scoped policies and nodes -----------------------------------------------------
+
+    def _wanted_cluster_blocks(self) -> set[IPBlock]:
+        nodes = list(self._nodes.values())
+        return set().union(*(cluster_policy_blocks(p, nodes) for p in self._cluster.values()))
+
+    def _cluster_blocks_refresh(self) -> None:
+        wanted = self._wanted_cluster_blocks()
+        old = self._cluster_blocks
+        self._cluster_blocks = wanted
+        added = self._blocks.add(wanted - old)
+        removed = self._blocks.remove(old - wanted)
+        if added or removed:
+            self._blocks_changed(added | removed)
+
+    def _cluster_policy_changed(self, old: ClusterPolicy | None,
+                                new: ClusterPolicy | None) -> None:
+        if old == new:
+            return
+        if new is None:
+            self._cluster.pop(old.key, None)  # type: ignore[union-attr]
+        else:
+            self._cluster[new.key] = new
+        self._cluster_blocks_refresh()
+        for policy in (old, new):
+            if policy is not None:
+                self._txn.dirty |= {key for key, pod in self._local.items()
+                                    if selects(self._state, policy, pod)}
+
+    def _node_changed(self, old: Node | None, new: Node | None) -> None:
+        if old == new:  # a status heartbeat: nothing policy reads
+            return
+        if new is None:
+            self._nodes.pop(old.name, None)  # type: ignore[union-attr]
+        else:
+            self._nodes[new.name] = new
+        self._cluster_blocks_refresh()
+        for policy in self._cluster.values():
+            if any(peer.nodes is not None for rule in (*policy.ingress, *policy.egress)
+                   for peer in rule.peers):
+                self._txn.dirty |= {key for key, pod in self._local.items()
+                                    if selects(self._state, policy, pod)}
+
     def _blocks_changed(self, blocks: set[IPBlock]) -> None:
         """Rare: the set of ipBlocks in use changed. Re-partition, reclassify pod IPs inside."""
         self._rebuild_partition()
@@ -414,8 +487,26 @@ class Compiler:
             pod, self._state.policies_selecting(key), self._registry, self._peers.members,
             audit=self._audited(pod),
         )
+        if self._cluster:
+            admin, baseline = self._tiers_of(pod)
+            if admin or baseline:
+                policy, tier_uses = tiered_policy(pod, policy, admin, baseline, self._registry,
+                                                  self._peers.members, self._nodes.values())
+                uses |= tier_uses
         self._peers.set_uses(key, uses)
         self._out[key] = policy
+
+    def _tiers_of(self, pod: Pod) -> tuple[dict[str, list[ClusterPolicy]],
+                                            dict[str, list[ClusterPolicy]]]:
+        """Per direction, the Admin and the Baseline tier's policies selecting the pod, in
+        evaluation order (those without rules in a direction left out)."""
+        found: tuple[dict[str, list[ClusterPolicy]], dict[str, list[ClusterPolicy]]] = ({}, {})
+        for tier, out in ((ADMIN, found[0]), (BASELINE, found[1])):
+            for direction in (INGRESS, EGRESS):
+                policies = tier_policies(self._state, pod, tier, direction)
+                if policies:
+                    out[direction] = policies
+        return found
 
     def _audited(self, pod: Pod) -> bool:
         mode = pod.policy_mode or self._state.namespace_identity(pod.namespace).policy_mode

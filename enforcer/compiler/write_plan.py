@@ -58,7 +58,13 @@ from dataclasses import dataclass
 
 from enforcer.compiler.allowset import AllowSet, DirectionView
 from enforcer.compiler.delta import CompileDelta
-from enforcer.datapath.types import IDENTITY_ANY, Direction, EndpointPolicy, IPNetwork
+from enforcer.datapath.types import (
+    IDENTITY_ANY,
+    Direction,
+    EndpointPolicy,
+    IPNetwork,
+    PolicyEntry,
+)
 from enforcer.model.objects import IPAddress
 
 
@@ -105,7 +111,12 @@ def transition_policy(
     for move in moving_peers:
         for ident in move:
             narrowed.setdefault(ident, []).append(move)
-    entries = []
+    entries: list[PolicyEntry] = []
+    denies: list[PolicyEntry] = []
+    # Allow entries alone say T exactly while every peer's set contains the wildcard's (a
+    # table with no deny entries, old and new): a peer's own entries add to the wildcard's.
+    # With deny entries each peer's T is written as a table of its own.
+    exact_tables = bool(old.denies or new.denies)
     for direction in (Direction.INGRESS, Direction.EGRESS):
         before, after = DirectionView(old, direction), DirectionView(new, direction)
         moves = narrowed if direction is Direction.INGRESS else {}
@@ -121,11 +132,17 @@ def transition_policy(
                 allowed = allowed.intersect(before.allowed(was_id)).intersect(
                     after.allowed(will_id)
                 )
-            entries.extend(allowed.entries(direction, peer))
+            if exact_tables:
+                allows, refusals = allowed.table(direction, peer)
+                entries.extend(allows)
+                denies.extend(refusals)
+            else:
+                entries.extend(allowed.entries(direction, peer))
     return EndpointPolicy(
         ingress_isolated=old.ingress_isolated or new.ingress_isolated,
         egress_isolated=old.egress_isolated or new.egress_isolated,
         entries=frozenset(entries),
+        denies=frozenset(denies),
     )
 
 

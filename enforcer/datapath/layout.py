@@ -21,7 +21,7 @@ from pathlib import Path
 from enforcer.datapath import bpfsys
 from enforcer.datapath.types import IPAddress
 
-LAYOUT_VERSION = 4
+LAYOUT_VERSION = 5
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/enforcer")
 
 
@@ -100,7 +100,7 @@ IDENT6_KEY = struct.Struct("<I16s")
 U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
 POL_KEY = struct.Struct("<IB3x4sBx2s")
-POL_VAL = struct.Struct("<HHI")
+POL_VAL = struct.Struct("<HHIB3x")  # port_lo, port_hi, rule_set, deny
 CT_KEY = struct.Struct("<40sIB3x")  # flow, ifindex, direction
 CT_IFINDEX_OFFSET = 40
 CT_VAL = struct.Struct("<IHHQ")  # generation, flags, counter slot, epoch

@@ -71,7 +71,15 @@ def _ct_from_v3(key: bytes, value: bytes) -> Entry:
             CT_VAL.pack(0, flags, 0, 0))
 
 
-CONVERTERS: dict[int, Converter] = {3: _ct_from_v3}
+def _ct_from_v4(key: bytes, value: bytes) -> Entry:
+    """Layout v4 (before policy entries could deny) has this layout's conntrack: the entry as
+    it is, its generation and epoch 0 so the flow's next establishing packet is judged again
+    against this build's tables."""
+    _generation, flags, slot, _epoch = CT_VAL.unpack(value)
+    return key, CT_VAL.pack(0, flags, slot, 0)
+
+
+CONVERTERS: dict[int, Converter] = {3: _ct_from_v3, 4: _ct_from_v4}
 
 
 def older_layouts(pin_root: Path) -> list[Path]:

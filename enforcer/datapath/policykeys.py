@@ -28,6 +28,7 @@ PREFIX_DIRECTION = 32
 PREFIX_IDENTITY = 64
 PREFIX_PROTO = 80
 PORT_BITS = 16
+PROTO_PROBE_ALL = 255  # bpf/lib/common.h: the lookup for what the parser cannot read
 
 
 def port_blocks(lo: int, hi: int) -> list[tuple[int, int]]:
@@ -58,7 +59,9 @@ def normalize(policy: EndpointPolicy) -> EndpointPolicy:
 
     Entries of a non-isolated direction are dropped (the direction allows everything),
     a protocol entry under an any-protocol entry of the same peer is dropped, and
-    overlapping or adjacent port ranges are merged."""
+    overlapping or adjacent port ranges are merged. (With deny entries: _normalize_verdicts.)"""
+    if policy.denies:
+        return _normalize_verdicts(policy)
     isolated = {Direction.INGRESS: policy.ingress_isolated,
                 Direction.EGRESS: policy.egress_isolated}
     any_proto = {(e.direction, e.peer) for e in policy.entries
@@ -76,6 +79,36 @@ def normalize(policy: EndpointPolicy) -> EndpointPolicy:
     for (d, peer, proto), rs in ranges.items():
         entries.update(PolicyEntry(d, peer, proto, lo, hi) for lo, hi in _merge(rs))
     return EndpointPolicy(policy.ingress_isolated, policy.egress_isolated, frozenset(entries))
+
+
+def _normalize_verdicts(policy: EndpointPolicy) -> EndpointPolicy:
+    """A policy with deny entries, canonical: per peer, protocol and verdict the ranges merged;
+    a protocol range under an any-protocol entry of the same peer and verdict dropped (the
+    kernel finds the same verdict through either)."""
+    isolated = {Direction.INGRESS: policy.ingress_isolated,
+                Direction.EGRESS: policy.egress_isolated}
+    any_verdict: dict[tuple[Direction, int], bool] = {}
+    for entries, allow in ((policy.denies, False), (policy.entries, True)):
+        for e in entries:
+            if isolated[e.direction] and e.protocol == PROTO_ANY:
+                any_verdict.setdefault((e.direction, e.peer), allow)
+    ranges: dict[tuple[Direction, int, int, bool], list[tuple[int, int]]] = defaultdict(list)
+    for entries, allow in ((policy.entries, True), (policy.denies, False)):
+        for e in entries:
+            if not isolated[e.direction] or e.protocol == PROTO_ANY:
+                continue
+            if any_verdict.get((e.direction, e.peer)) is allow:
+                continue
+            if not 0 <= e.port_lo <= e.port_hi <= 65535:
+                raise ValueError(f"bad port range in {e}")
+            ranges[(e.direction, e.peer, e.protocol, allow)].append((e.port_lo, e.port_hi))
+    out: dict[bool, set[PolicyEntry]] = {True: set(), False: set()}
+    for (d, peer), allow in any_verdict.items():
+        out[allow].add(PolicyEntry(d, peer, PROTO_ANY, 0, 65535))
+    for (d, peer, proto, allow), rs in ranges.items():
+        out[allow].update(PolicyEntry(d, peer, proto, lo, hi) for lo, hi in _merge(rs))
+    return EndpointPolicy(policy.ingress_isolated, policy.egress_isolated,
+                          frozenset(out[True]), denies=frozenset(out[False]))
 
 
 def _key(prefixlen: int, direction: int, peer: int = 0, proto: int = 0, port: int = 0) -> bytes:
@@ -143,12 +176,14 @@ def encode(
     event then names every rule that allows the flow, as `analyze --explain` does. Where
     nothing records origins (tests, benchmarks, transition tables) every id is 0 and the
     entries are those of the normalised policy."""
+    if policy.denies:
+        return _encode_verdicts(policy, named)
     isolated = {Direction.INGRESS: policy.ingress_isolated,
                 Direction.EGRESS: policy.egress_isolated}
     out = []
     for d in (Direction.INGRESS, Direction.EGRESS):
         if not isolated[d]:
-            out.append((_key(PREFIX_DIRECTION, d), POL_VAL.pack(0, 65535, 0)))
+            out.append((_key(PREFIX_DIRECTION, d), POL_VAL.pack(0, 65535, 0, 0)))
     by_entry: dict[PolicyEntry, set[RuleOrigin]] = defaultdict(set)
     for entry, origin in policy.origins:
         by_entry[entry].add(origin)
@@ -163,7 +198,7 @@ def encode(
         ident = rule_set_id(rules)
         if named is not None and ident:
             named[ident] = rules
-        return POL_VAL.pack(lo, hi, ident)
+        return POL_VAL.pack(lo, hi, ident, 0)
 
     def split(entries: list[PolicyEntry]) -> tuple[bool, Origins, dict[int, list]]:
         any_proto = [e for e in entries if e.protocol == PROTO_ANY]
@@ -195,6 +230,63 @@ def encode(
     return out
 
 
+def _encode_verdicts(
+    policy: EndpointPolicy, named: dict[int, Origins] | None
+) -> list[tuple[bytes, bytes]]:
+    """encode() for a policy with deny entries: each entry as it is, with its verdict, and
+    the origins the compiler gave it (enforcer/compiler/tiers.py gives every entry of a tiered
+    direction the complete set of rules that decide what it matches, so nothing is borrowed
+    from the wildcard's entries here). A direction with a deny entry also gets one for the
+    probe of what the parser cannot read (PROTO_PROBE_ALL), which passes only where the
+    direction allows every peer everything."""
+    normal = _normalize_verdicts(policy)
+    by_entry: dict[PolicyEntry, set[RuleOrigin]] = defaultdict(set)
+    for entry, origin in policy.origins:
+        by_entry[entry].add(origin)
+    isolated = {Direction.INGRESS: policy.ingress_isolated,
+                Direction.EGRESS: policy.egress_isolated}
+    out = [(_key(PREFIX_DIRECTION, d), POL_VAL.pack(0, 65535, 0, 0))
+           for d in (Direction.INGRESS, Direction.EGRESS) if not isolated[d]]
+
+    def value(lo: int, hi: int, rules: Origins, deny: bool) -> bytes:
+        ident = rule_set_id(rules)
+        if named is not None and ident:
+            named[ident] = rules
+        return POL_VAL.pack(lo, hi, ident, int(deny))
+
+    # Origins per (direction, peer, protocol, verdict) from the entries as given, so ranges
+    # that normalize() merged still name each part's own rules.
+    given: dict[tuple[Direction, int, int, bool], list[tuple[int, int, Origins]]] = (
+        defaultdict(list))
+    for entries, allow in ((policy.entries, True), (policy.denies, False)):
+        for e in entries:
+            if e.protocol != PROTO_ANY:
+                given[(e.direction, e.peer, e.protocol, allow)].append(
+                    (e.port_lo, e.port_hi, frozenset(by_entry[e])))
+    denying: set[Direction] = set()
+    for entries, allow in ((normal.entries, True), (normal.denies, False)):
+        for e in sorted(entries):
+            if not allow:
+                denying.add(e.direction)
+            if e.protocol == PROTO_ANY:
+                out.append((_key(PREFIX_IDENTITY, e.direction, e.peer),
+                            value(0, 65535, frozenset(by_entry[e]), not allow)))
+                continue
+            parts = [(lo, hi, rules) for lo, hi, rules in
+                     _intervals(given[(e.direction, e.peer, e.protocol, allow)], [],
+                                frozenset(), everywhere=False)
+                     if lo <= e.port_hi and hi >= e.port_lo]
+            for lo, hi, rules in parts:
+                lo, hi = max(lo, e.port_lo), min(hi, e.port_hi)
+                for base, bits in port_blocks(lo, hi):
+                    out.append((_key(PREFIX_PROTO + bits, e.direction, e.peer, e.protocol, base),
+                                value(e.port_lo, e.port_hi, rules, not allow)))
+    for d in sorted(denying):
+        out.append((_key(PREFIX_PROTO + PORT_BITS, d, IDENTITY_ANY, PROTO_PROBE_ALL, 0),
+                    POL_VAL.pack(0, 0, 0, 1)))
+    return out
+
+
 def open_directions(policy: EndpointPolicy) -> frozenset[Direction]:
     """The directions a policy allows everything in (not isolated, or a rule for any peer
     and any protocol): the datapath skips their identity and policy lookups (EP_F_OPEN)."""
@@ -203,23 +295,48 @@ def open_directions(policy: EndpointPolicy) -> frozenset[Direction]:
                                  (Direction.EGRESS, policy.egress_isolated)) if not isolated}
     out |= {e.direction for e in policy.entries
             if e.peer == IDENTITY_ANY and e.protocol == PROTO_ANY}
-    return frozenset(out)
+    return frozenset(out - {e.direction for e in policy.denies})
 
 
 def decode(pairs: list[tuple[bytes, bytes]]) -> EndpointPolicy:
     """The policy a generation's entries express (normalised)."""
     isolated = {Direction.INGRESS: True, Direction.EGRESS: True}
-    entries = set()
+    found: dict[bool, set[PolicyEntry]] = {True: set(), False: set()}  # by verdict: allow
     for key, value in pairs:
         prefixlen, direction, peer_raw, proto, _port = POL_KEY.unpack(key)
-        lo, hi, _ = POL_VAL.unpack(value[: POL_VAL.size])
+        lo, hi, _, deny = POL_VAL.unpack(value[: POL_VAL.size])
         d = Direction(direction)
         peer = int.from_bytes(peer_raw, "big")
         if prefixlen == PREFIX_DIRECTION:
             isolated[d] = False
         elif prefixlen == PREFIX_IDENTITY:
-            entries.add(PolicyEntry(d, peer, PROTO_ANY, 0, 65535))
-        else:
-            entries.add(PolicyEntry(d, peer, proto, lo, hi))
+            found[not deny].add(PolicyEntry(d, peer, PROTO_ANY, 0, 65535))
+        elif proto != PROTO_PROBE_ALL:  # the probe entry follows from the denies
+            found[not deny].add(PolicyEntry(d, peer, proto, lo, hi))
     return normalize(EndpointPolicy(isolated[Direction.INGRESS], isolated[Direction.EGRESS],
-                                    frozenset(entries)))
+                                    frozenset(found[True]), denies=frozenset(found[False])))
+
+
+def deciding_entry(
+    policy: EndpointPolicy, direction: Direction, identity: int, protocol: int, port: int
+) -> tuple[PolicyEntry, bool] | None:
+    """The entry the kernel's lookup finds for a packet, with its verdict (True: allow), as
+    bpf/lib/policy.h reads a generation: the peer's own most specific entry (a port range
+    before an any-protocol entry), else the wildcard identity's; None: no entry (denied)."""
+    for peer in (identity, IDENTITY_ANY):
+        best: tuple[int, PolicyEntry, bool] | None = None
+        for entries, allow in ((policy.entries, True), (policy.denies, False)):
+            for e in entries:
+                if e.direction != direction or e.peer != peer:
+                    continue
+                if e.protocol == protocol and e.port_lo <= port <= e.port_hi:
+                    rank = 2
+                elif e.protocol == PROTO_ANY:
+                    rank = 1
+                else:
+                    continue
+                if best is None or rank > best[0] or (rank == best[0] and not allow):
+                    best = (rank, e, allow)
+        if best is not None:
+            return best[1], best[2]
+    return None

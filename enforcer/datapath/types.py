@@ -79,6 +79,13 @@ class EndpointPolicy:
     isolating_ingress: tuple[str, ...] = ()
     isolating_egress: tuple[str, ...] = ()
     audit: bool = False
+    # Deny entries (cluster-scoped tiers, enforcer/compiler/tiers.py). With them an isolated
+    # direction reads as the kernel's lookup does: for a peer, its own most specific entry
+    # (a port range before an any-protocol entry) decides, allow or deny; a peer none of whose
+    # own entries matches gets the wildcard identity's most specific one; none: denied.
+    # Without denies that is the union of the peer's and the wildcard's allows. Their origins
+    # are in `origins` too (what a drop is attributed to).
+    denies: frozenset[PolicyEntry] = field(default_factory=frozenset)
 
     def isolating(self, direction: Direction) -> tuple[str, ...]:
         return self.isolating_ingress if direction == Direction.INGRESS else self.isolating_egress

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from enforcer.datapath.policykeys import deciding_entry
 from enforcer.datapath.types import Direction, DropEvent, DropReason, EndpointPolicy, RuleOrigin
 from enforcer.flows.record import FlowRecord, RuleRef
 from enforcer.model.objects import Pod
@@ -83,6 +84,22 @@ def unjudged_service_flow(event: DropEvent, ctx: FlowContext) -> bool:
                                      PROTOCOL_NAMES.get(event.protocol, "")))
 
 
+def _denying_rules(event: DropEvent, ctx: FlowContext,
+                   policy: EndpointPolicy | None) -> frozenset[RuleOrigin]:
+    """The rules of the deny entry that refused a flow: an audit pass carries its rule set;
+    a drop does not, so its entry is looked up in the table in force, as the kernel did.
+    Empty for NetworkPolicy's default deny (no entry matched)."""
+    if event.rule_set:
+        return ctx.rule_set(event.rule_set) or frozenset()
+    if policy is None or not policy.denies:
+        return frozenset()
+    found = deciding_entry(policy, event.direction, event.peer_identity, event.protocol,
+                           event.dport)
+    if found is None or found[1]:
+        return frozenset()
+    return frozenset(o for e, o in policy.origins if e == found[0])
+
+
 def flow_record(event: DropEvent, ctx: FlowContext, when: float) -> FlowRecord:
     """The record of one event (count 1, seen at `when`)."""
     direction = event.direction.name.lower()
@@ -96,7 +113,11 @@ def flow_record(event: DropEvent, ctx: FlowContext, when: float) -> FlowRecord:
         policies = tuple(sorted({o.policy for o in origins}))
     elif event.reason in (DropReason.POLICY_DENIED, DropReason.AUDIT):
         judged = ctx.endpoint(event.endpoint_id)
-        if judged is not None:
+        origins = _denying_rules(event, ctx, judged[1] if judged is not None else None)
+        if origins:  # a cluster policy's Deny (its rule, as for an allow)
+            rules = tuple(RuleRef(o.policy, direction, o.index) for o in sorted(origins))
+            policies = tuple(sorted({o.policy for o in origins}))
+        elif judged is not None:
             policies = judged[1].isolating(event.direction)
     return FlowRecord(
         source=source.name,

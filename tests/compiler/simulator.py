@@ -88,8 +88,9 @@ class Datapath:
         index = self._indexed.get(id(policy))
         if index is None or index[0] is not policy:
             grouped: dict[tuple[Direction, int], list] = {}
-            for e in policy.entries:
-                grouped.setdefault((e.direction, e.peer), []).append(e)
+            for entries, allow in ((policy.entries, True), (policy.denies, False)):
+                for e in entries:
+                    grouped.setdefault((e.direction, e.peer), []).append((e, allow))
             index = (policy, grouped)
             self._indexed[id(policy)] = index
         return index[1]
@@ -97,6 +98,9 @@ class Datapath:
     def direction_allows(
         self, pod_key: str, direction: Direction, peer_ip: IPAddress, protocol: str, port: int
     ) -> bool:
+        """The kernel's two LPM lookups: the peer's own entries, the most specific matching
+        one deciding (a port range before an any-protocol entry, allow or deny); when none of
+        them matches, the wildcard identity's the same way; none: denied."""
         policy = self.policies.get(pod_key)
         if policy is None:
             return False  # unknown endpoint: default deny
@@ -105,16 +109,22 @@ class Datapath:
         )
         if not isolated:
             return True
-        peer = self.lookup(peer_ip)
+        grouped = self._entries(policy)
         proto = PROTOCOL_NUMBERS[protocol]
-        return any(
-            e.direction == direction
-            and e.peer in (peer, IDENTITY_ANY)
-            and (
-                e.protocol == PROTO_ANY or (e.protocol == proto and e.port_lo <= port <= e.port_hi)
-            )
-            for e in policy.entries
-        )
+        for peer in (self.lookup(peer_ip), IDENTITY_ANY):
+            best: tuple[int, bool] | None = None
+            for e, allow in grouped.get((direction, peer), ()):
+                if e.protocol == proto and e.port_lo <= port <= e.port_hi:
+                    rank = 2
+                elif e.protocol == PROTO_ANY:
+                    rank = 1
+                else:
+                    continue
+                if best is None or rank > best[0] or (rank == best[0] and not allow):
+                    best = (rank, allow)
+            if best is not None:
+                return best[1]
+        return False
 
     def connection(
         self,

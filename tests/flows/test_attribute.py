@@ -99,3 +99,36 @@ def test_an_unjudged_egress_to_a_service_frontend_is_left_to_the_post_dnat_recor
     assert not unjudged_service_flow(replace(to_dns, reason=DropReason.POLICY_DENIED), Context())
     assert not unjudged_service_flow(replace(to_dns, dport=54), Context())
     assert not unjudged_service_flow(replace(to_dns, direction=Direction.INGRESS), Context())
+
+
+def test_a_cluster_policy_deny_names_its_rule() -> None:
+    """A drop by a deny entry (a cluster-scoped Deny): the table in force names its rule, the
+    peer's own entry before the wildcard's, the port range before the any-protocol entry; an
+    audit pass carries the entry's rule set itself."""
+    from enforcer.datapath.types import IDENTITY_ANY, PROTO_ANY, PolicyEntry
+
+    deny = RuleOrigin("ClusterNetworkPolicy/tenants", 2)
+    deny_port = PolicyEntry(Direction.INGRESS, 20, PROTO_TCP, 8000, 8100)
+    everything_else = PolicyEntry(Direction.INGRESS, IDENTITY_ANY, PROTO_ANY, 0, 65535)
+    policy = EndpointPolicy(True, False, entries=frozenset({everything_else}),
+                            denies=frozenset({deny_port}),
+                            origins=frozenset({(deny_port, deny)}),
+                            isolating_ingress=("shop/api",))
+
+    class Tiered(Context):
+        def endpoint(self, endpoint_id: int) -> tuple[Pod, EndpointPolicy] | None:
+            return (API, policy)
+
+    r = flow_record(_event(DropReason.POLICY_DENIED), Tiered(), 1.0)
+    assert (r.verdict, r.policies) == ("denied", ("ClusterNetworkPolicy/tenants",))
+    assert r.rules == (RuleRef("ClusterNetworkPolicy/tenants", "ingress", 2),)
+    # A drop no deny entry made (another peer: the wildcard allows; none: default deny).
+    other = DropEvent(**{**_event(DropReason.POLICY_DENIED).__dict__, "peer_identity": 99})
+    assert flow_record(other, Tiered(), 1.0).policies == ("shop/api",)
+    RULES[9] = frozenset({deny})
+    try:
+        r = flow_record(_event(DropReason.AUDIT, rule_set=9), Context(), 1.0)
+        assert (r.verdict, r.rules) == ("audit", (RuleRef("ClusterNetworkPolicy/tenants",
+                                                          "ingress", 2),))
+    finally:
+        del RULES[9]
