@@ -58,13 +58,12 @@ PASS = "Pass"
 MIN_PRIORITY = 0
 MAX_PRIORITY = 1000
 
-# --- Not enforced yet ---------------------------------------------------------------------
-# The model reads and judges cluster-scoped policies (analyze, lint); the compiler and the
-# datapath do not enforce them yet. Everything that must say so reads these two names: the
-# agent's intake (logs each object once, never hands it to the compiler), the lab (refuses
-# them) and analyze/lint (one warning line). When enforcement lands, set ENFORCED to True and
-# remove the places that test it.
-ENFORCED = False
+# --- Enforced ----------------------------------------------------------------------------------
+# The compiler flattens the tiers into each endpoint's table (enforcer/compiler/tiers.py) and
+# the datapath enforces them. Off, the agent would log each object and never compile it, the
+# lab would refuse them and analyze/lint would warn with NOT_ENFORCED: what a build without
+# the datapath's deny entries did.
+ENFORCED = True
 NOT_ENFORCED = (
     "the agent does not enforce cluster-scoped policies (ClusterNetworkPolicy, "
     "AdminNetworkPolicy, BaselineAdminNetworkPolicy) yet: analyze and lint judge them, "
