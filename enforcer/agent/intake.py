@@ -112,7 +112,7 @@ class Intake:
             self.invalid = [*self.invalid[-49:], message]
             return None
         try:
-            origin = self._describe_source()
+            origin = event.origin or self._describe_source()  # a folder's events: the file
             if kind == KIND_STAGED_NETWORK_POLICY:
                 self._stage(key, raw, parse_staged_policy(raw, origin=origin))
                 return None  # nothing enforced changed

@@ -55,6 +55,9 @@ class SourceEvent:
     # Set when the object broke a sane limit (enforcer.sources.limits: why): `obj` then holds
     # only its kind and name, and the consumer keeps the object's last valid version.
     rejected: str | None = None
+    # Where the object was read, when the source knows better than its describe() (a folder
+    # source: the file): validation errors name it.
+    origin: str | None = None
 
 
 Emit = Callable[[SourceEvent], None]

@@ -301,14 +301,17 @@ class DirectorySource:
         touched.update(old.keys(), new.keys())
 
     def _winner(self, key: Key) -> dict[str, Any] | None:
+        path = self._winner_path(key)
+        return None if path is None else self._files[path].objects[key]
+
+    def _winner_path(self, key: Key) -> Path | None:
         holders = self._holders.get(key)
         if not holders:
             return None
         if len(holders) == 1:
             (only,) = holders
-            return self._files[only].objects[key]
-        last = max(holders, key=lambda p: self._files[p].rel)  # the last file in order wins
-        return self._files[last].objects[key]
+            return only
+        return max(holders, key=lambda p: self._files[p].rel)  # the last file in order wins
 
     def _emit_changes(self, touched: set[Key], emit: Emit) -> bool:
         deleted: list[tuple[Key, dict[str, Any]]] = []
@@ -335,7 +338,8 @@ class DirectorySource:
         for etype, key, obj in sorted(upserts, key=lambda item: _order(item[1])):
             self._view[key] = obj
             self.resource_versions[key[0]] = rv
-            emit(SourceEvent(etype, key[0], obj, rv))
+            path = self._winner_path(key)
+            emit(SourceEvent(etype, key[0], obj, rv, origin=str(path) if path else None))
         return True
 
 

@@ -1,5 +1,7 @@
-"""Cluster-scoped policies with the folder source: read, said once per object as not enforced
-by this version, and never handed to the compiler (nothing enters the enforced state)."""
+"""Cluster-scoped policies with the folder source while enforcer.model.clusterpolicy.ENFORCED is
+off (set so here, whatever the build's switch): read, said once per object as not enforced,
+and never handed to the compiler (nothing enters the enforced state). With it on:
+tests/agent/test_agent_cluster_policy_directory.py."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pytest
 import yaml
 
 from enforcer.agent.intake import Intake
+from enforcer.model import clusterpolicy
 from enforcer.sources.base import SourceEvent
 from enforcer.sources.directory import DirectorySource
 
@@ -30,7 +33,10 @@ def _write(path: Path, *docs: Any) -> None:
 
 
 @pytest.mark.parametrize("policy", [CNP, ANP], ids=["v1alpha2", "v1alpha1"])
-def test_read_said_once_and_not_enforced(tmp_path: Path, policy: dict[str, Any]) -> None:
+def test_read_said_once_and_not_enforced(
+    tmp_path: Path, policy: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(clusterpolicy, "ENFORCED", False)
     _write(tmp_path / "cnp.yaml", policy)
     intake = Intake(lambda: "test")
     source = DirectorySource(tmp_path)

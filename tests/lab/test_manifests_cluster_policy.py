@@ -1,16 +1,22 @@
-"""The lab refuses cluster-scoped policies (no kernel): its agents do not enforce them yet, so
-a probe must never run as if they were (enforcer.model.clusterpolicy.ENFORCED)."""
+"""While the agents do not enforce cluster-scoped policies (enforcer.model.clusterpolicy.ENFORCED
+off, set so here whatever the build's switch), the lab refuses them (no kernel): a probe must
+never run as if they were. With it on: tests/lab/test_manifests_cluster_policy_enforced.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from enforcer.lab import manifests as mf
+from enforcer.model import clusterpolicy
 
 
-def test_cluster_policies_are_refused_by_name(tmp_path: Path) -> None:
+def test_cluster_policies_are_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(clusterpolicy, "ENFORCED", False)
     path = tmp_path / "guardrails.yaml"
     path.write_text(yaml.safe_dump_all([
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}},
