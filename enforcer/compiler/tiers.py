@@ -170,6 +170,7 @@ class _Direction:
         self.view = DirectionView(np, direction)
         self.np_isolated = self.view.isolated
         self.np_peers = self.view.peers()
+        self._port_sets: dict[tuple[int, int | None], AllowSet] = {}
         # NetworkPolicy's entries of this direction with their rules, per peer.
         self.np_entries: dict[int, list[tuple[PolicyEntry, Origins]]] = {}
         by_entry: dict[PolicyEntry, set[RuleOrigin]] = {}
@@ -181,8 +182,12 @@ class _Direction:
 
     def write(self, allows: set[PolicyEntry], denies: set[PolicyEntry],
               origins: set[tuple[PolicyEntry, RuleOrigin]]) -> None:
-        named = {i for r in (*self.admin, *self.baseline) for i in r.members}
-        named |= self.np_peers - {IDENTITY_ANY}
+        # Per identity, the rules naming it (in order): one pass over the rules' members.
+        self.matching: dict[int, list[int]] = {}
+        for index, r in enumerate((*self.admin, *self.baseline)):
+            for ident in r.members:
+                self.matching.setdefault(ident, []).append(index)
+        named = set(self.matching) | (self.np_peers - {IDENTITY_ANY})
         cache: dict[tuple, _Table] = {}
         wildcard = self._table(IDENTITY_ANY, cache)
         tables = [(IDENTITY_ANY, wildcard)]
@@ -196,8 +201,7 @@ class _Direction:
                 origins.update((entry, o) for o in rules)
 
     def _signature(self, ident: int) -> tuple:
-        rules = tuple(i for i, r in enumerate((*self.admin, *self.baseline))
-                      if ident in r.members)
+        rules = tuple(self.matching.get(ident, ()))
         own = ident if ident in self.np_peers else None
         ports = None
         if self.direction == Direction.EGRESS and ident != IDENTITY_ANY and any(
@@ -253,6 +257,15 @@ class _Direction:
         return remaining.union(passed)
 
     def _ports(self, r: _Rule, ident: int) -> AllowSet:
+        """What the rule's ports match toward this peer (the same for every peer unless a
+        named port resolves on the peer: egress)."""
+        key = (id(r), ident if r.named and self.direction == Direction.EGRESS else None)
+        found = self._port_sets.get(key)
+        if found is None:
+            found = self._port_sets[key] = self._resolve_ports(r, ident)
+        return found
+
+    def _resolve_ports(self, r: _Rule, ident: int) -> AllowSet:
         if r.rule.ports is None:
             return AllowSet.everything()
         by_proto: dict[int, list[tuple[int, int]]] = {}

@@ -123,3 +123,35 @@ def test_cluster_policies_added_one_by_one(case: dict) -> None:
     fresh_datapath = Datapath()
     fresh_datapath.apply(fresh.full())
     assert _verdicts(state, fresh_datapath) == _verdicts(state, datapath)
+
+
+def test_quarantine_beats_an_admin_accept() -> None:
+    """A quarantined pod's table isolates both directions with nothing allowed, though an
+    Admin-tier Accept selects it (the quarantine is above every policy)."""
+    case = {"namespaces": {"ns1": {"team": "a"}, "ns2": {"team": "b"}},
+            "pods": [{"name": "p0", "namespace": "ns1", "labels": {"app": "x"}, "sa": "sa1",
+                      "node": "n1", "host": False, "ports": []},
+                     {"name": "p1", "namespace": "ns2", "labels": {"app": "y"}, "sa": "sa1",
+                      "node": "n1", "host": False, "ports": []}],
+            "cluster": [{"kind": "ClusterNetworkPolicy", "tier": "Admin", "name": "accept-all",
+                         "priority": 1, "subject": {"namespaces": {}},
+                         "ingress": [{"action": "Accept", "name": "all", "ports": None,
+                                      "peers": [{"namespaces": {}}]}],
+                         "egress": [{"action": "Accept", "name": "all", "ports": None,
+                                     "peers": [{"namespaces": {}}]}]}],
+            "nps": []}
+    docs = manifests(case)
+    for doc in docs:
+        if doc["kind"] == "Pod" and doc["metadata"]["name"] == "p0":
+            doc["metadata"]["annotations"] = {"policy.enforcer.dev/quarantine": "scan"}
+    result = load_text(json.dumps(docs), "case.json")
+    state = planned_state(result)
+    compiler = Compiler(state, node_name=None)
+    datapath = Datapath()
+    datapath.apply(compiler.full())
+    p0, p1 = state.pods["ns1/p0"], state.pods["ns2/p1"]
+    assert not datapath.connection("ns2/p1", p1.ips[0], "ns1/p0", p0.ips[0], "TCP", 80)
+    assert not datapath.connection("ns1/p0", p0.ips[0], "ns2/p1", p1.ips[0], "TCP", 80)
+    table = compiler.endpoint_policy("ns1/p0")
+    assert table.ingress_isolated and table.egress_isolated and not table.entries
+    assert compiler.endpoint_policy("ns2/p1").entries  # the Accept's own entries stay
