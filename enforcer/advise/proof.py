@@ -10,20 +10,34 @@
    denied after. Only pairs an advised policy touches can change (policies are additive), so
    only those are evaluated, and once per class of pods no policy can tell apart (same
    namespace, labels, declared ports and ipBlock memberships: a Deployment's replicas).
+
+The Baseline default (`--baseline`, enforcer/advise/baseline.py) is proven the same way, with
+the cluster-scoped tiers in the model (Admin, NetworkPolicy where it isolates, Baseline, allow):
+an observed flow refused by one of the advised Baseline policies is a bug; one refused by
+anything else (an Admin Deny, a NetworkPolicy, a Baseline policy before ours) is said. What it
+takes away is counted over the observed ports and every port a pod declares, for the pairs
+with an end in a subject namespace, and listed by namespace pair.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
-from enforcer.advise.observations import Endpoint, Observation
+from enforcer.advise.baseline import BaselinePolicy
+from enforcer.advise.observations import DNS_PORT, DNS_PROTOCOLS, Endpoint, Observation
 from enforcer.advise.policies import EGRESS, INGRESS, AdvisedPolicy, PortKey
 from enforcer.analysis.explain import verdict_for
 from enforcer.model.cluster import ClusterState
-from enforcer.model.evaluate import PairEvaluator
-from enforcer.model.objects import IPBlock, NetworkPolicy
+from enforcer.model.clusterpolicy import KIND_CLUSTER_NETWORK_POLICY, ClusterPolicy
+from enforcer.model.evaluate import (
+    BASELINE_STAGE,
+    NETWORK_POLICY_STAGE,
+    DirectionVerdict,
+    PairEvaluator,
+)
+from enforcer.model.objects import IPBlock, IPNetwork, NetworkPolicy
 
 
 @dataclass(frozen=True)
@@ -49,16 +63,21 @@ class Proof:
     ports: tuple[PortKey, ...]  # the ports the newly denied pairs are counted on
     newly_denied: int  # (source pod, destination pod, port, protocol) combinations
     newly_denied_pod_pairs: int  # distinct (source pod, destination pod)
+    # (source namespace, destination namespace) -> the ports newly denied between some of
+    # their pods (the Baseline default's proof; empty for NetworkPolicy advice)
+    newly_denied_namespaces: dict[tuple[str, str], tuple[PortKey, ...]] = field(
+        default_factory=dict)
 
     @property
     def holds(self) -> bool:
         return not self.refused
 
 
-def with_policies(state: ClusterState, policies: Iterable[NetworkPolicy]) -> ClusterState:
-    """A copy of the state's namespaces, pods and policies, plus `policies`."""
-    after = ClusterState(planned_pods=state.planned_pods)
-    after.load([*state.namespaces.values(), *state.pods.values(), *state.policies.values()])
+def with_policies(
+    state: ClusterState, policies: Iterable[NetworkPolicy | ClusterPolicy]
+) -> ClusterState:
+    """A copy of the state (its cluster-scoped policies and Nodes too), plus `policies`."""
+    after = state.copy()
     after.load(list(policies))
     return after
 
@@ -67,9 +86,34 @@ def _ends(endpoint: Endpoint) -> tuple[str, ...]:
     return endpoint.pods if endpoint.workload is not None else (str(endpoint.address),)
 
 
+def decided_by_networkpolicies(advised: set[str]) -> Callable[[DirectionVerdict], bool]:
+    """A side the advised NetworkPolicies decided (an Admin-tier Accept or Deny decides
+    before any NetworkPolicy is consulted: not theirs)."""
+    return lambda side: (side.decided_by == NETWORK_POLICY_STAGE
+                         and bool(advised.intersection(side.isolating)))
+
+
+def decided_by_baseline(names: set[str]) -> Callable[[DirectionVerdict], bool]:
+    """A side one of the advised Baseline-tier policies decided."""
+    return lambda side: (side.decided_by == BASELINE_STAGE and side.baseline is not None
+                         and side.baseline.kind == KIND_CLUSTER_NETWORK_POLICY
+                         and side.baseline.policy in names)
+
+
+def _deciders(side: DirectionVerdict) -> str:
+    if side.decided_by == BASELINE_STAGE and side.baseline is not None:
+        return side.baseline.describe()
+    if side.decided_by != NETWORK_POLICY_STAGE and side.admin is not None:
+        return side.admin.describe()
+    return ", ".join(side.isolating)
+
+
 def check_flows(
-    after: ClusterState, observations: Sequence[Observation], advised: set[str]
+    after: ClusterState,
+    observations: Sequence[Observation],
+    ours: Callable[[DirectionVerdict], bool],
 ) -> tuple[list[Refusal], list[Refusal]]:
+    """The observed flows `after` denies: those a side `ours` decided, and the others."""
     refused, elsewhere = [], []
     for o in observations:
         for src in _ends(o.source):
@@ -77,14 +121,14 @@ def check_flows(
                 verdict = verdict_for(after, src, dst, o.port, o.protocol)
                 if verdict.allowed:
                     continue
-                sides, ours = [], False
+                sides, by_us = [], False
                 for name, side, who in (("egress", verdict.egress, src),
                                         ("ingress", verdict.ingress, dst)):
                     if not side.allowed:
-                        sides.append(f"{name} of {who} ({', '.join(side.isolating)})")
-                        ours = ours or bool(advised.intersection(side.isolating))
+                        sides.append(f"{name} of {who} ({_deciders(side)})")
+                        by_us = by_us or ours(side)
                 refusal = Refusal(o, src, dst, tuple(sides))
-                (refused if ours else elsewhere).append(refusal)
+                (refused if by_us else elsewhere).append(refusal)
     return refused, elsewhere
 
 
@@ -96,25 +140,39 @@ def pod_classes(state: ClusterState) -> list[list[str]]:
             for peer in rule.peers or ():
                 if peer.ip_block is not None:
                     blocks[peer.ip_block] = None
+    networks: dict[IPNetwork, None] = {}  # cluster policies' `networks` hold pods' addresses
+    for cluster_policy in state.cluster_policies.values():
+        for cluster_rule in (*cluster_policy.ingress, *cluster_policy.egress):
+            for cluster_peer in cluster_rule.peers:
+                networks.update(dict.fromkeys(cluster_peer.networks))
     classes: dict[tuple[object, ...], list[str]] = defaultdict(list)
     for key in state.endpoint_keys():
         pod = state.pods[key]
-        inside = tuple(any(b.contains(ip) for ip in pod.ips) for b in blocks)
+        inside = tuple(any(b.contains(ip) for ip in pod.ips) for b in blocks) + tuple(
+            any(ip.version == n.version and ip in n for ip in pod.ips) for n in networks)
         classes[(pod.namespace, pod.labels, pod.ports, inside)].append(key)
     return list(classes.values())
+
+
+@dataclass
+class Losses:
+    combinations: int = 0  # (source pod, destination pod, port, protocol)
+    pairs: int = 0  # distinct (source pod, destination pod)
+    namespaces: dict[tuple[str, str], set[PortKey]] = field(default_factory=dict)
 
 
 def count_newly_denied(
     before: ClusterState,
     after: ClusterState,
-    policies: Sequence[AdvisedPolicy],
+    sources: set[str],
+    destinations: set[str],
     ports: Sequence[PortKey],
-) -> tuple[int, int]:
-    sources = {p for a in policies if a.direction == EGRESS for p in a.pods}
-    destinations = {p for a in policies if a.direction == INGRESS for p in a.pods}
+) -> Losses:
+    """What `after` denies that `before` allowed, over `ports`, for the pairs whose source is
+    in `sources` or destination in `destinations` (only those can change)."""
     was, now = PairEvaluator(before), PairEvaluator(after)
     classes = pod_classes(after)  # after holds every policy of before, and the advised ones
-    combinations, pairs = 0, 0
+    losses = Losses()
     for a in classes:
         for b in classes:
             if a is b:  # pairs of distinct pods within the class (a pod may reach itself)
@@ -125,14 +183,17 @@ def count_newly_denied(
                 src, dst, members = a[0], b[0], len(a) * len(b)
             if src not in sources and dst not in destinations:
                 continue
-            lost = sum(
-                was.verdict(src, dst, port, protocol).allowed
+            lost = [
+                (port, protocol) for port, protocol in ports
+                if was.verdict(src, dst, port, protocol).allowed
                 and not now.verdict(src, dst, port, protocol).allowed
-                for port, protocol in ports
-            )
-            combinations += lost * members
-            pairs += members if lost else 0
-    return combinations, pairs
+            ]
+            losses.combinations += len(lost) * members
+            losses.pairs += members if lost else 0
+            if lost:
+                between = (after.pods[src].namespace, after.pods[dst].namespace)
+                losses.namespaces.setdefault(between, set()).update(lost)
+    return losses
 
 
 def prove(
@@ -143,7 +204,42 @@ def prove(
 ) -> Proof:
     """`parsed`: the advised manifests as the model's parser reads them back."""
     after = with_policies(before, parsed)
-    refused, elsewhere = check_flows(after, observations, {a.key for a in advised})
+    refused, elsewhere = check_flows(
+        after, observations, decided_by_networkpolicies({a.key for a in advised}))
     ports = tuple(sorted({port for a in advised for rule in a.rules for port in rule.ports}))
-    newly, pairs = count_newly_denied(before, after, advised, ports)
-    return Proof(len(observations), refused, elsewhere, ports, newly, pairs)
+    sources = {p for a in advised if a.direction == EGRESS for p in a.pods}
+    destinations = {p for a in advised if a.direction == INGRESS for p in a.pods}
+    losses = count_newly_denied(before, after, sources, destinations, ports)
+    return Proof(len(observations), refused, elsewhere, ports, losses.combinations,
+                 losses.pairs)
+
+
+def baseline_ports(state: ClusterState, observations: Sequence[Observation]) -> tuple[
+        PortKey, ...]:
+    """The observed ports (DNS on both protocols) and every port an endpoint pod declares."""
+    ports: set[PortKey] = set()
+    for o in observations:
+        ports.update([(DNS_PORT, p) for p in DNS_PROTOCOLS] if o.is_dns else [
+            (o.port, o.protocol)])
+    for key in state.endpoint_keys():
+        ports.update((p.port, p.protocol) for p in state.pods[key].ports)
+    return tuple(sorted(ports))
+
+
+def prove_baseline(
+    before: ClusterState,
+    advised: Sequence[BaselinePolicy],
+    parsed: Sequence[ClusterPolicy],
+    observations: Sequence[Observation],
+) -> Proof:
+    """`parsed`: the advised Baseline policies as parse_cluster_object reads them back."""
+    after = with_policies(before, parsed)
+    refused, elsewhere = check_flows(
+        after, observations, decided_by_baseline({a.name for a in advised}))
+    ports = baseline_ports(before, observations)
+    destinations = {p for a in advised for p in a.pods}
+    sources = {p for a in advised if a.egress is not None for p in a.pods}
+    losses = count_newly_denied(before, after, sources, destinations, ports)
+    namespaces = {pair: tuple(sorted(lost)) for pair, lost in sorted(losses.namespaces.items())}
+    return Proof(len(observations), refused, elsewhere, ports, losses.combinations,
+                 losses.pairs, namespaces)

@@ -1,4 +1,5 @@
-"""`enforcer advise`: least-privilege NetworkPolicies from observed flows, proven first."""
+"""`enforcer advise`: least-privilege NetworkPolicies from observed flows, proven first; or,
+with --baseline, a Baseline-tier ClusterNetworkPolicy default per namespace."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from enforcer.advise import AdviceError, AdviseOptions, Prefixes, advise
-from enforcer.advise.advice import Advice, parse_manifests
+from enforcer.advise.advice import Advice, parse_baseline, parse_manifests
 from enforcer.advise.render import render_json, render_yaml, summary
 from enforcer.analysis.inputs import EXIT_INVALID_INPUT, load_for_command, planned_state
 from enforcer.flows.record import FlowFormatError, FlowsFile, parse_record, read_file
@@ -36,6 +37,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Denied flows are not learned unless --include-denied (policy denials only).\n\n"
             "Before printing, the model checks that every learned flow is allowed with the\n"
             "advice in place, and counts the pod pairs it newly denies (stderr).\n\n"
+            "--baseline writes instead one ClusterNetworkPolicy (v1alpha2, tier Baseline,\n"
+            "priority 1000) per namespace seen in a learned flow, advised-baseline-NS: it\n"
+            "accepts the observed namespace-to-namespace and to-address traffic by port and\n"
+            "protocol and denies the rest. It decides only where no NetworkPolicy isolates a\n"
+            "pod, so any NetworkPolicy a team writes overrides it. Within the schema's limits\n"
+            "(25 rules a direction, 25 peers and protocols a rule): peers with the same ports\n"
+            "share a rule; when that is not enough, namespaces are merged into sets (said).\n"
+            "Proven the same way; what it newly denies is counted on the observed and declared\n"
+            "ports and listed by namespace pair.\n\n"
             "--lab NAME reads a lab (`enforcer lab up`): its manifests as CLUSTER_DIR and\n"
             "every flow its agents hold as --flows; either, when given, is used instead.\n"
             "Exit: 0 advised, 1 a lab agent unreachable, 2 invalid input, 3 the advice failed\n"
@@ -60,6 +70,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="only workloads of this namespace get policies (repeatable)")
     p.add_argument("--include-denied", action="store_true",
                    help="learn flows that policy denied, too")
+    p.add_argument("--baseline", action="store_true",
+                   help="propose a Baseline-tier default per namespace (ClusterNetworkPolicy "
+                   "v1alpha2) instead of NetworkPolicies")
     p.add_argument("--strict", action="store_true",
                    help="fail (exit 2) on any invalid object or flow line")
     p.add_argument("--output", choices=["yaml", "json"], default="yaml",
@@ -79,13 +92,15 @@ def _options(args: argparse.Namespace) -> AdviseOptions | None:
         ingress_only=args.ingress_only,
         namespaces=frozenset(args.namespace),
         include_denied=args.include_denied,
+        baseline=args.baseline,
     )
 
 
 def _check_rendered(advice: Advice, text: str) -> None:
     """What we print must read back, with the project's loader, as what we proved."""
     loaded = load_text(text, "<advice>")
-    if loaded.errors or loaded.objects != parse_manifests(advice.policies):
+    if (loaded.errors or loaded.objects != parse_manifests(advice.policies)
+            or loaded.cluster_policies != parse_baseline(advice.baseline)):
         problems = "; ".join(str(e) for e in loaded.errors) or "objects differ"
         raise AdviceError(f"the printed YAML does not read back as the advice: {problems}")
 
@@ -177,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     for refusal in advice.proof.denied_elsewhere:
         print(f"warning: still denied by policies advise does not change: "
               f"{refusal.describe()}", file=sys.stderr)
-    if not advice.policies:
+    if not advice.manifests:
         print("note: no flow to learn: nothing advised", file=sys.stderr)
         return 0
     print(text, end="" if text.endswith("\n") else "\n")
