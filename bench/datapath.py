@@ -204,6 +204,34 @@ def sample(client: Pod, server: Pod, seconds: float,
     return {key: METRICS[key][1](client, server, seconds) for key in keys}
 
 
+Measure = Callable[[tuple[str, ...], float], dict[str, float]]
+
+
+def interleave(plan: dict[str, tuple[int, float]], scenarios: list[tuple[str, Measure]],
+               samples: dict[str, dict[str, list[float]]]) -> None:
+    """Run every scenario in each round of each metric, appending to samples[metric][name].
+
+    Rounds interleave the scenarios so drift in machine load hits all alike, and each round
+    starts one scenario later: a place in the order that runs faster or slower (seen here: up
+    to 10% on TCP) favours none of them."""
+    for key, (n, secs) in plan.items():
+        for r in range(n):
+            k = r % len(scenarios)
+            for name, measure in scenarios[k:] + scenarios[:k]:
+                samples[key].setdefault(name, []).extend(measure((key,), secs).values())
+
+
+def paired_ratios(samples: dict[str, dict[str, list[float]]], baseline: str = "no program"
+                  ) -> dict[str, dict[str, float]]:
+    """Per scenario and metric, the median over rounds of the ratio to the same round's
+    baseline (machine load drifts between rounds; within one round the scenarios run back
+    to back)."""
+    names = next(iter(samples.values()))
+    return {name: {k: round(statistics.median(
+        r / b for r, b in zip(samples[k][name], samples[k][baseline], strict=True) if b), 3)
+        for k in samples} for name in names}
+
+
 def prog_stats(dp: Datapath) -> tuple[int, int]:
     """Run time and runs of both hooks' programs so far."""
     a = bpfsys.prog_run_stats(dp.program.from_pod_fd)
@@ -343,7 +371,6 @@ def run(quick: bool = False) -> dict[str, Any]:
             # samples[metric][scenario]: one value per round, rounds in order.
             samples: dict[str, dict[str, list[float]]] = {k: {} for k in METRICS}
             n_max = max(counts)
-            Measure = Callable[[tuple[str, ...], float], dict[str, float]]
 
             def no_program(keys: tuple[str, ...], secs: float) -> dict[str, float]:
                 detach()
@@ -389,15 +416,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 (f"iptables+ipset, {n_max} rules", iptables),
             ]
             try:
-                # Rounds interleave the scenarios so drift in machine load hits all alike, and
-                # each round starts one scenario later: a place in the order that runs faster
-                # or slower (seen here: up to 10% on TCP) favours none of them.
-                for key, (n, secs) in plan.items():
-                    for r in range(n):
-                        k = r % len(scenarios)
-                        for name, measure in scenarios[k:] + scenarios[:k]:
-                            samples[key].setdefault(name, []).extend(
-                                measure((key,), secs).values())
+                interleave(plan, scenarios, samples)
                 # The kernel's run-time statistics cost every program run two clock reads:
                 # on only for these extra runs, never while the ratios above are measured.
                 for pod in (client, server):
@@ -426,13 +445,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     finally:
         stop_servers(procs)
         shutil.rmtree(pin_root, ignore_errors=True)
-    # Ratios pair each round's run with that round's baseline (machine load drifts between
-    # rounds; within one round the scenarios run back to back), then take the median.
-    results["ratios"] = {
-        name: {k: round(statistics.median(
-            r / b for r, b in zip(samples[k][name], samples[k]["no program"], strict=True)
-            if b), 3) for k in METRICS}
-        for name in samples["tcp_gbps"]}
+    results["ratios"] = paired_ratios(samples)
     return results
 
 

@@ -507,6 +507,132 @@ def _datapath_promises(cfg: Config) -> list[str]:
     return out
 
 
+# -- cluster-scoped policies (bench/tiers_*.py, issue 21) ---------------------------------------
+
+
+def _tiers_datapath_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
+    calls = []
+    for i in range(cfg["calls"]):
+        note(f"call {i + 1}/{cfg['calls']}: no program, 0 and {cfg['rules']} cluster rules")
+        calls.append(mod.run(cfg["quick"], cfg["rules"], cfg.get("seconds")))
+    first = calls[0]
+    figures = []
+    for scenario in first["scenarios"]:
+        is_base = scenario == "no program"
+        params: Params = ({"variant": "none"} if is_base else
+                          {"variant": "ours", "cluster_rules": int(scenario.split()[1])})
+        for field, (name, unit, _) in DATAPATH_METRICS.items():
+            tname = "tiers_" + name
+            r = first["rounds"][field]
+            figures.append(Figure(
+                tname, unit, [c["scenarios"][scenario][field] for c in calls], params,
+                description=f"{scenario}; each value: the median of {r['rounds']} round(s) of "
+                f"{r['seconds']:g} s",
+                baseline=None if is_base else key(tname, {"variant": "none"}),
+                paired_ratios=None if is_base else [c["ratios"][scenario][field] for c in calls],
+            ))
+    for scenario in first["vs_none"]:
+        n = int(scenario.split()[1])
+        for field, (name, _, _) in DATAPATH_METRICS.items():
+            figures.append(Figure(
+                "tiers_datapath.vs_no_cluster_rules", "x",
+                [c["vs_none"][scenario][field] for c in calls],
+                {"metric": name.split(".", 1)[1], "cluster_rules": n},
+                description="this rate over the same build's with no cluster rules, paired "
+                "within each round, median over rounds (0.98: within 0.02)",
+                target=Target(above=0.98) if n == max(cfg["rules"]) else None,
+            ))
+    return figures
+
+
+def _tiers_datapath_promises(cfg: Config) -> list[str]:
+    out = []
+    for name, _, _ in DATAPATH_METRICS.values():
+        out.append(key("tiers_" + name, {"variant": "none"}))
+        out += [key("tiers_" + name, {"variant": "ours", "cluster_rules": n})
+                for n in (0, *cfg["rules"])]
+        out += [key("tiers_datapath.vs_no_cluster_rules",
+                    {"metric": name.split(".", 1)[1], "cluster_rules": n}) for n in cfg["rules"]]
+    return out
+
+
+def _tiers_compile_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
+    note(f"{cfg['pods']:,} pods: none / {cfg['cluster_policies']} realistic"
+         + (f" / {cfg['stress_policies']} stress at {cfg['stress_pods']:,} pods"
+            if cfg["stress_policies"] else ""))
+    mixes = mod.run(cfg["pods"], cfg["pods"] // 5, 100, cfg["cluster_policies"], cfg["events"],
+                    cfg["repeats"], False)
+    if cfg["stress_policies"]:
+        mixes["stress"] = [mod.measure(cfg["stress_pods"], cfg["stress_pods"] // 5, 100,
+                                       cfg["stress_policies"], "stress", 0)
+                           for _ in range(cfg["repeats"])]
+    figures = []
+    for mix, runs in mixes.items():
+        first = runs[0]
+        params: Params = {"pods": first["pods"], "cluster_policies": first["cluster_policies"],
+                          "mix": "none" if mix == "none" else mix}
+        local = f"{first['local_endpoints']} local endpoints (node-0 of 100)"
+        figures += [
+            Figure("tiers_compile.full_time", "s", [x["full_s"] for x in runs], params,
+                   description=f"Compiler.full(); {local}"),
+            Figure("tiers_compile.peak_rss", "MB", [x["peak_rss_mb"] for x in runs], params,
+                   description="peak RSS of a fresh process: generator input, state, compiler"),
+            Figure("tiers_compile.entries_per_endpoint", "entries",
+                   [x["entries_per_endpoint_mean"] for x in runs], params,
+                   description="allow + deny entries per local endpoint's table, mean"),
+        ]
+        if "change" in first:
+            figures += [
+                Figure(f"tiers_compile.change_compute_{stat}", "ms",
+                       [x["change"][f"{stat}_ms"] for x in runs], params,
+                       description="one tenant guardrail's rule toggled Pass <-> Deny: "
+                       f"state upsert + incremental compile ({first['change']['n']} changes, "
+                       f"{first['change']['tenant_local_endpoints']} local endpoints selected)")
+                for stat in ("median", "p99")]
+    return figures
+
+
+def _tiers_compile_promises(cfg: Config) -> list[str]:
+    def p(cp: int, mix: str, pods: int) -> Params:
+        return {"pods": pods, "cluster_policies": cp, "mix": mix}
+    sets = [p(0, "none", cfg["pods"]), p(cfg["cluster_policies"], "realistic", cfg["pods"])]
+    if cfg["stress_policies"]:
+        sets.append(p(cfg["stress_policies"], "stress", cfg["stress_pods"]))
+    out = [key(f"tiers_compile.{n}", s) for s in sets
+           for n in ("full_time", "peak_rss", "entries_per_endpoint")]
+    if cfg["events"]:
+        out += [key(f"tiers_compile.change_compute_{s}", sets[1]) for s in ("median", "p99")]
+    return out
+
+
+def _tiers_agent_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
+    r = mod.run(quick=True, pods=cfg["pods"], policies=cfg["pods"] // 5,
+                cluster_policies=cfg["cluster_policies"], changes=cfg["changes"], progress=note)
+    params: Params = {"pods": r["pods"], "policies": r["policies"],
+                      "cluster_policies": r["cluster_policies"]}
+    return [
+        Figure("tiers_agent.event_to_enforced", "ms", r["ms"], params,
+               target=Target(below=100.0, statistic="p99"),
+               description="a tenant guardrail ClusterNetworkPolicy (rule toggled Pass <-> "
+               "Deny) renamed into the agent's folder until a probe's verdict flips"),
+        Figure("tiers_agent.event_compute_time", "ms", r["compute_ms"], params,
+               description="the agent's own histogram (change received to maps written)"),
+        Figure("tiers_agent.event_cpu_time", "ms", r["cpu_ms"], params,
+               description="CPU the agent's loop spent on the change"),
+        Figure("tiers_agent.cold_start_time", "s", [r["cold_start_s"]], params,
+               description="agent start until enforced, with the cluster policies"),
+        Figure("tiers_agent.rss", "MB", [r["rss_after_changes_mb"]], params,
+               description="agent VmRSS after the changes"),
+    ]
+
+
+def _tiers_agent_promises(cfg: Config) -> list[str]:
+    params: Params = {"pods": cfg["pods"], "policies": cfg["pods"] // 5,
+                      "cluster_policies": cfg["cluster_policies"]}
+    return [key(f"tiers_agent.{n}", params) for n in (
+        "event_to_enforced", "event_compute_time", "event_cpu_time", "cold_start_time", "rss")]
+
+
 # -- the list -----------------------------------------------------------------------------------
 
 
@@ -595,6 +721,40 @@ BENCHMARKS: list[Benchmark] = [
         smoke=_agent_config([1_000, 200], [[1_000, 200]], changes=3, cold_starts=2),
         collect=_agent_collect,
         promises=_agent_promises,
+    ),
+    Benchmark(
+        name="tiers_compile",
+        module="bench.tiers_compile",
+        description="cluster policies in the compiler: full compile, memory, entries, a change",
+        # A change costs seconds at 10,000 pods today (README): few events.
+        quick={"pods": 10_000, "cluster_policies": 500, "events": 10, "repeats": 1,
+               "stress_pods": 2_000, "stress_policies": 500},
+        full={"pods": 10_000, "cluster_policies": 500, "events": 20, "repeats": 3,
+              "stress_pods": 2_000, "stress_policies": 500},
+        smoke={"pods": 1_000, "cluster_policies": 100, "events": 10, "repeats": 1,
+               "stress_pods": 1_000, "stress_policies": 30},
+        collect=_tiers_compile_collect,
+        promises=_tiers_compile_promises,
+    ),
+    Benchmark(
+        name="tiers_datapath",
+        module="bench.tiers_datapath",
+        description="TCP, UDP, new connections: 1 to 1,000 cluster rules against none",
+        quick={"quick": True, "calls": 1, "rules": [1, 10, 100, 1000]},
+        full={"quick": False, "calls": 1, "rules": [1, 10, 100, 1000]},
+        smoke={"quick": True, "calls": 1, "rules": [1000], "seconds": 1},
+        collect=_tiers_datapath_collect,
+        promises=_tiers_datapath_promises,
+    ),
+    Benchmark(
+        name="tiers_agent",
+        module="bench.tiers_agent",
+        description="agent: a cluster-policy change to enforced, checked with packets",
+        quick={"pods": 2_000, "cluster_policies": 500, "changes": 10},
+        full={"pods": 10_000, "cluster_policies": 500, "changes": 50},
+        smoke={"pods": 1_000, "cluster_policies": 100, "changes": 2},
+        collect=_tiers_agent_collect,
+        promises=_tiers_agent_promises,
     ),
 ]
 

@@ -107,6 +107,20 @@ HEADLINE: list[tuple[str, str, dict[str, Any]]] = [
     ("agent memory (RSS) when enforcing", "agent.rss", {}),
     ("compiler: full compile", "compile.full_time", {}),
     ("compiler: compute per pod add", "compile.event_compute_time", {"event": "pod_add"}),
+    *(
+        (f"{what}, 1,000 cluster-policy rules over none (same build, same run)",
+         "tiers_datapath.vs_no_cluster_rules", {"metric": metric, "cluster_rules": 1000})
+        for what, metric in (
+            ("TCP throughput", "tcp_throughput"),
+            ("UDP packet rate", "udp_packet_rate"),
+            ("new connections", "connection_rate"),
+        )
+    ),
+    ("cluster-policy change to enforced", "tiers_agent.event_to_enforced", {}),
+    ("compiler: full compile, 500 cluster policies (realistic mix)", "tiers_compile.full_time",
+     {"mix": "realistic"}),
+    ("compiler: peak memory, 500 cluster policies (realistic mix)", "tiers_compile.peak_rss",
+     {"mix": "realistic"}),
     ("model load + resolve", "model.load_resolve_time", {}),
     ("model peak memory", "model.peak_rss", {}),
     ("`lab up` of the upstream model", "lab.up_time", {}),

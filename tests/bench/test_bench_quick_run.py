@@ -20,8 +20,8 @@ from enforcer.lab import topology as topo
 pytestmark = pytest.mark.kernel
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # What the benchmarks create (other tests running at the same time create other names):
-# labs `enf-bench-*`, the agent bench's node `enf-b<id>-*`, the datapath's client and server.
-OURS = re.compile(r"^enf-(bench-|b[0-9a-f]{6}-|[0-9a-f]{6}-(client|server)$)")
+# labs `enf-bench-*`, the agent benches' node `enf-b<id>-*`, the datapath benches' pods.
+OURS = re.compile(r"^enf-(bench-|b[0-9a-f]{6}-|[0-9a-f]{6}-(client|server|intruder)$)")
 BPFFS = Path("/sys/fs/bpf")
 
 
@@ -40,7 +40,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
         cwd=report.REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=420,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     leftover = _ours() - before
