@@ -8,7 +8,8 @@ policies' rules allows. A pod may always reach itself, and its own node may alwa
 ipBlock and pods: a pod matches an ipBlock when one of its IPs (of the connection's IP family,
 or any family when `family` is None) is inside the cidr and in no `except`.
 Named ports resolve on the destination pod, by name AND protocol; traffic to an address
-outside the cluster has no destination pod, so a named egress port never matches it.
+outside the cluster, or to a hostNetwork pod (its node's address), has no destination pod, so a
+named egress port never matches it.
 
 Cluster-scoped policies (enforcer.model.clusterpolicy) wrap NetworkPolicy in each direction:
 the Admin tier's first matching rule decides (Accept, Deny; Pass goes on), then NetworkPolicy
@@ -201,7 +202,9 @@ def _connection(
         EGRESS,
         src_egress,
         _Remote(dst, dst.ips_of_family(family)),
-        dst,
+        # A named port resolves on an endpoint pod only: a hostNetwork pod's address is its
+        # node's (which of the node's pods declares the name is no property of the address).
+        dst if state.is_endpoint(dst) else None,
         port,
         protocol,
         family,
