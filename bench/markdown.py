@@ -117,9 +117,9 @@ HEADLINE: list[tuple[str, str, dict[str, Any]]] = [
         )
     ),
     ("cluster-policy change to enforced", "tiers_agent.event_to_enforced", {}),
-    ("compiler: full compile, 500 cluster policies (realistic mix)", "tiers_compile.full_time",
+    ("compiler: full compile, realistic cluster-policy mix", "tiers_compile.full_time",
      {"mix": "realistic"}),
-    ("compiler: peak memory, 500 cluster policies (realistic mix)", "tiers_compile.peak_rss",
+    ("compiler: peak memory, realistic cluster-policy mix", "tiers_compile.peak_rss",
      {"mix": "realistic"}),
     ("model load + resolve", "model.load_resolve_time", {}),
     ("model peak memory", "model.peak_rss", {}),
