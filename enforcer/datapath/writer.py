@@ -48,7 +48,13 @@ from enforcer.datapath.layout import (
     U64,
     DatapathConfig,
 )
-from enforcer.datapath.loader import LoadedProgram, compile_program
+from enforcer.datapath.loader import (
+    FROM_POD_FUNC,
+    NODE_EGRESS_FUNC,
+    TO_POD_FUNC,
+    LoadedProgram,
+    compile_program,
+)
 from enforcer.datapath.types import (
     CounterRow,
     Direction,
@@ -237,11 +243,14 @@ class Datapath:
         """Whether a program of ours (this build's or an older one's: the same names) is on
         the interface, as TCX program or clsact filter."""
         p = self.program
-        ours = {p.to_pod_name, p.from_pod_name, p.node_egress_name}
-        attached = {name for _, name in tcx.programs(ifindex, netns)} if tcx.supported() \
-            else set()
-        attached |= {name for _, _, name in tc.filters(ifindex, netns)}
-        return bool(ours & attached)
+        # A clsact filter carries the name we gave it; a TCX program is known by the kernel's
+        # program name, the C function's (the names of TCX-attached builds were missed here,
+        # and their interfaces taken over before this build's tables were written).
+        filter_names = {p.to_pod_name, p.from_pod_name, p.node_egress_name}
+        program_names = {FROM_POD_FUNC, TO_POD_FUNC, NODE_EGRESS_FUNC}
+        if tcx.supported() and program_names & {n for _, n in tcx.programs(ifindex, netns)}:
+            return True
+        return bool(filter_names & {name for _, _, name in tc.filters(ifindex, netns)})
 
     def adopt_conntrack(self, entries: Iterable[tuple[bytes, bytes]]) -> int:
         """Write conntrack entries carried over from an older layout (datapath/migrate.py)

@@ -1,5 +1,5 @@
-"""An upgrade across pinned layouts without a gap: the previous layout's build (v3, from
-tests/fixtures/build-layout-v3.tar.gz: this repository at commit 55d2bac) enforces with its
+"""An upgrade across pinned layouts without a gap: the previous layout's build (v4, from
+tests/fixtures/build-layout-v4.tar.gz: this repository at commit 925eec2) enforces with its
 pins; it is killed and this build started on the same pin root. Under a probe loop no allowed
 probe fails and no denied one passes; a connection established before, idle through it, whose
 server then speaks first (a reply into an isolated pod: it passes only on its conntrack entry)
@@ -23,7 +23,7 @@ from tests.agent.harness import AGENT_ADDR, NODE, NodeHarness, eventually, polic
 
 pytestmark = pytest.mark.kernel
 
-FIXTURE = Path(__file__).parent.parent / "fixtures" / "build-layout-v3.tar.gz"
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "build-layout-v4.tar.gz"
 IDLE_PORT = 7000
 
 A_FROM_B = policy("x", "a-from-b", {
@@ -33,17 +33,17 @@ A_FROM_B = policy("x", "a-from-b", {
 
 
 class UpgradeHarness(NodeHarness):
-    """The node, first with the v3 build's agent (its own code, this machine's Python)."""
+    """The node, first with the v4 build's agent (its own code, this machine's Python)."""
 
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
-        self.old_tree = workdir / "build-v3"
+        self.old_tree = workdir / "build-v4"
         with tarfile.open(FIXTURE) as tar:
             tar.extractall(self.old_tree)  # our own archive (tests/fixtures/README.md)
-        self.build = "v3"
+        self.build = "v4"
 
     def start_agent(self) -> None:
-        if self.build != "v3":
+        if self.build != "v4":
             super().start_agent()
             return
         cmd = [
@@ -56,7 +56,7 @@ class UpgradeHarness(NodeHarness):
         # Run from the old tree: `python -m` puts the working directory first on the path.
         with open(self.log_path, "ab") as log:
             self.agent = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=self.old_tree)
-        eventually(self.ready, 90, f"v3 agent ready (log: {self.log_path})")
+        eventually(self.ready, 90, f"v4 agent ready (log: {self.log_path})")
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def _idle_connection(node: UpgradeHarness) -> tuple[socket.socket, socket.socket
 def test_an_upgrade_across_layouts_loses_no_allowed_probe_and_no_established_flow(
     node: UpgradeHarness,
 ) -> None:
-    assert (node.pin_dir / "v3").is_dir()
+    assert (node.pin_dir / "v4").is_dir()
     node.api.create(A_FROM_B)
     node.expect("y/c", "x/a", False)
     node.expect("x/b", "x/a", True)
@@ -107,7 +107,7 @@ def test_an_upgrade_across_layouts_loses_no_allowed_probe_and_no_established_flo
     finally:
         for s in (client, accepted, listener):
             s.close()
-    assert not (node.pin_dir / "v3").exists()
+    assert not (node.pin_dir / "v4").exists()
     assert (node.pin_dir / f"v{LAYOUT_VERSION}").is_dir()
     # The agent says it took over, with the flows it adopted.
     assert "took over from the older layout" in node.log_path.read_text()
