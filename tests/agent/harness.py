@@ -79,13 +79,8 @@ class NodeHarness:
 
     POD_NAMES = ("x/a", "x/b", "y/c")
 
-    def __init__(
-        self, workdir: Path, agent_args: tuple[str, ...] = (), cli_module: str = "enforcer.cli"
-    ) -> None:
-        """cli_module: what `python -m` runs as the agent's CLI (tests.agent.enforced_agent:
-        with cluster-scoped policies enforced)."""
+    def __init__(self, workdir: Path, agent_args: tuple[str, ...] = ()) -> None:
         self.agent_args = agent_args
-        self.cli_module = cli_module
         self.tag = secrets.token_hex(3)
         self.workdir = workdir
         self.node = topo.NodeNet(NODE, 1, f"enf-a{self.tag}-n1")
@@ -161,7 +156,6 @@ class NodeHarness:
             "--kubeconfig", str(self.kubeconfig), "--api-socket", str(self.agent_api.socket),
             *self.agent_args,
         )  # fmt: skip
-        cmd[cmd.index("enforcer.cli")] = self.cli_module
         with open(self.log_path, "ab") as log:
             self.agent = subprocess.Popen(cmd, stdout=log, stderr=log)
         eventually(self.ready, 60, f"agent ready (log: {self.log_path})")

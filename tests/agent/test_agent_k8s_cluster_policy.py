@@ -3,9 +3,7 @@ Policy API's CRDs: absent at start, it runs, gets ready, enforces NetworkPolicy 
 per kind that the CRD is not installed; installed, its ClusterNetworkPolicies,
 AdminNetworkPolicies and BaselineAdminNetworkPolicy are read and enforced with packets, by
 tier and priority, changes and deletions followed through the watch; an invalid version is
-rejected with its message and the previous one stays in force; a domainNames peer is said once.
-
-The agent runs with the cluster-scoped policies enforced (tests.agent.enforced_agent)."""
+rejected with its message and the previous one stays in force; a domainNames peer is said once."""
 
 from __future__ import annotations
 
@@ -69,7 +67,7 @@ def _log(h: NodeHarness) -> list[dict[str, Any]]:
 
 
 def test_crds_absent_then_installed(tmp_path: Path) -> None:
-    h = NodeHarness(tmp_path, cli_module="tests.agent.enforced_agent")
+    h = NodeHarness(tmp_path)
     for kind in KINDS:
         h.api.uninstall_crd(kind)
     try:

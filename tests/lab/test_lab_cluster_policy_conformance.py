@@ -9,9 +9,7 @@ A representative set: the Admin tier's rule order (Accept, Deny, Pass) on TCP, e
 on UDP and SCTP, inline CIDR (`networks`) peers with a namespace relabelled, `nodes` peers to
 the hostNetwork centaurs and a named port, the priority field, the Baseline tier's ingress
 (UDP) and egress (TCP) with a NetworkPolicy overriding it, and the integration of the tiers
-with NetworkPolicy through Pass (v1alpha2, and the v1alpha1 kinds).
-
-The lab's agents run with the cluster-scoped policies enforced (tests.agent.enforced_agent)."""
+with NetworkPolicy through Pass (v1alpha2, and the v1alpha1 kinds)."""
 
 from __future__ import annotations
 
@@ -321,26 +319,10 @@ def _pod_ips(state: lab.LabState) -> dict[str, str]:
     return {k: next(ip for ip in p["ips"] if ":" not in ip) for k, p in state.pods.items()}
 
 
-def _enforcing_agents(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The lab's agents with the cluster-scoped policies enforced, and this process's lab
-    (manifests, the model) likewise."""
-    monkeypatch.setattr(clusterpolicy, "ENFORCED", True)
-    real: Callable[..., list[str]] = lab.agent_command
-
-    def command(*args: Any) -> list[str]:
-        cmd = real(*args)
-        cmd[cmd.index("enforcer.cli")] = "tests.agent.enforced_agent"
-        return cmd
-
-    monkeypatch.setattr(lab, "agent_command", command)
-
-
 def test_conformance_steps_in_the_kernel(
     lab_factory: Callable[..., lab.LabState],
     write_manifests: Callable[[list[Raw]], Path],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _enforcing_agents(monkeypatch)
     began = time.monotonic()
     state = lab_factory([write_manifests(world())], nodes=2)
     assert {p["node"] for p in state.pods.values()} == set(NODE_NAMES)

@@ -1,14 +1,12 @@
 """Differential test: random mixes of ClusterNetworkPolicies (Admin and Baseline tiers; Accept,
 Deny, Pass; namespaces, pods, networks and nodes peers; ports, ranges and named ports) and
 NetworkPolicies applied to a running two-node lab with hostNetwork pods on both nodes: the
-kernel's verdicts on real packets must equal the model's, pair by pair (`lab probe --check`).
-
-The lab's agents run with the cluster-scoped policies enforced (tests.agent.enforced_agent)."""
+kernel's verdicts on real packets must equal the model's, pair by pair (`lab probe --check`)."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,16 +112,6 @@ def cluster_policies(addresses: list[str]) -> st.SearchStrategy[list[Raw]]:
 
 @pytest.fixture(scope="module")
 def running_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.LabState]:
-    patch = pytest.MonkeyPatch()
-    patch.setattr(clusterpolicy, "ENFORCED", True)
-    real: Callable[..., list[str]] = lab.agent_command
-
-    def command(*args: Any) -> list[str]:
-        cmd = real(*args)
-        cmd[cmd.index("enforcer.cli")] = "tests.agent.enforced_agent"
-        return cmd
-
-    patch.setattr(lab, "agent_command", command)
     manifests = Path(tmp_path_factory.mktemp("cpdifflab")) / "cluster.yaml"
     manifests.write_text(yaml.safe_dump_all(world()))
     name = f"c{secrets.token_hex(3)}"
@@ -131,7 +119,6 @@ def running_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.LabSta
         yield lab.up([manifests], name, "routed", nodes=2)
     finally:
         lab.down(name)
-        patch.undo()
 
 
 def test_random_cluster_policies_kernel_equals_model(
