@@ -33,12 +33,12 @@ from enforcer.compiler.delta import AddressMove, CompileDelta
 from enforcer.compiler.entries import endpoint_policy
 from enforcer.compiler.ipblocks import BlockIndex
 from enforcer.compiler.peers import PeerCache
+from enforcer.compiler.tiers import Skeletons, tiered_policy
 from enforcer.compiler.tiers import policy_blocks as cluster_policy_blocks
-from enforcer.compiler.tiers import tiered_policy
 from enforcer.datapath.types import FIRST_IDENTITY, EndpointPolicy, IPNetwork
 from enforcer.model.cluster import ClusterState
-from enforcer.model.clusterpolicy import ADMIN, BASELINE, ClusterPolicy
-from enforcer.model.evaluate_tiers import selects, tier_policies
+from enforcer.model.clusterpolicy import ADMIN, ClusterPolicy
+from enforcer.model.evaluate_tiers import selects
 from enforcer.model.nodes import Node
 from enforcer.model.objects import (
     EGRESS,
@@ -124,6 +124,11 @@ class Compiler:
         self._nodes: dict[str, Node] = {}
         self._cluster_blocks: set[IPBlock] = set()
         self._local: dict[str, Pod] = {}
+        self._skeletons: Skeletons | None = None
+        # The cluster policies in evaluation order (None: to sort again), and which namespace
+        # subjects select which namespace, for one step.
+        self._cluster_order: list[ClusterPolicy] | None = None
+        self._subject_hits: dict[tuple[str, str], bool] = {}
         self._local_by_ns: dict[str, set[str]] = {}
         self._out: dict[str, EndpointPolicy] = {}
         self._txn = _Txn()
@@ -178,8 +183,11 @@ class Compiler:
                 self._reassign(ip)
             if self._is_local(pod):
                 self._add_local(pod)
+        self._skeletons = None
+        self._subject_hits = {}
         for key in self._local:
             self._recompute(key)
+        self._skeletons = None
         self._reuse = None
         self._txn = _Txn()
         after_ids = set(self._registry)
@@ -446,6 +454,7 @@ class Compiler:
             self._cluster.pop(old.key, None)  # type: ignore[union-attr]
         else:
             self._cluster[new.key] = new
+        self._cluster_order = None
         self._cluster_blocks_refresh()
         for policy in (old, new):
             if policy is not None:
@@ -490,8 +499,10 @@ class Compiler:
         if self._cluster:
             admin, baseline = self._tiers_of(pod)
             if admin or baseline:
-                policy, tier_uses = tiered_policy(pod, policy, admin, baseline, self._registry,
-                                                  self._peers.members, self._nodes.values())
+                if self._skeletons is None:  # one per step: its endpoints share them
+                    self._skeletons = Skeletons(self._registry, self._peers.members,
+                                                self._nodes.values())
+                policy, tier_uses = tiered_policy(pod, policy, admin, baseline, self._skeletons)
                 uses |= tier_uses
         self._peers.set_uses(key, uses)
         self._out[key] = policy
@@ -499,13 +510,26 @@ class Compiler:
     def _tiers_of(self, pod: Pod) -> tuple[dict[str, list[ClusterPolicy]],
                                             dict[str, list[ClusterPolicy]]]:
         """Per direction, the Admin and the Baseline tier's policies selecting the pod, in
-        evaluation order (those without rules in a direction left out)."""
+        evaluation order (those without rules in a direction left out). One pass over the
+        policies; a namespace subject is tested once per namespace and step."""
         found: tuple[dict[str, list[ClusterPolicy]], dict[str, list[ClusterPolicy]]] = ({}, {})
-        for tier, out in ((ADMIN, found[0]), (BASELINE, found[1])):
+        if self._cluster_order is None:
+            self._cluster_order = sorted(self._cluster.values(), key=ClusterPolicy.sort_key)
+        for policy in self._cluster_order:
+            subject = policy.subject
+            if subject.namespaces is not None:
+                key = (policy.key, pod.namespace)
+                hit = self._subject_hits.get(key)
+                if hit is None:
+                    hit = self._subject_hits[key] = selects(self._state, policy, pod)
+            else:
+                hit = selects(self._state, policy, pod)
+            if not hit:
+                continue
+            out = found[0] if policy.tier == ADMIN else found[1]
             for direction in (INGRESS, EGRESS):
-                policies = tier_policies(self._state, pod, tier, direction)
-                if policies:
-                    out[direction] = policies
+                if policy.rules(direction):
+                    out.setdefault(direction, []).append(policy)
         return found
 
     def _audited(self, pod: Pod) -> bool:
@@ -525,6 +549,8 @@ class Compiler:
             now = self._map.get(net)
             if now != before:
                 delta.identity_changes[net] = now
+        self._skeletons = None
+        self._subject_hits = {}
         for key in txn.dirty:
             if key not in self._local:
                 continue
@@ -533,6 +559,7 @@ class Compiler:
             if self._out[key] != before:
                 delta.endpoints[key] = self._out[key]
         delta.removed_endpoints -= self._out.keys()
+        self._skeletons = None
         self._txn = _Txn()
         return delta
 

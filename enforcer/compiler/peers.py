@@ -15,6 +15,9 @@ from enforcer.model.objects import IPBlock, LabelSelector, NetworkPolicy, Policy
 
 # ("block", IPBlock) | ("pods", namespace, podSelector | None)
 # | ("nspods", namespaceSelector, podSelector | None) | ("named", port name, protocol)
+# | ("every",): every class (a table with entries for the identities no rule names,
+#   enforcer/compiler/tiers.py: its users are recomputed when any class appears; its members
+#   are never listed)
 PeerKey = tuple
 
 NamespaceLabels = Callable[[str], Mapping[str, str]]
@@ -69,6 +72,8 @@ class PeerCache:
     def _compute(self, key: PeerKey) -> set[int]:
         reg = self._registry
         kind = key[0]
+        if kind == "every":
+            return set()
         if kind == "block":
             return set(reg.by_block.get(key[1], ()))
         if kind == "named":
@@ -95,6 +100,8 @@ class PeerCache:
 
     def _index(self, key: PeerKey) -> None:
         kind = key[0]
+        if kind == "every":
+            return
         if kind == "block":
             self._by_block[key[1]] = key
         elif kind == "named":
@@ -107,6 +114,8 @@ class PeerCache:
 
     def _unindex(self, key: PeerKey) -> None:
         kind = key[0]
+        if kind == "every":
+            return
         if kind == "block":
             self._by_block.pop(key[1], None)
         elif kind == "named":
@@ -171,7 +180,7 @@ class PeerCache:
             candidates.extend(
                 self._by_named[(n, p)] for n, p, _ in cls.named_ports if (n, p) in self._by_named
             )
-        affected: set[str] = set()
+        affected: set[str] = set(self._users.get(("every",), ()))
         for key in candidates:
             if key in self._members and self._matches(key, cls):
                 self._members[key].add(ident)

@@ -155,3 +155,56 @@ def test_quarantine_beats_an_admin_accept() -> None:
     table = compiler.endpoint_policy("ns1/p0")
     assert table.ingress_isolated and table.egress_isolated and not table.entries
     assert compiler.endpoint_policy("ns2/p1").entries  # the Accept's own entries stay
+
+
+@SETTINGS
+@given(case_st())
+def test_pods_arriving_under_cluster_policies(case: dict) -> None:
+    """The cluster policies first, then the pods one by one (each a class that may be new,
+    named by no rule yet: a table that spells out the identities no rule names must take it
+    in): after each pod the incremental tables give the model's verdicts."""
+    full_state = _state(case)
+    state = ClusterState()
+    for obj in (*full_state.namespaces.values(), *full_state.nodes.values(),
+                *full_state.cluster_policies.values(), *full_state.policies.values()):
+        state.upsert(obj)
+    compiler = Compiler(state, node_name=None)
+    datapath = Datapath()
+    datapath.apply(compiler.full())
+    for pod in full_state.pods.values():
+        state.upsert(pod)
+        datapath.apply(compiler.on_upsert(pod))
+        want = _verdicts(state, None)
+        wrong = _wrong(want, _verdicts(state, datapath))
+        assert not wrong, f"after {pod.key}: {len(wrong)} differ: {wrong[:5]}"
+
+
+def test_a_new_class_no_rule_names_gets_the_unnamed_verdict() -> None:
+    """A Deny naming most identities becomes the wildcard's verdict, the identities no rule
+    names get entries of their own; a pod of a new class that no rule names, arriving later,
+    must get one too (EVERY_CLASS), not the Deny."""
+    pod = {"sa": "sa1", "node": "n1", "host": False, "ports": []}
+    case = {"namespaces": {"ns1": {"team": "a"}, "ns2": {"team": "b"}},
+            "pods": [{**pod, "name": f"p{i}", "namespace": "ns1", "labels": {"app": app}}
+                     for i, app in enumerate(["x", "y", "z"])],
+            "cluster": [{"kind": "ClusterNetworkPolicy", "tier": "Admin", "name": "own-team",
+                         "priority": 1, "subject": {"namespaces": {}},
+                         "ingress": [{"action": "Deny", "name": "team-a", "ports": None,
+                                      "peers": [{"namespaces": {"matchLabels": {"team": "a"}}}]}],
+                         "egress": []}],
+            "nps": []}
+    state = _state(case)
+    compiler = Compiler(state, node_name=None)
+    datapath = Datapath()
+    datapath.apply(compiler.full())
+    table = compiler.endpoint_policy("ns1/p0")
+    assert any(e.protocol == 0 and e.peer == 0 for e in table.denies)  # the wildcard denies
+    newcomer = _state({**case, "pods": [*case["pods"], {**pod, "name": "p9", "namespace": "ns2",
+                                                         "labels": {"app": "w"}}]}).pods["ns2/p9"]
+    state.upsert(newcomer)
+    datapath.apply(compiler.on_upsert(newcomer))
+    p0 = state.pods["ns1/p0"]
+    assert evaluate(state, "ns2/p9", "ns1/p0", 80, "TCP", 4).allowed
+    assert datapath.connection("ns2/p9", newcomer.ips[0], "ns1/p0", p0.ips[0], "TCP", 80)
+    assert not datapath.connection("ns1/p1", state.pods["ns1/p1"].ips[0], "ns1/p0", p0.ips[0],
+                                   "TCP", 80)
