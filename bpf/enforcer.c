@@ -17,6 +17,9 @@
 #include "lib/flowbudget.h"
 #include "lib/source.h"
 #include "lib/services.h"
+#ifdef PROFILE_KINDS
+#include "lib/profile.h"
+#endif
 
 static __always_inline int forward(struct __sk_buff *skb, __u8 dir, __u32 counter_slot)
 {
@@ -67,8 +70,21 @@ static __always_inline int postnat_outcome(struct __sk_buff *skb, const struct p
 
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
-    struct pkt p = {};
     __u32 ifindex = skb_ifindex(skb);
+    /* The fast path: a flow checked under the node's current policy epoch passes after one
+     * conntrack lookup. The agent bumps the epoch on every identity, endpoint (policy
+     * generation, removal) and Service map change and conntrack flush, so a current entry
+     * means nothing it was checked against has moved; its counter row travels in the entry. */
+    __u64 epoch = cfg_get(CFG_POLICY_EPOCH);
+#if FLOW_CACHE_SLOTS > 0
+    /* Before it, before even the parse: the per-CPU memory of flows it passed lately
+     * (lib/flowcache.h). Only unfragmented packets: no fragment to remember. */
+    struct flow_memo *memo;
+    __u32 cached_slot = 0;
+    if (flow_cache_probe(skb, ifindex, dir, epoch, &memo, &cached_slot))
+        return forward(skb, dir, cached_slot);
+#endif
+    struct pkt p = {};
     /* At the to-pod hook skb->sk is set only for locally originated packets (see below). */
     int from_node = dir == DIR_INGRESS && skb->sk != 0;
     int reason = parse_packet(skb, &p);
@@ -86,24 +102,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
         reason = frag_resolve(&p);
     int tracked = reason == 0 && p.l3 == L3_IP && !p.nd;
 
-    /* The fast path: a flow checked under the node's current policy epoch passes after one
-     * conntrack lookup. The agent bumps the epoch on every identity, endpoint (policy
-     * generation, removal) and Service map change and conntrack flush, so a current entry
-     * means nothing it was checked against has moved; its counter row travels in the entry. */
-    __u64 epoch = cfg_get(CFG_POLICY_EPOCH);
-#if FLOW_CACHE_SLOTS > 0
-    /* Before it, the per-CPU memory of flows it passed lately (lib/flowcache.h). */
-    struct flow_probe probe;
-    __u32 cached_slot = 0;
-    if (tracked && flow_cache_hit(&p, ifindex, dir, epoch, &probe, &cached_slot))
-        return pass_tracked(skb, &p, dir, cached_slot);
-#endif
     struct ct_val *entry = 0;
     int state = tracked ? ct_lookup(&p, ifindex, dir, &entry) : CT_MISS;
     if (entry && entry->epoch == epoch) {
 #if FLOW_CACHE_SLOTS > 0
-        if (tracked)
-            flow_cache_fill(&probe, epoch, entry->counter_slot);
+        flow_cache_fill(memo, &p.flow, ifindex, dir, epoch, entry->counter_slot);
 #endif
         return pass_tracked(skb, &p, dir, entry->counter_slot);
     }
@@ -231,6 +234,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
             refused = DROP_MAP_FULL;
         if (refused)
             return drop(skb, &p, dir, refused, endpoint_id, slot, identity);
+#if FLOW_CACHE_SLOTS > 0
+        /* The entry is current: its flow's next packets here (the reply first) need no
+         * lookup. */
+        flow_cache_fill(memo, &p.flow, ifindex, dir, epoch,
+                        slot <= 0xffff ? slot : 0); /* as ct_write keeps it */
+#endif
     }
     if (p.frag == FRAG_FIRST)
         frag_remember(&p); /* on failure later fragments drop: fail closed */
@@ -243,14 +252,32 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     return forward(skb, dir, slot);
 }
 
+#ifdef PROFILE_KINDS
+/* handle(), timed by packet kind (lib/profile.h). The kind is read after the run: a value
+ * known across handle() would have the verifier walk it once per kind. */
+static __always_inline int profiled(struct __sk_buff *skb, __u8 dir)
+{
+    __u64 t0 = bpf_ktime_get_ns();
+    __u64 t1 = bpf_ktime_get_ns();
+    int verdict = handle(skb, dir);
+    __u64 t2 = bpf_ktime_get_ns();
+    profile_add(dir * PK_KINDS + profile_kind(skb), t2 - t1);
+    profile_add(dir * PK_KINDS + PK_CLOCK, t1 - t0);
+    return verdict;
+}
+#define HOOK(skb, dir) profiled(skb, dir)
+#else
+#define HOOK(skb, dir) handle(skb, dir)
+#endif
+
 int tc_from_pod(struct __sk_buff *skb)
 {
-    return handle(skb, DIR_EGRESS);
+    return HOOK(skb, DIR_EGRESS);
 }
 
 int tc_to_pod(struct __sk_buff *skb)
 {
-    return handle(skb, DIR_INGRESS);
+    return HOOK(skb, DIR_INGRESS);
 }
 
 /* tc egress of the node's other interfaces (uplink, tunnels): a local pod's packet leaving the

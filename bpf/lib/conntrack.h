@@ -48,6 +48,20 @@ static __always_inline int flow_swapped(const struct flow *f)
     return f->sport > f->dport;
 }
 
+/* flow_reverse in place: no second flow on the stack. */
+static __always_inline void flow_swap(struct flow *f)
+{
+    __u64 *s = (__u64 *)f->saddr, *d = (__u64 *)f->daddr;
+    __u64 a = s[0], b = s[1];
+    s[0] = d[0];
+    s[1] = d[1];
+    d[0] = a;
+    d[1] = b;
+    __be16 port = f->sport;
+    f->sport = f->dport;
+    f->dport = port;
+}
+
 /* The key of `f` seen travelling in `dir` at `ifindex`; returns whether f was swapped. */
 static __always_inline int ct_key_init(struct ct_key *k, const struct flow *f, __u32 ifindex,
                                        __u8 dir)

@@ -29,7 +29,7 @@ from scapy.layers.ipsec import AH
 from enforcer.datapath.types import DropReason
 from tests.datapath.conftest import Env
 from tests.datapath.crafted import Pair, marker
-from tests.datapath.net import UdpServer, wait_until
+from tests.datapath.net import UdpServer, on_one_cpu, wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -214,6 +214,56 @@ def test_truncated_and_bogus_ipv6_headers_drop(pair: Pair, case: str) -> None:
 @pytest.mark.parametrize("case", L4_CASES)
 def test_truncated_and_bogus_l4_headers_drop(pair: Pair, case: str) -> None:
     _check_truncated(pair, case)
+
+
+def _remembered_then_bogus(pair: Pair, case: str, mark: bytes) -> tuple[bytes, bytes]:
+    """A valid packet of a flow, and a packet of the same tuple whose headers lie (the probe
+    of the flow memory reads them before the parser does: bpf/lib/flowcache.h); the marker
+    in the payload of both."""
+    tcp = case.startswith("tcp")
+    body = (raw(TCP(sport=4008, dport=80, flags="A")) if tcp
+            else raw(UDP(sport=4008, dport=53, len=8 + len(mark)))) + mark
+    proto = 6 if tcp else 17
+    bogus = bytearray(body)
+    if case == "tcp-data-offset-below-5":
+        bogus[12] = 0x40
+    elif case == "tcp-data-offset-beyond-packet":
+        bogus[12] = 0xF0
+    elif case == "udp-length-too-big":
+        bogus[4:6] = (200).to_bytes(2, "big")
+    elif case == "udp-length-below-header":
+        bogus[4:6] = (4).to_bytes(2, "big")
+
+    def l3(payload: bytes, total_extra: int = 0) -> bytes:
+        if pair.family == 4:
+            return raw(pair.ip(proto=proto, id=0x4141,
+                               len=20 + len(payload) + total_extra) / Raw(payload))
+        return raw(pair.ip(nh=proto, plen=len(payload) + total_extra) / Raw(payload))
+
+    if case == "ip-length-too-big":
+        return l3(body), l3(body, 100)
+    return l3(body), l3(bytes(bogus))
+
+
+REMEMBERED_CASES = ["tcp-data-offset-below-5", "tcp-data-offset-beyond-packet",
+                    "udp-length-too-big", "udp-length-below-header", "ip-length-too-big"]
+
+
+@pytest.mark.parametrize("case", REMEMBERED_CASES)
+def test_a_remembered_flow_s_bogus_packets_still_drop(pair: Pair, case: str) -> None:
+    """The flow memory answers before the parser, from the packet's own bytes: a packet of a
+    flow it remembers, with lengths the parser refuses, is dropped all the same, not passed
+    on the tuple alone. All on one CPU, so the packets meet the memory the first ones filled."""
+    with on_one_cpu():
+        for _ in range(3):  # the first writes the entry (and the memory), the rest hit it
+            m = marker()
+            good, _ = _remembered_then_bogus(pair, case, m)
+            assert pair.delivered([pair.frame(good)], m)
+        m = marker()
+        _, bogus = _remembered_then_bogus(pair, case, m)
+        before = pair.drops(DropReason.TRUNCATED)
+        assert not pair.delivered([pair.frame(bogus)], m)
+        assert pair.drops(DropReason.TRUNCATED) > before
 
 
 @pytest.mark.parametrize("family", [4], ids=["ipv4"])
