@@ -83,7 +83,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"rules": args.rules, "seconds": args.seconds, "tests": {}}
     with Topology("routed") as topo:
         client, server = topo.add_pod(name="client"), topo.add_pod(name="server")
-        dp = load(variant, pin_root, args, client, server)
+        try:
+            dp = load(variant, pin_root, args, client, server)
+        except BaseException:
+            shutil.rmtree(pin_root, ignore_errors=True)  # what a failed load pinned
+            raise
         stop_drain = flow_drain(dp, client, server)
         try:
             for pod in (client, server):
