@@ -10,6 +10,7 @@ of the set of rules that allow what it matches (flow attribution: see encode).
 from __future__ import annotations
 
 import itertools
+import weakref
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable
@@ -317,26 +318,46 @@ def decode(pairs: list[tuple[bytes, bytes]]) -> EndpointPolicy:
                                     frozenset(found[True]), denies=frozenset(found[False])))
 
 
+# Per table in force, its entries by (direction, peer): a drop's attribution reads the entry
+# the kernel found without scanning the table. Dies with the table (a replaced generation).
+_BY_PEER: weakref.WeakKeyDictionary[
+    EndpointPolicy, dict[tuple[Direction, int], tuple[tuple[PolicyEntry, bool], ...]]
+] = weakref.WeakKeyDictionary()
+
+
+def _entries_by_peer(
+    policy: EndpointPolicy,
+) -> dict[tuple[Direction, int], tuple[tuple[PolicyEntry, bool], ...]]:
+    index = _BY_PEER.get(policy)
+    if index is None:
+        grouped: defaultdict[tuple[Direction, int], list[tuple[PolicyEntry, bool]]] = (
+            defaultdict(list))
+        for entries, allow in ((policy.entries, True), (policy.denies, False)):
+            for e in entries:
+                grouped[(e.direction, e.peer)].append((e, allow))
+        index = {key: tuple(found) for key, found in grouped.items()}
+        _BY_PEER[policy] = index
+    return index
+
+
 def deciding_entry(
     policy: EndpointPolicy, direction: Direction, identity: int, protocol: int, port: int
 ) -> tuple[PolicyEntry, bool] | None:
     """The entry the kernel's lookup finds for a packet, with its verdict (True: allow), as
     bpf/lib/policy.h reads a generation: the peer's own most specific entry (a port range
     before an any-protocol entry), else the wildcard identity's; None: no entry (denied)."""
+    by_peer = _entries_by_peer(policy)
     for peer in (identity, IDENTITY_ANY):
         best: tuple[int, PolicyEntry, bool] | None = None
-        for entries, allow in ((policy.entries, True), (policy.denies, False)):
-            for e in entries:
-                if e.direction != direction or e.peer != peer:
-                    continue
-                if e.protocol == protocol and e.port_lo <= port <= e.port_hi:
-                    rank = 2
-                elif e.protocol == PROTO_ANY:
-                    rank = 1
-                else:
-                    continue
-                if best is None or rank > best[0] or (rank == best[0] and not allow):
-                    best = (rank, e, allow)
+        for e, allow in by_peer.get((direction, peer), ()):
+            if e.protocol == protocol and e.port_lo <= port <= e.port_hi:
+                rank = 2
+            elif e.protocol == PROTO_ANY:
+                rank = 1
+            else:
+                continue
+            if best is None or rank > best[0] or (rank == best[0] and not allow):
+                best = (rank, e, allow)
         if best is not None:
             return best[1], best[2]
     return None

@@ -11,12 +11,20 @@ re-judges the flow; it only looks the kernel's answer up.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from enforcer.datapath.policykeys import deciding_entry
-from enforcer.datapath.types import Direction, DropEvent, DropReason, EndpointPolicy, RuleOrigin
+from enforcer.datapath.types import (
+    Direction,
+    DropEvent,
+    DropReason,
+    EndpointPolicy,
+    PolicyEntry,
+    RuleOrigin,
+)
 from enforcer.flows.record import FlowRecord, RuleRef
 from enforcer.model.objects import Pod
 from enforcer.model.workloads import workload_of
@@ -97,7 +105,23 @@ def _denying_rules(event: DropEvent, ctx: FlowContext,
                            event.dport)
     if found is None or found[1]:
         return frozenset()
-    return frozenset(o for e, o in policy.origins if e == found[0])
+    return _origins_by_entry(policy).get(found[0], frozenset())
+
+
+# Per table in force, the rules behind each entry: looked up, not scanned, per drop.
+_ORIGINS: weakref.WeakKeyDictionary[
+    EndpointPolicy, dict[PolicyEntry, frozenset[RuleOrigin]]] = weakref.WeakKeyDictionary()
+
+
+def _origins_by_entry(policy: EndpointPolicy) -> dict[PolicyEntry, frozenset[RuleOrigin]]:
+    index = _ORIGINS.get(policy)
+    if index is None:
+        grouped: dict[PolicyEntry, set[RuleOrigin]] = {}
+        for entry, origin in policy.origins:
+            grouped.setdefault(entry, set()).add(origin)
+        index = {entry: frozenset(origins) for entry, origins in grouped.items()}
+        _ORIGINS[policy] = index
+    return index
 
 
 def flow_record(event: DropEvent, ctx: FlowContext, when: float) -> FlowRecord:
