@@ -1,7 +1,7 @@
 """Cluster-scoped policies through the real CLI: analyze's matrix and --explain (text and JSON)
 name the tier, policy, priority and rule that decided; lint's checks on them; a validation
-error names file, object and field; and both commands say, on one stderr line, that the agent
-does not enforce them yet."""
+error names file, object and field; and neither command warns any more that the agent does not
+enforce them."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 CNP_API = "policy.networking.k8s.io/v1alpha2"
-NOT_ENFORCED = "the agent does not enforce cluster-scoped policies"
+# What analyze and lint said of them before the agent enforced them: never said now.
+STALE_WARNING = "the agent does not enforce cluster-scoped policies"
 
 
 def enforcer(*args: str) -> subprocess.CompletedProcess[str]:
@@ -75,7 +76,7 @@ def test_analyze_matrix_applies_the_tiers(cluster: Path) -> None:
     assert matrix["b1/db"]["a1/web"] is False  # admin Deny
     assert matrix["a2/api"]["a1/web"] is False  # passed; no NetworkPolicy; baseline Deny
     assert matrix["a1/web"]["a1/web"] is True  # a pod may always reach itself
-    assert NOT_ENFORCED not in proc.stderr  # enforced: nothing to warn about
+    assert STALE_WARNING not in proc.stderr  # enforced: nothing to warn about
 
 
 def test_explain_names_tier_priority_policy_and_rule(cluster: Path) -> None:
@@ -149,7 +150,7 @@ def test_lint_checks_cluster_policies(cluster: Path) -> None:
     assert not any(check == "cluster-policy-selects-no-pod" for check, _, _ in found)
     # Same priority, only one has ingress rules: they never meet; egress-guard has no ingress.
     assert not any(check == "equal-priority" for check, _, _ in found)
-    assert NOT_ENFORCED not in proc.stderr
+    assert STALE_WARNING not in proc.stderr
     assert enforcer("lint", str(cluster), "--fail-on", "warning").returncode == 1
 
 

@@ -11,10 +11,8 @@ reach the state the compiler reads, only the shadow that judges flows as if they
 
 Cluster-scoped policies (ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy)
 and the Nodes their `nodes` peers match are validated (enforcer.model.parse_clusterpolicy) and
-enter the state like any other object while enforcer.model.clusterpolicy.ENFORCED is set (read
-at each object, so a test can set it); until then each policy is said once as not enforced and
-nothing of it, nor any Node, reaches the state. A policy's `domainNames` peers match nothing
-(they need DNS inspection): said once per policy.
+enter the state like any other object. A policy's `domainNames` peers match nothing (they need
+DNS inspection): said once per policy.
 """
 
 from __future__ import annotations
@@ -30,9 +28,8 @@ from typing import Any
 from enforcer import log
 from enforcer.agent.staged import StagedShadow
 from enforcer.digest import object_hash
-from enforcer.model import clusterpolicy
 from enforcer.model.cluster import ClusterState
-from enforcer.model.clusterpolicy import ClusterPolicy, is_cluster_policy
+from enforcer.model.clusterpolicy import ClusterPolicy
 from enforcer.model.groups import foreign_policy_group
 from enforcer.model.loader import ValidationError, parse_object, parse_staged_policy
 from enforcer.model.objects import (
@@ -119,7 +116,7 @@ class Intake:
             obj = parse_object(raw, origin, self.accept_groups) or parse_service_object(
                 raw, origin=origin
             )
-            if obj is None and clusterpolicy.ENFORCED:  # a cluster-scoped policy or a Node
+            if obj is None:  # a cluster-scoped policy or a Node
                 obj = parse_cluster_object(raw, origin)
         except ValidationError as exc:
             self._on_invalid(kind)
@@ -175,15 +172,7 @@ class Intake:
                 domain_names=names)
 
     def _not_enforced(self, key: ObjKey, raw: Mapping[str, Any]) -> None:
-        """Another group's NetworkPolicy, or a cluster-scoped policy this version does not
-        enforce: never enforced silently, said once per object."""
-        if is_cluster_policy(raw) and not clusterpolicy.ENFORCED:
-            if key not in self.not_enforced:
-                self.not_enforced.add(key)
-                self.log.warning(f"{key[0]} {key[2]} read but not enforced by this version",
-                                 api_version=str(raw.get("apiVersion")), name=key[2],
-                                 why=clusterpolicy.NOT_ENFORCED)
-            return
+        """Another group's NetworkPolicy: never enforced silently, said once per object."""
         group = foreign_policy_group(raw)
         if group is None or key in self.not_enforced:
             return

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TextIO
 
 from enforcer.model.cluster import ClusterState
-from enforcer.model.clusterpolicy import ENFORCED, NOT_ENFORCED
 from enforcer.model.loader import LoadResult, load_paths
 
 EXIT_INVALID_INPUT = 2
@@ -71,11 +70,9 @@ def report_unread(result: LoadResult, allowed: bool, err: TextIO) -> None:
 
 
 def report_not_enforced(result: LoadResult, err: TextIO | None = None) -> None:
-    """One warning line when the input holds cluster-scoped policies the agent does not
-    enforce yet (enforcer.model.clusterpolicy.ENFORCED)."""
-    if result.cluster_policies and not ENFORCED:
-        print(f"warning: {len(result.cluster_policies)} cluster-scoped policy object(s) read: "
-              f"{NOT_ENFORCED}", file=err or sys.stderr)
+    """Nothing to say: every kind analyze and lint read is enforced by the agent (the
+    cluster-scoped policies included). Left for its callers in enforcer.commands.analyze and
+    enforcer.commands.lint; it goes with them."""
 
 
 def planned_state(result: LoadResult) -> ClusterState:

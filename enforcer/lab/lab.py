@@ -515,15 +515,13 @@ def expected_digest(state: LabState) -> str:
 
 def _model_object(raw: dict[str, Any], origin: str) -> Any:
     """What an agent's intake takes into its state from `raw` (enforcer.agent.intake): the
-    model's objects, Services, and the cluster-scoped policies and Nodes while they are
-    enforced (enforcer.model.clusterpolicy.ENFORCED)."""
-    from enforcer.model import clusterpolicy
+    model's objects, Services, and the cluster-scoped policies and Nodes."""
     from enforcer.model.loader import parse_object
     from enforcer.model.parse_clusterpolicy import parse_cluster_object
     from enforcer.model.parse_services import parse_service_object
 
     obj = parse_object(raw, origin) or parse_service_object(raw, origin)
-    if obj is None and clusterpolicy.ENFORCED:
+    if obj is None:
         obj = parse_cluster_object(raw, origin)
     return obj
 

@@ -32,7 +32,7 @@ from enforcer.model.parse_services import parse_service_object
 # StagedNetworkPolicy reaches the agents (flows judged as if applied), never enforcement.
 # A Node names a lab node, its labels and its pod subnet (spec.podCIDR); the lab writes every
 # node's Node object itself (lab_node: its labels, its addresses), as a kubelet registers it.
-# The cluster-scoped policies reach the agents while they enforce them (clusterpolicy.ENFORCED).
+# The cluster-scoped policies reach the agents, which enforce them.
 LAB_KINDS = (
     "Namespace", "Node", "Pod", "NetworkPolicy", "Service", "EndpointSlice",
     "StagedNetworkPolicy", *CLUSTER_POLICY_KINDS,
@@ -79,9 +79,6 @@ def read_raw(
             notes: list[str] = []
             for doc in docs:
                 for item in flatten(doc, str(file), notes):
-                    if is_cluster_policy(item) and not clusterpolicy.ENFORCED:
-                        errors.append(_not_enforced(str(file), item))
-                        continue
                     if not isinstance(item, Mapping) or item.get("kind") not in LAB_KINDS:
                         continue
                     if item.get("kind") in CLUSTER_POLICY_KINDS and not is_cluster_policy(item):
@@ -104,14 +101,6 @@ def read_raw(
                         obj.setdefault("metadata", {}).setdefault("namespace", "default")
                     objects.append(obj)
     return objects, errors
-
-
-def _not_enforced(origin: str, item: Mapping[str, Any]) -> str:
-    """A cluster-scoped policy: the lab's agents would not enforce it, so the lab refuses it
-    rather than probe as if it were (enforcer analyze judges it)."""
-    meta = item.get("metadata") if isinstance(item.get("metadata"), Mapping) else {}
-    return (f"{origin}: {item.get('kind')} {meta.get('name')} not taken: "
-            f"{clusterpolicy.NOT_ENFORCED}")
 
 
 def _wrong_api(origin: str, item: Mapping[str, Any]) -> str:

@@ -58,19 +58,6 @@ PASS = "Pass"
 MIN_PRIORITY = 0
 MAX_PRIORITY = 1000
 
-# --- Enforced ----------------------------------------------------------------------------------
-# The compiler flattens the tiers into each endpoint's table (enforcer/compiler/tiers.py) and
-# the datapath enforces them. Off, the agent would log each object and never compile it, the
-# lab would refuse them and analyze/lint would warn with NOT_ENFORCED: what a build without
-# the datapath's deny entries did.
-ENFORCED = True
-NOT_ENFORCED = (
-    "the agent does not enforce cluster-scoped policies (ClusterNetworkPolicy, "
-    "AdminNetworkPolicy, BaselineAdminNetworkPolicy) yet: analyze and lint judge them, "
-    "the datapath ignores them"
-)
-
-
 def is_cluster_policy(obj: Any) -> bool:
     """A raw object of one of the three kinds, in its API version."""
     return isinstance(obj, Mapping) and (

@@ -4,9 +4,8 @@ Every `*.yaml`, `*.yml` and `*.json` below PATH (recursively; PATH may also be o
 multi-document YAML, JSON, `kind: List` and typed lists (`PodList`...), so `kubectl get -o yaml`
 output works as is. Only Namespace, Pod, NetworkPolicy, Node, Service, EndpointSlice and
 StagedNetworkPolicy are kept, and the cluster-scoped policies (ClusterNetworkPolicy,
-AdminNetworkPolicy, BaselineAdminNetworkPolicy), which the intake logs as not enforced
-(enforcer.model.clusterpolicy.ENFORCED); other kinds are logged once per file version and
-skipped.
+AdminNetworkPolicy, BaselineAdminNetworkPolicy); other kinds are logged once per file version
+and skipped.
 
 Rules (written for users in the README too):
 - Objects are identified by (kind, namespace, name); a namespaced object without a namespace is

@@ -1,7 +1,7 @@
-"""Cluster-scoped policies and Nodes with the folder source (`--source dir:`) and
-enforcer.model.clusterpolicy.ENFORCED on (set so here): read from files into the intake's
-state as changes for the compiler; an invalid version is rejected with its message naming the
-file, the object and the field, and the previous valid one stays; a file removed removes them."""
+"""Cluster-scoped policies and Nodes with the folder source (`--source dir:`): read from files
+into the intake's state as changes for the compiler; an invalid version is rejected with its
+message naming the file, the object and the field, and the previous valid one stays; a file
+removed removes them."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from enforcer.agent.intake import Intake, ObjectChange
-from enforcer.model import clusterpolicy
 from enforcer.sources.directory import DirectorySource
 
 CNP: dict[str, Any] = {
@@ -38,8 +36,7 @@ def _write(path: Path, *docs: Any) -> None:
     os.replace(tmp, path)
 
 
-def test_read_from_files_into_the_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(clusterpolicy, "ENFORCED", True)
+def test_read_from_files_into_the_state(tmp_path: Path) -> None:
     source = DirectorySource(tmp_path)
     intake = Intake(source.describe)
     changes: list[ObjectChange] = []

@@ -1,8 +1,7 @@
-"""The intake with cluster-scoped policies enforced (enforcer.model.clusterpolicy.ENFORCED, set
-here for the test's process): ClusterNetworkPolicy, AdminNetworkPolicy,
+"""The intake with cluster-scoped policies: ClusterNetworkPolicy, AdminNetworkPolicy,
 BaselineAdminNetworkPolicy and Nodes enter the state as changes for the compiler; an invalid
 version is rejected with its message and the previous valid one stays; domainNames peers are
-said once per policy; a relist removes what it no longer names. Unset, nothing of them enters."""
+said once per policy; a relist removes what it no longer names."""
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ import pytest
 from structlog.testing import capture_logs
 
 from enforcer.agent.intake import Intake
-from enforcer.model import clusterpolicy
 from enforcer.model.clusterpolicy import ClusterPolicy
 from enforcer.model.nodes import Node
 from enforcer.sources.base import EventType, SourceEvent
@@ -51,12 +49,6 @@ def _event(etype: EventType, obj: dict[str, Any] | None = None, kind: str | None
     return SourceEvent(etype, kind or (obj or {}).get("kind"), obj, None)
 
 
-@pytest.fixture
-def enforced(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(clusterpolicy, "ENFORCED", True)
-
-
-@pytest.mark.usefixtures("enforced")
 def test_cluster_policies_and_nodes_enter_the_state_as_changes() -> None:
     intake = Intake(lambda: "k8s:test")
     changes = [intake.apply(_event(EventType.ADDED, o)) for o in (CNP, ANP, BANP, NODE)]
@@ -84,7 +76,6 @@ def test_cluster_policies_and_nodes_enter_the_state_as_changes() -> None:
     assert "ClusterNetworkPolicy/guard" in intake.state.cluster_policies
 
 
-@pytest.mark.usefixtures("enforced")
 @pytest.mark.parametrize(("mutate", "field"), [
     (lambda s: s.update(priority=1001), "spec.priority"),
     (lambda s: s.update(tier="Middle"), "spec.tier"),
@@ -112,7 +103,6 @@ def test_an_invalid_version_is_rejected_and_the_previous_stays(mutate: Any, fiel
     assert not fresh.state.cluster_policies and not fresh.objects
 
 
-@pytest.mark.usefixtures("enforced")
 def test_an_invalid_node_is_rejected_with_its_field() -> None:
     intake = Intake(lambda: "k8s:test")
     bad = copy.deepcopy(NODE)
@@ -122,7 +112,6 @@ def test_an_invalid_node_is_rejected_with_its_field() -> None:
     assert not intake.state.nodes
 
 
-@pytest.mark.usefixtures("enforced")
 def test_domain_names_are_said_once_per_policy() -> None:
     intake = Intake(lambda: "k8s:test")
     with capture_logs() as logs:
@@ -141,7 +130,6 @@ def test_domain_names_are_said_once_per_policy() -> None:
     assert sum("domainNames" in e["event"] for e in logs) == 1
 
 
-@pytest.mark.usefixtures("enforced")
 def test_a_relist_removes_the_cluster_policies_it_no_longer_names() -> None:
     intake = Intake(lambda: "k8s:test")
     intake.apply(_event(EventType.ADDED, CNP))
@@ -152,12 +140,3 @@ def test_a_relist_removes_the_cluster_policies_it_no_longer_names() -> None:
     removed = intake.finish_relist()
     assert [c.key for c in removed] == [("BaselineAdminNetworkPolicy", None, "default")]
     assert list(intake.state.cluster_policies) == ["ClusterNetworkPolicy/guard"]
-
-
-def test_not_enforced_nothing_of_them_enters(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(clusterpolicy, "ENFORCED", False)
-    intake = Intake(lambda: "k8s:test")
-    for obj in (CNP, ANP, BANP, NODE):
-        assert intake.apply(_event(EventType.ADDED, obj)) is None
-    assert not intake.objects and not intake.state.cluster_policies and not intake.state.nodes
-    assert len(intake.not_enforced) == 3

@@ -1,7 +1,6 @@
-"""The lab's manifests with cluster-scoped policies enforced (enforcer.model.clusterpolicy.ENFORCED
-set for this process): they are taken, validated as the agents will (an invalid one refuses
-the input, naming file, object and field), cluster-scoped; the lab's Node objects; hostNetwork
-pods. No kernel."""
+"""The lab's manifests with cluster-scoped policies: they are taken, validated as the agents
+will (an invalid one refuses the input, naming file, object and field), cluster-scoped; the
+lab's Node objects; hostNetwork pods. No kernel."""
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ import yaml
 
 from enforcer.lab import lab
 from enforcer.lab import manifests as mf
-from enforcer.model import clusterpolicy
 
 CNP = {"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
        "metadata": {"name": "tenant-isolation"},
@@ -21,11 +19,6 @@ CNP = {"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetwor
                 "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]}}
 BANP = {"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "BaselineAdminNetworkPolicy",
         "metadata": {"name": "default"}, "spec": {"subject": {"namespaces": {}}}}
-
-
-@pytest.fixture(autouse=True)
-def enforced(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(clusterpolicy, "ENFORCED", True)
 
 
 def _write(tmp_path: Path, *docs: Any) -> Path:
@@ -92,7 +85,4 @@ def test_model_state_and_digest_take_cluster_policies_and_nodes(
     cluster = lab.model_state(state)
     assert list(cluster.cluster_policies) == ["ClusterNetworkPolicy/tenant-isolation"]
     assert [str(ip) for ip in cluster.nodes["node1"].addresses] == ["198.19.255.1"]
-    enforced = lab.expected_digest(state)
-    monkeypatch.setattr(clusterpolicy, "ENFORCED", False)
-    assert lab.expected_digest(state) != enforced, "not enforced, the agents take neither in"
-    assert lab.expected_digest(state) == f"{0:016x}"
+    assert lab.expected_digest(state) != f"{0:016x}", "the agents take both in"
