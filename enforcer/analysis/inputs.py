@@ -69,12 +69,6 @@ def report_unread(result: LoadResult, allowed: bool, err: TextIO) -> None:
               "(--allow-ignored: go on without them)", file=err)
 
 
-def report_not_enforced(result: LoadResult, err: TextIO | None = None) -> None:
-    """Nothing to say: every kind analyze and lint read is enforced by the agent (the
-    cluster-scoped policies included). Left for its callers in enforcer.commands.analyze and
-    enforcer.commands.lint; it goes with them."""
-
-
 def planned_state(result: LoadResult) -> ClusterState:
     """State for what-if analysis: pods without a status count as endpoints."""
     state = ClusterState(planned_pods=True)

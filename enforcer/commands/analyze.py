@@ -14,7 +14,6 @@ from enforcer.analysis.inputs import (
     EXIT_INVALID_INPUT,
     load_for_command,
     planned_state,
-    report_not_enforced,
     unread,
 )
 from enforcer.analysis.matrix import (
@@ -143,7 +142,6 @@ def run(args: argparse.Namespace) -> int:
                                   allow_ignored=args.allow_ignored)
     if not ok:
         return EXIT_INVALID_INPUT
-    report_not_enforced(result)
     code = _analyze(args, result)
     if code == 0 and unread(result) and not args.allow_ignored:
         return EXIT_INVALID_INPUT  # named on stderr by load_for_command

@@ -9,7 +9,6 @@ from ipaddress import ip_network
 from enforcer.analysis.inputs import (
     EXIT_INVALID_INPUT,
     load_for_command,
-    report_not_enforced,
     unread,
 )
 from enforcer.analysis.lint import ERROR, WARNING, Finding, lint
@@ -73,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INVALID_INPUT
     result, ok = load_for_command(args.paths, strict=True, report_errors=False,
                                   accept_groups=groups, allow_ignored=args.allow_ignored)
-    report_not_enforced(result)
     invalid = [Finding.from_error(e) for e in result.errors]
     findings = invalid + (lint(result, pod_cidrs) if ok else [])
     not_read = len(result.ignored) + len(result.empty)
