@@ -1,5 +1,7 @@
 """Upstream NetworkPolicy e2e cases run in the lab: the kernel's verdicts on real packets must
-equal the model's, pair by pair, in both topologies, with pods on two nodes."""
+equal the model's, pair by pair, with pods on two nodes. Routed only: the tables and the
+program are the same on a bridge, whose own traps (flooding, ARP, neighbour discovery) the
+datapath tests check in both topologies; the bridged run cost CI 65 s."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ def _run_cases(state: lab.LabState, write_manifests) -> None:
     assert problems == []
 
 
-@pytest.mark.parametrize("topology", ["routed", "bridged"])
+@pytest.mark.parametrize("topology", ["routed"])
 def test_upstream_cases_match_model(lab_factory, write_manifests, topology: str) -> None:
     state = lab_factory(
         [write_manifests(upstream.cluster())], topology=topology, nodes=2, ipv6=False
