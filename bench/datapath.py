@@ -50,7 +50,7 @@ FIRST_IDENTITY = 1000
 # 0.5% over 30 rounds of 1 s: short runs pair each with a baseline taken moments before or
 # after, and more pairs steady the median. TCP's own rounds add about 2 min to each call
 # (8.4 min here). UDP likewise: at 5 rounds of 2 s one call put the same program at 0.874
-# and 0.914 (1 and 100 rules, 2026-12-07); 12 rounds of 1 s in bench.variants agree within 1%.
+# and 0.914 (1 and 100 rules, 2026-12-07): more, shorter pairs, as for TCP.
 ROUNDS = {"tcp_gbps": (24, 1.0), "udp_kpps": (12, 1.0), "conn_kps": (30, 1.0)}
 QUICK_ROUNDS = {"tcp_gbps": (1, 1.0), "udp_kpps": (1, 1.0), "conn_kps": (2, 1.0)}
 
