@@ -31,47 +31,13 @@ from enforcer.lab.probe import ProbeEndpoint, probe_pair
 from enforcer.model.objects import QUARANTINE_ANNOTATION
 from enforcer.netnsutil import run_in_netns
 from tests.agent.harness import NODE, NodeHarness, eventually, policy
+from tests.datapath.net import EchoServers
 
 pytestmark = pytest.mark.kernel
 
 TCP_PORT, UDP_PORT = 9000, 9001
 SCAN_N = 8  # --quarantine-scan-destinations
 INTERVAL = 0.005
-
-
-class Echo:
-    """TCP and UDP echo servers in a pod's namespace."""
-
-    def __init__(self, netns: str) -> None:
-        def bind() -> tuple[socket.socket, socket.socket]:
-            tcp = socket.create_server(("0.0.0.0", TCP_PORT))
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            udp.bind(("0.0.0.0", UDP_PORT))
-            return tcp, udp
-
-        self.tcp, self.udp = run_in_netns(netns, bind)
-        threading.Thread(target=self._tcp, daemon=True).start()
-        threading.Thread(target=self._udp, daemon=True).start()
-
-    def _tcp(self) -> None:
-        try:
-            conn, _ = self.tcp.accept()
-            while data := conn.recv(4096):
-                conn.sendall(data)
-        except OSError:
-            pass
-
-    def _udp(self) -> None:
-        try:
-            while True:
-                data, peer = self.udp.recvfrom(2048)
-                self.udp.sendto(data, peer)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self.tcp.close()
-        self.udp.close()
 
 
 class Stream:
@@ -194,7 +160,7 @@ def test_quarantine_cuts_streams_survives_restart_and_auto_quarantines(
     kubelet = ProbeEndpoint("node", node.node.netns, node.node.gateway_v4)  # from the node
 
     # -- manual: the streams stop within a second, the node still reaches x/b, release ------
-    echo = Echo(node.pods["x/a"].netns)
+    echo = EchoServers(node.pods["x/a"].netns, TCP_PORT, UDP_PORT)
 
     def connect() -> tuple[socket.socket, socket.socket]:
         tcp = socket.create_connection((node.ip("x/a"), TCP_PORT), timeout=0.2)

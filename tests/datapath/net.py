@@ -270,3 +270,39 @@ def on_one_cpu() -> Iterator[int]:
         yield cpu
     finally:
         os.sched_setaffinity(0, before)
+
+
+class EchoServers:
+    """TCP and UDP echo on all of a namespace's IPv4 addresses (sockets bound there, served
+    from threads): the peer of a long-lived stream and exchange in tests that cut flows."""
+
+    def __init__(self, netns: str, tcp_port: int, udp_port: int) -> None:
+        def bind() -> tuple[socket.socket, socket.socket]:
+            tcp = socket.create_server(("0.0.0.0", tcp_port))
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind(("0.0.0.0", udp_port))
+            return tcp, udp
+
+        self.tcp, self.udp = run_in_netns(netns, bind)
+        for target in (self._serve_tcp, self._serve_udp):
+            threading.Thread(target=target, daemon=True).start()
+
+    def _serve_tcp(self) -> None:
+        try:
+            conn, _ = self.tcp.accept()
+            while data := conn.recv(4096):
+                conn.sendall(data)
+        except OSError:
+            pass
+
+    def _serve_udp(self) -> None:
+        try:
+            while True:
+                data, peer = self.udp.recvfrom(2048)
+                self.udp.sendto(data, peer)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for s in (self.tcp, self.udp):
+            s.close()

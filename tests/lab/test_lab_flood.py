@@ -24,6 +24,7 @@ from enforcer.analysis.explain import verdict_for
 from enforcer.lab import lab
 from enforcer.lab.probe import probe_pair
 from enforcer.netnsutil import run_in_netns
+from tests.datapath.net import EchoServers
 from tests.lab import upstream
 from tests.lab.test_lab_flows import (
     PORT,
@@ -50,44 +51,6 @@ def _policies() -> list[dict[str, Any]]:
                                           "policyTypes": ["Ingress"]}),
         *_cases()["pod-or-namespace-selector"],
     ]  # fmt: skip
-
-
-class EchoServers:
-    """TCP and UDP echo in a pod's namespace (sockets bound there, served from threads)."""
-
-    def __init__(self, netns: str) -> None:
-        def bind() -> tuple[socket.socket, socket.socket]:
-            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            tcp.bind(("0.0.0.0", TCP_PORT))
-            tcp.listen(4)
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            udp.bind(("0.0.0.0", UDP_PORT))
-            return tcp, udp
-
-        self.tcp, self.udp = run_in_netns(netns, bind)
-        for target in (self._serve_tcp, self._serve_udp):
-            threading.Thread(target=target, daemon=True).start()
-
-    def _serve_tcp(self) -> None:
-        try:
-            conn, _ = self.tcp.accept()
-            while data := conn.recv(4096):
-                conn.sendall(data)
-        except OSError:
-            pass
-
-    def _serve_udp(self) -> None:
-        try:
-            while True:
-                data, peer = self.udp.recvfrom(2048)
-                self.udp.sendto(data, peer)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        for s in (self.tcp, self.udp):
-            s.close()
 
 
 class Exchange:
@@ -179,7 +142,7 @@ def test_a_flood_of_new_flows_breaks_no_other_pods_flow_and_loses_no_event_uncou
                         topology="routed", nodes=1)
     ends = {e.key: e for e in lab.probe_endpoints(state, 4)}
     server, client = ends["x/a"], ends["x/b"]
-    servers = EchoServers(server.netns)
+    servers = EchoServers(server.netns, TCP_PORT, UDP_PORT)
 
     def connect() -> tuple[socket.socket, socket.socket]:
         tcp = socket.create_connection((str(server.ip), TCP_PORT), timeout=REPLY_TIMEOUT)
