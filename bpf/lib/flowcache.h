@@ -82,8 +82,10 @@ static __always_inline int flow_cache_probe(struct __sk_buff *skb, __u32 ifindex
                  "i"(__builtin_offsetof(struct __sk_buff, data)));
     asm volatile("%0 = *(u32 *)(%1 + %2)" : "=r"(end) : "r"(skb),
                  "i"(__builtin_offsetof(struct __sk_buff, data_end)));
-    /* The tuple is read into the key itself, then put in canonical order (ct_key_init's). */
-    struct ct_key key = {};
+    /* The tuple is read into the key itself, then put in canonical order (ct_key_init's).
+     * Aligned for the 8-byte stores below: the verifier refuses a misaligned stack access, and
+     * the key's own alignment (4) would leave that to where the compiler happens to put it. */
+    struct ct_key key __attribute__((aligned(8))) = {};
     struct flow *f = &key.flow;
     __u32 l4, l3_end;
     if (data + 34 > end)
