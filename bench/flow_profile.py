@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.datapath import detach_programs
-from bench.variants import METRICS, Variant, flow_drain, load, servers
+from bench.flowdrain import flow_drain
+from bench.variants import METRICS, Variant, load, servers
 from enforcer.datapath import Datapath, DatapathConfig
 from enforcer.topology import Topology
 

@@ -92,6 +92,16 @@ HEADLINE: list[tuple[str, str, dict[str, Any]]] = [
             ("new connections", "connection_rate"),
         )
     ),
+    # Ours over that floor, paired by round: what the program itself costs.
+    *(
+        (f"{what}, ours over the empty program, 10,000 rules", "datapath.vs_empty_program",
+         {"variant": "ours", "rules": 10000, "metric": metric})
+        for what, metric in (
+            ("TCP throughput", "tcp_throughput"),
+            ("UDP packet rate", "udp_packet_rate"),
+            ("new connections", "connection_rate"),
+        )
+    ),
     ("program run time per packet, 1 rule", "datapath.program_time_per_packet", {"rules": 1}),
     (
         "program run time per packet, 10,000 rules",

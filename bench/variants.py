@@ -59,6 +59,7 @@ from bench.datapath import (
     stop_servers,
 )
 from bench.datapath import METRICS as DATAPATH_METRICS
+from bench.flowdrain import flow_drain
 from enforcer.datapath import Datapath, DatapathConfig, bpfsys
 from enforcer.datapath.layout import CT_KEY, CT_VAL
 from enforcer.datapath.loader import BPF_DIR_ENV
@@ -152,58 +153,6 @@ def load(variant: Variant, pin_root: Path, args: argparse.Namespace, client: Pod
     if args.fill_conntrack:
         fill_conntrack(dp, args.conntrack)
     return dp
-
-
-class _BenchFlowContext:
-    """The two benchmark pods as the agent would name them."""
-
-    node = "bench"
-
-    def __init__(self, dp: Datapath, client: Pod, server: Pod) -> None:
-        from ipaddress import ip_address as ip
-
-        from enforcer.model.objects import Pod as ModelPod
-
-        self._dp = dp
-        self._pods = {client.ipv4: ModelPod("bench", "client", ips=(ip(client.ipv4),)),
-                      server.ipv4: ModelPod("bench", "server", ips=(ip(server.ipv4),))}
-
-    def pod_at(self, address: str) -> object:
-        return self._pods.get(address)
-
-    def endpoint(self, endpoint_id: int) -> None:
-        return None
-
-    def rule_set(self, ident: int) -> object:
-        return self._dp.rule_set(ident)
-
-    def service_frontend(self, address: str, port: int, protocol: str) -> bool:
-        return False
-
-
-def flow_drain(dp: Datapath, client: Pod, server: Pod) -> Callable[[], None]:
-    """Drain dp's events through the agent's flow pipeline on a thread; returns its stop."""
-    import threading
-
-    from enforcer.flows.collector import FlowCollector
-    from enforcer.flows.store import FlowStore
-
-    context = _BenchFlowContext(dp, client, server)
-    collector = FlowCollector(context, FlowStore())  # type: ignore[arg-type]
-    stop = threading.Event()
-
-    def run() -> None:
-        while not stop.is_set():
-            dp.poll_events(100, collector.on_event)
-
-    thread = threading.Thread(target=run, name="flow-drain", daemon=True)
-    thread.start()
-
-    def halt() -> None:
-        stop.set()
-        thread.join()
-
-    return halt
 
 
 @contextmanager

@@ -119,3 +119,11 @@ def test_results_file_is_plain_json(smoke_run: tuple) -> None:
     json.loads((out / "latest.json").read_text())  # no NaN/Infinity that strict parsers refuse
     text = (out / "latest.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
+
+
+def test_the_datapath_bench_drains_flow_events_as_the_agent(smoke_run: tuple) -> None:
+    """Ours runs with every allowed new flow reported and drained (the agent's default): its
+    rates include what flow events cost."""
+    doc, _, _ = smoke_run
+    drained = report.figures_by_key(doc)["datapath.flow_events_drained"]
+    assert drained["min"] > 100, drained  # a smoke call opens thousands of connections
