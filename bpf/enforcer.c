@@ -76,18 +76,26 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
      * generation, removal) and Service map change and conntrack flush, so a current entry
      * means nothing it was checked against has moved; its counter row travels in the entry. */
     __u64 epoch = cfg_get(CFG_POLICY_EPOCH);
+    struct pkt p;
 #if FLOW_CACHE_SLOTS > 0
     /* Before it, before even the parse: the per-CPU memory of flows it passed lately
-     * (lib/flowcache.h). Only unfragmented packets: no fragment to remember. */
+     * (lib/flowcache.h). Only unfragmented packets: no fragment to remember. A packet it
+     * reads but does not remember comes back parsed. */
     struct flow_memo *memo;
     __u32 cached_slot = 0;
-    if (flow_cache_probe(skb, ifindex, dir, epoch, &memo, &cached_slot))
+    int probed = flow_cache_probe(skb, ifindex, dir, epoch, &p, &memo, &cached_slot);
+    if (probed == PROBE_HIT)
         return forward(skb, dir, cached_slot);
+#else
+    int probed = 0;
 #endif
-    struct pkt p = {};
     /* At the to-pod hook skb->sk is set only for locally originated packets (see below). */
     int from_node = dir == DIR_INGRESS && skb->sk != 0;
-    int reason = parse_packet(skb, &p);
+    int reason = 0;
+    if (probed != PROBE_READ) {
+        __builtin_memset(&p, 0, sizeof(p));
+        reason = parse_packet(skb, &p);
+    }
 
     if (reason == 0 && p.l3 == L3_ARP) {
         /* A known pod announces only its own address (lib/source.h); 0.0.0.0 probes. */
