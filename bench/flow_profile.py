@@ -7,7 +7,11 @@ UDP; other). Then runs the datapath benchmark's tests (`bench.datapath`) one aft
 between two pod namespaces, 10,000 rules in the server's ingress table, flow events on and
 drained as the agent does, and prints per test: runs per connection (or per packet) and ns
 per run for each hook and kind, less what a clock read costs, and the total program time per
-connection or packet.
+connection or packet. Then the slow path's phases (the runs the flow memory did not pass:
+a connection's SYN at each veth, a flow's first datagram), timed by marks in the program
+(MARK in enforcer.c): the probe, the parse, the conntrack lookup, the endpoint and source
+checks, the post-DNAT and Services checks, identity and policy, the flow budget and conntrack
+write, and the rest (event, counter), each less one clock read.
 
     .venv/bin/python -m bench.flow_profile [--source bpf] [--seconds 5] [--rules 10000] \\
         [--metric conn --metric udp ...] [--json]
@@ -37,6 +41,9 @@ KINDS = ("other", "SYN", "SYN-ACK", "ACK", "data", "FIN", "RST", "UDP")
 CLOCK = len(KINDS)  # the slot of the clock's own cost (PK_CLOCK)
 ROWS = CLOCK + 1  # PK_KINDS
 HOOKS = {1: "source veth (tc_from_pod)", 0: "destination veth (tc_to_pod)"}  # by direction
+# lib/profile.h's PH_* rows, in order.
+PHASES = ("probe", "parse", "conntrack lookup", "endpoint and source", "post-DNAT and Services",
+          "identity and policy", "budget and conntrack write", "event, counter and return")
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,37 @@ def read_profile(dp: Datapath) -> dict[tuple[int, int], Cell]:
         per_cpu = table[table.Key(row)]
         out[divmod(row, ROWS)] = Cell(sum(v.runs for v in per_cpu), sum(v.ns for v in per_cpu))
     table.clear()
+    return out
+
+
+def read_phases(dp: Datapath) -> dict[tuple[int, int], Cell]:
+    """(direction, phase) -> runs and ns summed over CPUs; then zeroes the table."""
+    table = dp.program.bpf[b"profile_phases"]
+    out: dict[tuple[int, int], Cell] = {}
+    for row in range(2 * len(PHASES)):
+        per_cpu = table[table.Key(row)]
+        out[divmod(row, len(PHASES))] = Cell(sum(v.runs for v in per_cpu),
+                                             sum(v.ns for v in per_cpu))
+    table.clear()
+    return out
+
+
+def summarize_phases(phases: dict[tuple[int, int], Cell], clock_ns: dict[int, float],
+                     units: float) -> dict[str, Any]:
+    """Per hook: each phase's runs per unit and ns per run, less one clock read (each mark
+    reads the clock once); and the slow path's total per unit."""
+    out: dict[str, Any] = {}
+    for direction, hook in HOOKS.items():
+        rows, total = {}, 0.0
+        for index, name in enumerate(PHASES):
+            cell = phases[(direction, index)]
+            if not cell.runs:
+                continue
+            ns = max(cell.ns / cell.runs - clock_ns[direction], 0.0)
+            per_unit = cell.runs / units if units else 0.0
+            total += ns * per_unit
+            rows[name] = {"runs_per_unit": round(per_unit, 3), "ns_per_run": round(ns, 1)}
+        out[hook] = {"phases": rows, "ns_per_unit": round(total, 1)}
     return out
 
 
@@ -97,12 +135,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for metric in args.metric:
                     label, test = METRICS[metric]
                     read_profile(dp)
+                    read_phases(dp)
                     value = test(client, server, args.seconds)
-                    cells = read_profile(dp)
+                    cells, phases = read_profile(dp), read_phases(dp)
                     # conn: connections; udp: datagrams received; tcp: per second of stream.
                     units = value * 1e3 * args.seconds if metric != "tcp" else args.seconds
-                    results["tests"][metric] = {"label": label, "value": round(value, 2),
-                                                **summarize(cells, units)}
+                    summary = summarize(cells, units)
+                    clock = {d: summary["hooks"][hook]["clock_ns"] for d, hook in HOOKS.items()}
+                    results["tests"][metric] = {
+                        "label": label, "value": round(value, 2), **summary,
+                        "slow_path": summarize_phases(phases, clock, units)}
         finally:
             stop_drain()
             detach_programs((client, server))
@@ -126,6 +168,11 @@ def report(results: dict[str, Any]) -> str:
                               for kind, row in data["kinds"].items())
             lines.append(f"  {hook}: {cells or 'no runs'} (clock read {data['clock_ns']:.0f} ns,"
                          " subtracted)")
+        for hook, data in test["slow_path"].items():
+            cells = ", ".join(f"{name} {row['runs_per_unit']:g} x {row['ns_per_run']:.0f} ns"
+                              for name, row in data["phases"].items())
+            lines.append(f"  {hook}, slow path: {cells or 'no runs'}; "
+                         f"{data['ns_per_unit']:.0f} ns per {unit}")
     return "\n".join(lines)
 
 

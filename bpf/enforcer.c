@@ -19,6 +19,9 @@
 #include "lib/services.h"
 #ifdef PROFILE_KINDS
 #include "lib/profile.h"
+#define MARK(dir, phase) profile_mark(dir, phase)
+#else
+#define MARK(dir, phase)
 #endif
 
 static __always_inline int forward(struct __sk_buff *skb, __u8 dir, __u32 counter_slot)
@@ -89,6 +92,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 #else
     int probed = 0;
 #endif
+    MARK(dir, PH_PROBE);
     /* At the to-pod hook skb->sk is set only for locally originated packets (see below). */
     int from_node = dir == DIR_INGRESS && skb->sk != 0;
     int reason = 0;
@@ -96,6 +100,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
         __builtin_memset(&p, 0, sizeof(p));
         reason = parse_packet(skb, &p);
     }
+    MARK(dir, PH_PARSE);
 
     if (reason == 0 && p.l3 == L3_ARP) {
         /* A known pod announces only its own address (lib/source.h); 0.0.0.0 probes. */
@@ -112,6 +117,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
     struct ct_val *entry = 0;
     int state = tracked ? ct_lookup(&p, ifindex, dir, &entry) : CT_MISS;
+    MARK(dir, PH_CT);
     if (entry && entry->epoch == epoch) {
 #if FLOW_CACHE_SLOTS > 0
         flow_cache_fill(memo, &p.flow, ifindex, dir, epoch, entry->counter_slot);
@@ -157,6 +163,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
         return forward(skb, dir, slot);
     }
 
+    MARK(dir, PH_SOURCE);
     /* Replies and related errors pass whatever the epoch: policy decides which flows start.
      * An establishing packet under an older epoch is checked again. */
     if (state == CT_REPLY || state == CT_RELATED)
@@ -211,6 +218,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
      * the node really sent it: at this hook skb->sk is set only for locally originated
      * packets, never for forwarded ones that merely carry a node IP (SNAT, spoofing). */
     int host = from_node;
+    MARK(dir, PH_SERVICES);
     if (host)
         flags |= CT_F_HOST;
     __u32 identity = 0; /* looked up only where a verdict or an event needs it */
@@ -230,6 +238,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
             count(skb, dir, REASON_AUDIT);
         }
     }
+    MARK(dir, PH_POLICY);
     if (dir == DIR_INGRESS && !p.no_ct && !owned_by(p.flow.daddr, p.flow.family, ifindex))
         p.no_ct = 1; /* flooded to this port, or multicast: judged packet by packet */
     if (!p.no_ct) {
@@ -251,6 +260,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
     }
     if (p.frag == FRAG_FIRST)
         frag_remember(&p); /* on failure later fragments drop: fail closed */
+    MARK(dir, PH_TRACK);
     /* An audit pass's event always; an allowed new flow's when those are reported, with the
      * rules that allowed it (not for a flow deferred to its post-DNAT check, which reports it
      * there against the backend). */
@@ -267,7 +277,9 @@ static __always_inline int profiled(struct __sk_buff *skb, __u8 dir)
 {
     __u64 t0 = bpf_ktime_get_ns();
     __u64 t1 = bpf_ktime_get_ns();
+    profile_mark_begin(t1);
     int verdict = handle(skb, dir);
+    profile_mark_end(dir, t1);
     __u64 t2 = bpf_ktime_get_ns();
     profile_add(dir * PK_KINDS + profile_kind(skb), t2 - t1);
     profile_add(dir * PK_KINDS + PK_CLOCK, t1 - t0);

@@ -77,3 +77,53 @@ static __always_inline void profile_add(__u32 row, __u64 ns)
         v->ns += ns;
     }
 }
+
+/* Phases of a run past the flow memory (the slow path), timed by marks: each mark adds the
+ * time since the previous one to its phase's row (dir * PH_COUNT + phase). */
+#define PH_PROBE 0    /* the flow memory's probe (for runs that go on) */
+#define PH_PARSE 1
+#define PH_CT 2       /* the conntrack lookup */
+#define PH_SOURCE 3   /* endpoint, source address checks */
+#define PH_SERVICES 4 /* post-DNAT egress check, Services, hairpin */
+#define PH_POLICY 5   /* peer identity and the policy lookups */
+#define PH_TRACK 6    /* flow budget, conntrack write, the memory's fill */
+#define PH_REST 7     /* the event, the counter, until the return */
+#define PH_COUNT 8
+BPF_PERCPU_ARRAY(profile_phases, struct profile_val, 2 * PH_COUNT);
+BPF_PERCPU_ARRAY(profile_mark_at, __u64, 1);
+
+static __always_inline void profile_mark(__u8 dir, __u32 phase)
+{
+    __u32 zero = 0;
+    __u64 *at = profile_mark_at.lookup(&zero);
+    if (!at)
+        return;
+    __u64 now = bpf_ktime_get_ns();
+    if (*at) {
+        __u32 row = dir * PH_COUNT + phase;
+        struct profile_val *v = profile_phases.lookup(&row);
+        if (v) {
+            v->runs += 1;
+            v->ns += now - *at;
+        }
+    }
+    *at = now;
+}
+
+/* A run starts at `t`: the first mark (the probe's, on the slow path only) times from it. */
+static __always_inline void profile_mark_begin(__u64 t)
+{
+    __u32 zero = 0;
+    __u64 *at = profile_mark_at.lookup(&zero);
+    if (at)
+        *at = t;
+}
+
+/* The run ends: the rest since the last mark, for runs that took the slow path. */
+static __always_inline void profile_mark_end(__u8 dir, __u64 t)
+{
+    __u32 zero = 0;
+    __u64 *at = profile_mark_at.lookup(&zero);
+    if (at && *at != t)
+        profile_mark(dir, PH_REST);
+}
