@@ -19,6 +19,7 @@
 #include "lib/services.h"
 #ifdef PROFILE_KINDS
 #include "lib/profile.h"
+/* The slow path's phase marks: timed in the profiling build only, nothing otherwise. */
 #define MARK(dir, phase) profile_mark(dir, phase)
 #else
 #define MARK(dir, phase)

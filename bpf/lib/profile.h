@@ -2,7 +2,9 @@
  * program, summed per CPU by hook and by the kind of packet (a TCP SYN, SYN-ACK, bare ACK,
  * data, FIN, RST; UDP; anything else), so a connection's cost can be split packet by packet
  * at the source's and the destination's veth. Two clock reads per run, and one more to
- * measure what a read itself costs (slot PK_CLOCK), which the report subtracts. */
+ * measure what a read itself costs (slot PK_CLOCK), which the report subtracts. A run that
+ * the flow memory does not pass is also split into phases by marks in handle() (MARK, one
+ * clock read each: enforcer.c), which makes such a run dearer than in the plain build. */
 #pragma once
 
 #include "lib/common.h"
