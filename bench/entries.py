@@ -481,32 +481,17 @@ def _datapath_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
                     {"endpoints": mod.SWAP_ENDPOINTS, "mode": "one by one"}),
             )
         )
-    figures.append(
-        Figure(
-            "datapath.flow_events_drained",
-            "events",
-            [c["flow_events_drained"] for c in calls],
-            description="flow events the agent's pipeline drained during the call: ours runs "
-            "as the agent does by default, every allowed new flow reported",
-        )
-    )
-    figures.append(
-        Figure(
-            "datapath.bcc_compile_time",
-            "s",
-            [c["compile_seconds"] for c in calls],
-            description="bcc compile and load of the TC program",
-        )
-    )
-    figures.append(
-        Figure(
-            "datapath.loader_rss",
-            "MB",
-            [c["rss_mb_after_load"] for c in calls],
-            description="RSS of the benchmark process after loading the program (bcc "
-            "and LLVM included)",
-        )
-    )
+    # One value per call each.
+    for name, unit, field, description in (
+        ("datapath.flow_events_drained", "events", "flow_events_drained",
+         "flow events the agent's pipeline drained during the call: ours runs as the agent "
+         "does by default, every allowed new flow reported"),
+        ("datapath.bcc_compile_time", "s", "compile_seconds",
+         "bcc compile and load of the TC program"),
+        ("datapath.loader_rss", "MB", "rss_mb_after_load",
+         "RSS of the benchmark process after loading the program (bcc and LLVM included)"),
+    ):
+        figures.append(Figure(name, unit, [c[field] for c in calls], description=description))
     return figures
 
 
