@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 
 from enforcer.datapath import Datapath
+from enforcer.datapath.types import DropEvent
 from enforcer.topology import Pod
 
 
@@ -49,10 +50,10 @@ def flow_drain(dp: Datapath, client: Pod, server: Pod) -> Callable[[], int]:
     stop = threading.Event()
     drained = 0
 
-    def on_event(event: object) -> None:
+    def on_event(event: DropEvent) -> None:
         nonlocal drained
         drained += 1
-        collector.on_event(event)  # type: ignore[arg-type]
+        collector.on_event(event)
 
     def run() -> None:
         while not stop.is_set():

@@ -174,7 +174,7 @@ static __always_inline int flow_cache_probe(struct __sk_buff *skb, __u32 ifindex
      * and 779,000 this way. */
     __builtin_memset(p, 0, sizeof(*p));
     p->l3 = L3_IP;
-    if (l4 == 34) {
+    if (l4 == 34) { /* L4 right after Ethernet and a 20-byte IPv4 header: IPv4 */
         p->flow.family = 4;
         __builtin_memcpy(p->flow.saddr, data + 26, 4);
         __builtin_memcpy(p->flow.daddr, data + 30, 4);
