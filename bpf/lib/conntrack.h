@@ -80,7 +80,8 @@ static __always_inline int ct_key_init(struct ct_key *k, const struct flow *f, _
 }
 
 /* A TCP SYN without ACK opens a connection: it is never a reply, not even on a closed flow's
- * tuple the other way round (the entry stays until evicted: bpf/README.md, "Per packet"). */
+ * tuple the other way round, and never part of the connection an entry it finds was written
+ * for (entries stay until evicted: bpf/README.md, "Per packet"). */
 static __always_inline int tcp_opens(const struct pkt *p)
 {
     return p->flow.proto == IPPROTO_TCP && (p->tcp_flags & 0x12) == 0x02;
@@ -112,8 +113,12 @@ static __always_inline int ct_lookup(const struct pkt *p, __u32 ifindex, __u8 di
     *out = ct_find(&p->flow, ifindex, dir, &reply);
     if (!*out)
         return CT_MISS;
-    if (reply && tcp_opens(p)) {
-        *out = 0; /* a new connection the other way round: judged, and its entry replaces */
+    if (tcp_opens(p)) {
+        /* A new connection on a tuple whose entry stands (a closed one's, either way round):
+         * judged, reported and tracked as new, its entry replaced, as the kernel's conntrack
+         * starts a new connection on a SYN that finds a closed one. A retransmitted SYN is
+         * judged again: the same verdict, one more event. */
+        *out = 0;
         return CT_MISS;
     }
     return reply ? CT_REPLY : CT_ESTABLISHED;

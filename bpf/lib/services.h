@@ -221,10 +221,14 @@ static __always_inline int postnat_egress(const struct pkt *p, const struct lep_
             return POSTNAT_PASS; /* a reply of a flow into the source */
         v = 0; /* a new connection the other way round (lib/conntrack.h): judged */
     }
-    if (v && !(v->flags & CT_F_DEFERRED) && v->generation == generation && v->epoch == epoch)
+    /* A SYN is a new connection (lib/conntrack.h): an entry written here (POSTNAT) is an
+     * earlier connection's, whereas the source hook judged this very SYN before it came. */
+    int opens = tcp_opens(p);
+    if (v && !(v->flags & CT_F_DEFERRED) && !(opens && (v->flags & CT_F_POSTNAT)) &&
+        v->generation == generation && v->epoch == epoch)
         return POSTNAT_PASS; /* judged with this very tuple: at the source hook, or before */
     out->identity = peer_identity(&p->flow, DIR_EGRESS);
-    int verdict = v ? POSTNAT_PASS : POSTNAT_ALLOW; /* an event for new flows only */
+    int verdict = v && !opens ? POSTNAT_PASS : POSTNAT_ALLOW; /* an event for new flows only */
     if (!policy_lookup(sep->endpoint_id, DIR_EGRESS, out->identity, p->flow.proto,
                        p->flow.dport, &out->rule_set)) {
         if (!(sep->flags & EP_F_AUDIT)) {

@@ -7,6 +7,7 @@ import os
 import secrets
 import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -139,6 +140,17 @@ def tcp_echo(sock: socket.socket, dest: str, port: int, timeout: float) -> bool:
         return False
     finally:
         sock.close()
+
+
+def reset_on_close_socket(family: int, port: int) -> socket.socket:
+    """A TCP socket bound to `port` that a close resets: the port is free again at once (no
+    TIME_WAIT), as a busy client's ephemeral ports come back. Make it in the sender's
+    namespace."""
+    sock = socket.socket(family_af(family), socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.bind(("::" if family == 6 else "0.0.0.0", port))
+    return sock
 
 
 def tcp_connect(src: Pod, dst: Pod, family: int, port: int, timeout: float = 2.0) -> bool:

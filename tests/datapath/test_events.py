@@ -4,6 +4,7 @@ passes."""
 
 from __future__ import annotations
 
+import secrets
 import time
 
 import pytest
@@ -25,9 +26,12 @@ from tests.datapath.conftest import Env
 from tests.datapath.crafted import Pair
 from tests.datapath.net import (
     TcpServer,
+    addr,
     established_tcp,
     is_cut,
+    reset_on_close_socket,
     tcp_connect,
+    tcp_echo,
     udp_roundtrip,
     wait_until,
 )
@@ -86,6 +90,32 @@ def test_allowed_new_flows_can_be_reported(routed_env: Env) -> None:
     finally:
         env.dp.set_flow_events(False)
         server.close()
+
+
+def test_a_new_connection_on_a_finished_connections_tuple_is_reported_again(
+    env: Env, family: int
+) -> None:
+    """A client that reuses its port at once (a reset leaves no TIME_WAIT) finds the entry of
+    its previous connection, still current: the SYN opens a new connection all the same, so
+    each connection is one new flow at each hook, as the kernel's conntrack counts them."""
+    a, b = env.pod("a"), env.pod("b")
+    env.policy(a, EndpointPolicy.allow_all())
+    env.policy(b, _ingress_only_from(env.ident(a), 7400))
+    port = 40000 + secrets.randbelow(20000)
+    env.dp.set_flow_events(True)
+    try:
+        with TcpServer(b, family, 7400):
+            _drain(env)
+            for _ in range(3):
+                client = a.run(lambda: reset_on_close_socket(family, port))
+                assert tcp_echo(client, addr(b, family), 7400, 2.0)
+            events: list[DropEvent] = []
+            env.dp.poll_events(200, events.append)
+        new_flows = [e for e in events if e.reason is None and e.sport == port]
+        assert sorted(e.ifindex for e in new_flows) == sorted(
+            [a.host_ifindex] * 3 + [b.host_ifindex] * 3)
+    finally:
+        env.dp.set_flow_events(False)
 
 
 def _ingress_only_from(peer_ident: int, port: int, origin: RuleOrigin | None = None,

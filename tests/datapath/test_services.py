@@ -17,6 +17,7 @@ from enforcer.datapath.services import ServiceMaps
 from enforcer.datapath.types import (
     PROTO_TCP,
     Direction,
+    DropEvent,
     DropReason,
     EndpointPolicy,
     PolicyEntry,
@@ -24,7 +25,14 @@ from enforcer.datapath.types import (
 from enforcer.topology import Pod
 from tests.datapath.conftest import Env
 from tests.datapath.crafted import allow, inject, ip_layer, marker
-from tests.datapath.net import TcpServer, addr, family_af, gateway_mac, tcp_echo
+from tests.datapath.net import (
+    TcpServer,
+    addr,
+    family_af,
+    gateway_mac,
+    reset_on_close_socket,
+    tcp_echo,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -151,3 +159,34 @@ def test_a_syn_through_dnat_on_a_closed_flows_tuple_the_other_way_round_is_judge
     assert not inject(env, a, b, syn / m, m, family=family, dst_mac=gateway_mac(env.topo, a))
     # Judged at b's veth after the DNAT, as a's egress (what a's own hook deferred).
     assert env.count(b, Direction.EGRESS, DropReason.POLICY_DENIED) == before + 1
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_each_connection_through_dnat_on_a_reused_tuple_is_a_new_flow(
+    env: Env, services: ServiceMaps, family: int
+) -> None:
+    """A client that reuses its port at once (a reset leaves no TIME_WAIT) finds the entries
+    of its previous connection, the post-DNAT one included, still current: each SYN is judged
+    all the same at b's veth as a's egress, so each connection is reported there once."""
+    a, b = env.pod(), env.pod()
+    vip = VIPS[family][0]
+    _dnat(env, family, vip, b, 8080)
+    out = Direction.EGRESS
+    env.policy(a, EndpointPolicy(False, True, frozenset({PolicyEntry(out, env.ident(b),
+                                                                     PROTO_TCP, 8080, 8080)})))
+    env.policy(b, EndpointPolicy.allow_all())
+    _publish(env, services, family, (vip,), (a, b))
+    port = 40000 + secrets.randbelow(20000)
+
+    env.dp.set_flow_events(True)
+    try:
+        with TcpServer(b, family, 8080):
+            env.dp.poll_events(0, lambda _e: None)
+            for _ in range(3):
+                assert tcp_echo(a.run(lambda: reset_on_close_socket(family, port)), vip, 80, 2.0)
+            events: list[DropEvent] = []
+            env.dp.poll_events(200, events.append)
+    finally:
+        env.dp.set_flow_events(False)
+    judged = [e for e in events if e.reason is None and e.sport == port and e.direction is out]
+    assert [(e.ifindex, e.dport) for e in judged] == [(b.host_ifindex, 8080)] * 3
