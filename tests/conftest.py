@@ -32,6 +32,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                and "tests/bench/" in str(item.path))
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A session with a test that needs the agent's image starts building it now, in the
+    background at the lowest priority (tests/deploy/image_build.py): the kernel tests before
+    that one run meanwhile."""
+    if any("built_image" in getattr(item, "fixturenames", ()) for item in session.items):
+        from tests.deploy import image_build
+
+        image_build.start(image_build.daemonset_image())
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.deploy import image_build
+
+    image_build.stop()  # a build no test waited for (the run stopped early)
+
+
 # Small maps keep read-backs fast; a high event rate lets tests see every drop event.
 KERNEL_TEST_CONFIG = DatapathConfig(
     max_endpoints=256,

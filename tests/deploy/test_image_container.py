@@ -13,9 +13,10 @@ attach, enforce upstream cases as the model says with real packets and serve its
 the startup probe's budget; then the uninstall DaemonSet's command, in a container of its own,
 must leave no pin, program or filter behind.
 
-The image is built once per session by `make image`'s script (scripts/build-image.sh: 3 to 5
+The image is built once per session by `make image`'s script (scripts/build-image.sh: 2 to 5
 minutes from a clean cache on this shared 2-CPU machine, 3 s when nothing changed, about 40 s
-when only the package's sources did); the test itself takes about 25 s.
+when only the package's sources did), started in the background as soon as the session is
+collected (tests/deploy/image_build.py); the test itself takes about 25 s.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ from tests.fakeapi.server import FakeKubeAPI
 from tests.fakeapi.tls import make_server_tls
 from tests.lab import upstream
 
+from . import image_build
 from .podman import PodRun, podman
-from .render import DAEMONSET_DIR, REPO, find, load_documents, render
+from .render import DAEMONSET_DIR, find, load_documents, render
 
 pytestmark = pytest.mark.kernel
 
@@ -79,20 +81,12 @@ def _uninstall_pod() -> Obj:
 
 @pytest.fixture(scope="session")
 def built_image() -> str:
-    """`make image`'s script, once per session; the image the DaemonSet names."""
-    (agent,) = _agent_pod()["containers"]
-    start = time.monotonic()
-    result = subprocess.run(
-        ["bash", "scripts/build-image.sh"],
-        cwd=REPO,
-        env=dict(os.environ, ENFORCER_IMAGE=agent["image"]),
-        capture_output=True,
-        text=True,
-        timeout=1100,
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    print(f"image built in {time.monotonic() - start:.0f} s", file=sys.stderr)
-    image: str = agent["image"]
+    """`make image`'s script, once per session, started in the background when the session
+    was collected (tests/deploy/image_build.py); the image the DaemonSet names."""
+    build = image_build.start(image_build.daemonset_image())
+    image = build.wait()
+    print(f"image built in {time.monotonic() - build.started:.0f} s after the session's "
+          "collection", file=sys.stderr)
     return image
 
 
