@@ -18,7 +18,7 @@ median over rounds of the ratio to that round's baseline. Each metric has rounds
 VM and get many short rounds. The connection client and server are pinned to different CPUs
 in every scenario alike. Also the bcc compile time and this process's RSS after loading.
 
-    .venv/bin/python -m bench.datapath [--quick]
+    .venv/bin/python -m bench.datapath [--quick] [--rules N ...]
 
 Targets (issue 23, over issue 3's 0.95 and 0.90): TCP >= 0.98 of baseline, UDP >= 0.96, new
 connections >= 0.95, no slope 1 -> 10,000; beside them, each metric of ours over the empty
@@ -344,9 +344,9 @@ def rss_mb() -> float:
     return 0.0
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, counts: tuple[int, ...] = RULE_COUNTS) -> dict[str, Any]:
+    """Every scenario, ours at each of `counts` rules (iptables at the largest)."""
     plan = QUICK_ROUNDS if quick else ROUNDS
-    counts = RULE_COUNTS
     pin_root = Path("/sys/fs/bpf") / f"enf-bench-{secrets.token_hex(4)}"
     results: dict[str, Any] = {
         "rounds": {k: {"rounds": n, "seconds": secs} for k, (n, secs) in plan.items()},
@@ -494,8 +494,10 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="bench.datapath", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="1 s runs, one repeat")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--rules", type=int, nargs="+", default=list(RULE_COUNTS),
+                   help="rule counts to run ours at (iptables at the largest)")
     args = p.parse_args()
-    results = run(args.quick)
+    results = run(args.quick, tuple(args.rules))
     print(json.dumps(results, indent=2) if args.json else report(results))
 
 

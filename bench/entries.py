@@ -375,6 +375,7 @@ DATAPATH_METRICS = {
 }
 # The same metrics, ours over the TC hooks with an empty program (bench/datapath.py).
 DATAPATH_VS_EMPTY = "datapath.vs_empty_program"
+DATAPATH_RULES = [1, 100, 1_000, 10_000]  # ours at each; iptables at the largest
 SCENARIO = re.compile(
     r"^(?:(no program)|(TC hooks, empty program)|(ours|iptables\+ipset), (\d+) rules)$")
 
@@ -404,7 +405,7 @@ def _datapath_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
     calls = []
     for i in range(cfg["calls"]):
         note(f"call {i + 1}/{cfg['calls']}: every scenario")
-        calls.append(mod.run(cfg["quick"]))
+        calls.append(mod.run(cfg["quick"], tuple(_datapath_rules(cfg))))
     first = calls[0]
     def each(field: str) -> str:  # each metric has rounds of its own (bench/datapath.py)
         r = first["rounds"][field]
@@ -495,6 +496,10 @@ def _datapath_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
     return figures
 
 
+def _datapath_rules(cfg: Config) -> list[int]:
+    return list(cfg["rules"])
+
+
 def _datapath_promises(cfg: Config) -> list[str]:
     out = ["datapath.bcc_compile_time", "datapath.loader_rss", "datapath.flow_events_drained"]
     out += [key("datapath.table_swap_time", {"endpoints": 50, "mode": m})
@@ -502,8 +507,8 @@ def _datapath_promises(cfg: Config) -> list[str]:
     variants: list[Params] = [
         {"variant": "none"},
         {"variant": "empty program"},
-        *({"variant": "ours", "rules": n} for n in (1, 100, 1000, 10000)),
-        {"variant": "iptables", "rules": 10000},
+        *({"variant": "ours", "rules": n} for n in _datapath_rules(cfg)),
+        {"variant": "iptables", "rules": max(_datapath_rules(cfg))},
     ]
     for name, _, _ in DATAPATH_METRICS.values():
         out += [key(name, v) for v in variants]
@@ -512,7 +517,7 @@ def _datapath_promises(cfg: Config) -> list[str]:
             for v in variants[2:-1] for name, _, _ in DATAPATH_METRICS.values()]
     out += [
         key("datapath.test_run_time", {"rules": n, "packet": p})
-        for n in (1, 100, 1000, 10000)
+        for n in _datapath_rules(cfg)
         for p, _ in TEST_RUN_PACKETS
     ]
     return out
@@ -701,8 +706,10 @@ BENCHMARKS: list[Benchmark] = [
         name="datapath",
         module="bench.datapath",
         description="TCP, UDP and new-connection rates: no program / ours by rules / iptables",
-        quick={"quick": True, "calls": 1},
-        full={"quick": False, "calls": 3},
+        quick={"quick": True, "calls": 1, "rules": DATAPATH_RULES},
+        full={"quick": False, "calls": 3, "rules": DATAPATH_RULES},
+        # The smallest and the largest table: every kind of figure, two scenarios fewer.
+        smoke={"quick": True, "calls": 1, "rules": [1, 10_000]},
         collect=_datapath_collect,
         promises=_datapath_promises,
     ),
