@@ -116,8 +116,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
         reason = frag_resolve(&p);
     int tracked = reason == 0 && p.l3 == L3_IP && !p.nd;
 
-    struct ct_val *entry = 0, *standing = 0;
-    int state = tracked ? ct_lookup(&p, ifindex, dir, &entry, &standing) : CT_MISS;
+    struct ct_val *entry = 0;
+    int state = tracked ? ct_lookup(&p, ifindex, dir, &entry) : CT_MISS;
     MARK(dir, PH_CT);
     if (entry && entry->epoch == epoch) {
 #if FLOW_CACHE_SLOTS > 0
@@ -248,7 +248,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
         int refused = 0;
         if (state == CT_MISS && dir == DIR_EGRESS && !flow_budget_take(slot))
             refused = DROP_FLOW_BUDGET;
-        else if (ct_write(&p, ifindex, dir, generation, epoch, flags, slot, standing) < 0)
+        else if (ct_write(&p, ifindex, dir, generation, epoch, flags, slot) < 0)
             refused = DROP_MAP_FULL;
         if (refused)
             return drop(skb, &p, dir, refused, endpoint_id, slot, identity);

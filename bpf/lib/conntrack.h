@@ -100,11 +100,9 @@ static __always_inline struct ct_val *ct_find(const struct flow *f, __u32 ifinde
 }
 
 /* Classifies the packet; *out points at the entry it belongs to (what the flow was checked
- * under), *standing at the entry a new connection's SYN found for its key (an earlier
- * connection's, which ct_write then replaces). No per-packet writes to the entry: the LRU
- * keeps live flows. */
+ * under). No per-packet writes to the entry: the LRU keeps live flows. */
 static __always_inline int ct_lookup(const struct pkt *p, __u32 ifindex, __u8 dir,
-                                     struct ct_val **out, struct ct_val **standing)
+                                     struct ct_val **out)
 {
     int reply = 0;
     if (p->icmp_error) {
@@ -120,20 +118,14 @@ static __always_inline int ct_lookup(const struct pkt *p, __u32 ifindex, __u8 di
          * judged, reported and tracked as new, its entry replaced, as the kernel's conntrack
          * starts a new connection on a SYN that finds a closed one. A retransmitted SYN is
          * judged again: the same verdict, one more event. */
-        *standing = *out;
         *out = 0;
         return CT_MISS;
     }
     return reply ? CT_REPLY : CT_ESTABLISHED;
 }
 
-/* Writes the flow's entry. `standing`, the entry a new connection's SYN found under this very
- * key, is left as it is when it already says all of it: a connection on a tuple whose earlier
- * connection was checked under the same epoch then costs no insert (on a full table, an
- * eviction), and nothing is written that a reader on another CPU could see half-done. */
 static __always_inline int ct_write(const struct pkt *p, __u32 ifindex, __u8 dir, __u32 gen,
-                                    __u64 epoch, __u32 flags, __u32 counter_slot,
-                                    const struct ct_val *standing)
+                                    __u64 epoch, __u32 flags, __u32 counter_slot)
 {
     struct ct_key k = {};
     struct ct_val v = {};
@@ -143,9 +135,6 @@ static __always_inline int ct_write(const struct pkt *p, __u32 ifindex, __u8 dir
     v.flags = flags;
     v.counter_slot = counter_slot <= 0xffff ? counter_slot : 0; /* else counted in the hash */
     v.epoch = epoch;
-    if (standing && standing->epoch == epoch && standing->generation == gen &&
-        standing->flags == v.flags && standing->counter_slot == v.counter_slot)
-        return 0;
     return ct.update(&k, &v);
 }
 

@@ -239,7 +239,7 @@ static __always_inline int postnat_egress(const struct pkt *p, const struct lep_
         verdict = POSTNAT_AUDIT;
     }
     if (!p->no_ct && ct_write(p, src_ifindex, DIR_EGRESS, generation, epoch, CT_F_POSTNAT,
-                              sep->counter_slot, v) < 0)
+                              sep->counter_slot) < 0)
         return POSTNAT_FULL;
     return verdict;
 }
