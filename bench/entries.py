@@ -405,7 +405,7 @@ def _datapath_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
     calls = []
     for i in range(cfg["calls"]):
         note(f"call {i + 1}/{cfg['calls']}: every scenario")
-        calls.append(mod.run(cfg["quick"], tuple(_datapath_rules(cfg))))
+        calls.append(mod.run(cfg["quick"], tuple(cfg["rules"])))
     first = calls[0]
     def each(field: str) -> str:  # each metric has rounds of its own (bench/datapath.py)
         r = first["rounds"][field]
@@ -496,10 +496,6 @@ def _datapath_collect(mod: ModuleType, cfg: Config, note: Note) -> list[Figure]:
     return figures
 
 
-def _datapath_rules(cfg: Config) -> list[int]:
-    return list(cfg["rules"])
-
-
 def _datapath_promises(cfg: Config) -> list[str]:
     out = ["datapath.bcc_compile_time", "datapath.loader_rss", "datapath.flow_events_drained"]
     out += [key("datapath.table_swap_time", {"endpoints": 50, "mode": m})
@@ -507,8 +503,8 @@ def _datapath_promises(cfg: Config) -> list[str]:
     variants: list[Params] = [
         {"variant": "none"},
         {"variant": "empty program"},
-        *({"variant": "ours", "rules": n} for n in _datapath_rules(cfg)),
-        {"variant": "iptables", "rules": max(_datapath_rules(cfg))},
+        *({"variant": "ours", "rules": n} for n in cfg["rules"]),
+        {"variant": "iptables", "rules": max(cfg["rules"])},
     ]
     for name, _, _ in DATAPATH_METRICS.values():
         out += [key(name, v) for v in variants]
@@ -517,7 +513,7 @@ def _datapath_promises(cfg: Config) -> list[str]:
             for v in variants[2:-1] for name, _, _ in DATAPATH_METRICS.values()]
     out += [
         key("datapath.test_run_time", {"rules": n, "packet": p})
-        for n in _datapath_rules(cfg)
+        for n in cfg["rules"]
         for p, _ in TEST_RUN_PACKETS
     ]
     return out

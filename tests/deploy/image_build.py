@@ -15,7 +15,7 @@ import tempfile
 import time
 from typing import IO
 
-from .render import REPO, find, render
+from .render import REPO, agent_pod_spec
 
 BUILD_TIMEOUT = 1100.0  # seconds, from the start: a clean cache on a slow mirror
 
@@ -80,7 +80,6 @@ def stop() -> None:
 
 def daemonset_image() -> str:
     """The agent container's image, as the rendered DaemonSet names it."""
-    pod = find(render(), "DaemonSet", "enforcer-agent")["spec"]["template"]["spec"]
-    (agent,) = pod["containers"]
+    (agent,) = agent_pod_spec()["containers"]
     image: str = agent["image"]
     return image

@@ -112,5 +112,11 @@ def find(objects: list[Obj], kind: str, name: str | None = None) -> Obj:
     return hits[0]
 
 
+def agent_pod_spec() -> Obj:
+    """The rendered agent DaemonSet's pod spec."""
+    spec: Obj = find(render(), "DaemonSet", "enforcer-agent")["spec"]["template"]["spec"]
+    return spec
+
+
 def containers(pod_spec: Obj) -> list[Obj]:
     return list(pod_spec.get("initContainers", [])) + list(pod_spec.get("containers", []))

@@ -52,7 +52,7 @@ from tests.lab import upstream
 
 from . import image_build
 from .podman import PodRun, podman
-from .render import DAEMONSET_DIR, find, load_documents, render
+from .render import DAEMONSET_DIR, agent_pod_spec, load_documents
 
 pytestmark = pytest.mark.kernel
 
@@ -64,12 +64,6 @@ PROBED = ((80, "TCP"), (81, "UDP"))
 SERVED = [[80, "TCP"], [81, "TCP"], [80, "UDP"], [81, "UDP"]]
 
 Obj = dict[str, Any]
-
-
-def _agent_pod() -> Obj:
-    ds = find(render(), "DaemonSet", "enforcer-agent")
-    spec: Obj = ds["spec"]["template"]["spec"]
-    return spec
 
 
 def _uninstall_pod() -> Obj:
@@ -267,7 +261,7 @@ def test_the_image_runs_under_the_daemonsets_own_spec_and_uninstalls_clean(
     tls = make_server_tls(tmp_path / "pki", ["127.0.0.1"], ("kubernetes.default.svc",))
     api = FakeKubeAPI(host="127.0.0.1", tls=(str(tls.cert), str(tls.key)), bearer_token=token)
     run_enforcer = tmp_path / "node" / "run-enforcer"
-    pod_spec = _agent_pod()
+    pod_spec = agent_pod_spec()
     agent_pod = PodRun(
         pod_spec,
         netns=cluster.node.netns,
