@@ -110,17 +110,19 @@ static __always_inline int ct_lookup(const struct pkt *p, __u32 ifindex, __u8 di
         *out = ct_find(&p->inner, ifindex, dir ^ 1, &reply);
         return *out ? CT_RELATED : CT_MISS;
     }
-    *out = ct_find(&p->flow, ifindex, dir, &reply);
-    if (!*out)
-        return CT_MISS;
     if (tcp_opens(p)) {
-        /* A new connection on a tuple whose entry stands (a closed one's, either way round):
-         * judged, reported and tracked as new, its entry replaced, as the kernel's conntrack
-         * starts a new connection on a SYN that finds a closed one. A retransmitted SYN is
-         * judged again: the same verdict, one more event. */
+        /* A new connection, even on a tuple whose entry stands (a closed one's, either way
+         * round): judged, reported and tracked as new, its entry replaced, as the kernel's
+         * conntrack starts a new connection on a SYN that finds a closed one. A retransmitted
+         * SYN is judged again: the same verdict, one more event. Whatever entry stands would
+         * not count, so it is not looked up: a cold lookup in a large table is a SYN's
+         * dearest step. */
         *out = 0;
         return CT_MISS;
     }
+    *out = ct_find(&p->flow, ifindex, dir, &reply);
+    if (!*out)
+        return CT_MISS;
     return reply ? CT_REPLY : CT_ESTABLISHED;
 }
 
