@@ -115,8 +115,7 @@ static __always_inline int ct_lookup(const struct pkt *p, __u32 ifindex, __u8 di
          * round): judged, reported and tracked as new, its entry replaced, as the kernel's
          * conntrack starts a new connection on a SYN that finds a closed one. A retransmitted
          * SYN is judged again: the same verdict, one more event. Whatever entry stands would
-         * not count, so it is not looked up: a cold lookup in a large table is a SYN's
-         * dearest step. */
+         * not count, so it is not looked up (the insert that follows finds and replaces it). */
         *out = 0;
         return CT_MISS;
     }
