@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from enforcer.analysis.matrix import reachability
 from enforcer.commands.lab import check_documents, probe_documents
 from enforcer.lab import dns, lab
 from enforcer.lab import services as svcs
@@ -57,10 +58,13 @@ def test_upstream_cases_through_services_equal_pod_probes(
         path = write_manifests(policies)
         lab.apply(state, [path])
         for port, proto in upstream.PROBED:
-            direct = probe_documents(state, port, proto, 4, 0.5)
             through = probe_documents(state, port, proto, 4, 0.5, via="service")
             problems += [f"{name}: {p}" for p in check_documents(state, through, 4)]
-            if through[0]["matrix"] != direct[0]["matrix"]:
+            # What probing the pods directly gives: the model's pod matrix, which
+            # test_lab_upstream holds the kernel to (probing the pods here too cost CI 40 s).
+            direct = reachability(lab.model_state(state), port, proto, 4,
+                                  pods=list(through[0]["matrix"]))
+            if through[0]["matrix"] != direct:
                 problems.append(f"{name}: {port}/{proto} through Services != pod probes")
         denied = sum(not ok for row in through[0]["matrix"].values() for ok in row.values())
         assert denied > 0, f"{name}: nothing denied"
