@@ -21,6 +21,11 @@ from enforcer.kheaders import HeaderChoice, configure_bcc_headers
 BPF_DIR_ENV = "ENFORCER_BPF_DIR"
 CHECKOUT_BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 _INCLUDE = re.compile(r'^\s*#include "(lib/[\w.]+)"\s*$')
+# No debug info. bcc would build BTF and line info from it, and nothing here reads them: maps
+# are read through bcc's own table descriptions, and no map holds a type that needs BTF. They
+# cost about a fifth of clang's time (0.5 s of 2.8 on an Intel Xeon). The instructions are
+# the same, byte for byte, with the maps' fds masked.
+COMPILE_FLAGS = ("-g0",)
 
 
 def bpf_dir() -> Path:
@@ -76,7 +81,7 @@ def compile_program(cfg: DatapathConfig, pin_dir: Path) -> LoadedProgram:
     from bcc import BPF  # imported late: importing bcc alone costs ~70 MB
 
     start = time.monotonic()
-    bpf = BPF(text=program_source().encode(), cflags=cfg.cflags(pin_dir))
+    bpf = BPF(text=program_source().encode(), cflags=[*cfg.cflags(pin_dir), *COMPILE_FLAGS])
     from_pod = bpf.load_func(FROM_POD_FUNC.encode(), BPF.SCHED_CLS)
     to_pod = bpf.load_func(TO_POD_FUNC.encode(), BPF.SCHED_CLS)
     node_egress = bpf.load_func(NODE_EGRESS_FUNC.encode(), BPF.SCHED_CLS)
