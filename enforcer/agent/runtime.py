@@ -682,9 +682,15 @@ class Agent:
                 for removal in step:
                     record = self.endpoints.pop(removal.pod_key, None)
                     ifindex = ifindex_of.get(removal.pod_key)
-                    if record is not None and ifindex is not None:
-                        gone.append(ifindex)
-                        self.pod_of_ifindex.pop(ifindex, None)
+                    if record is None or ifindex is None:
+                        continue
+                    # A pod re-created on the same interface in this delta (its address
+                    # passed from the removed pod back to it) is bound there already: its
+                    # entry is the one in force, and must stay.
+                    if self.pod_of_ifindex.get(ifindex, removal.pod_key) != removal.pod_key:
+                        continue
+                    gone.append(ifindex)
+                    self.pod_of_ifindex.pop(ifindex, None)
                 # If an interface lingers, it falls back to the unknown-endpoint verdict.
                 self.datapath.remove_endpoints(gone)
             elif isinstance(step, list):
