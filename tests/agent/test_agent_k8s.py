@@ -126,7 +126,10 @@ def test_ip_reuse_by_new_uid(clean: NodeHarness) -> None:
     clean.api.delete("Pod", "b", "x")
     clean.api.create(pod("x", "b2", clean.ip("x/b"), {"app": "intruder"}))
     clean.expect("x/b", "x/a", False)  # probed from the same namespace: the IP's new owner
+    # And back: x/b again, new UID, often in the batch that deletes b2. Its entry stays.
     clean.api.delete("Pod", "b2", "x")
+    clean.api.apply(pod("x", "b", clean.ip("x/b"), {"app": "b"}))
+    clean.expect("x/b", "x/a", True)
 
 
 def test_watch_expiry_relists_and_converges(clean: NodeHarness) -> None:
