@@ -684,9 +684,9 @@ class Agent:
                     ifindex = ifindex_of.get(removal.pod_key)
                     if record is None or ifindex is None:
                         continue
-                    # A pod re-created on the same interface in this delta (its address
-                    # passed from the removed pod back to it) is bound there already: its
-                    # entry is the one in force, and must stay.
+                    # Another pod was bound to this interface in this delta (it took the
+                    # removed pod's address on the same veth: a pod re-created under a new
+                    # UID, say): the entry is that pod's now, and stays.
                     if self.pod_of_ifindex.get(ifindex, removal.pod_key) != removal.pod_key:
                         continue
                     gone.append(ifindex)
