@@ -2,8 +2,9 @@
 batch of events (the loop coalesces what queues while it is busy): the new pod's table is the
 one in force afterwards. The removal of the old pod's endpoint, which a write plan puts last,
 used to take the new pod's entry with it, leaving the interface to the unknown-endpoint verdict
-(deny) until the agent restarted; tests/agent/test_agent_k8s.py met it now and then after its
-address-reuse test. Pure: the loop's `step` with a datapath held in memory."""
+(deny) until that pod's table was written again or the agent restarted;
+tests/agent/test_agent_k8s.py met it now and then after its address-reuse test. Pure: the
+loop's `step` with a datapath held in memory."""
 
 from __future__ import annotations
 

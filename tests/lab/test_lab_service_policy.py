@@ -61,7 +61,7 @@ def test_upstream_cases_through_services_equal_pod_probes(
             through = probe_documents(state, port, proto, 4, 0.5, via="service")
             problems += [f"{name}: {p}" for p in check_documents(state, through, 4)]
             # What probing the pods directly gives: the model's pod matrix, which
-            # test_lab_upstream holds the kernel to (probing the pods here too cost CI 40 s).
+            # test_lab_upstream holds the kernel to (probing the pods here too cost CI 20 s).
             direct = reachability(lab.model_state(state), port, proto, 4,
                                   pods=list(through[0]["matrix"]))
             if through[0]["matrix"] != direct:
