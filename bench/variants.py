@@ -12,7 +12,7 @@ is not there.
 
     .venv/bin/python -m bench.variants --variant main=bpf --variant exp=/tmp/bpf:EXP_X \\
         [--metric conn|udp|tcp] [--rounds 12] [--seconds 2] [--rules 10000] \\
-        [--conntrack N] [--fill-conntrack] [--stats]
+        [--conntrack N] [--fill-conntrack] [--stats] [--cpu]
 
 A variant spec ending in +flows runs that variant as the agent runs by default: every allowed
 new flow is reported too, and a thread drains the events through the agent's flow pipeline
@@ -29,12 +29,15 @@ agent: TCX where the kernel has it. A macro may carry a value:
 --fill-conntrack fills each variant's conntrack table to capacity first (a busy node's table
 is full: every new flow evicts one). --stats turns on the kernel's bpf run-time statistics
 and prints ns per program run; they cost each run two clock reads, so ratios measured with
-them are lower than without.
+them are lower than without. --cpu adds where each sample's CPU time went, per unit of the
+test's work (a connection, a datagram, a Gbit): each CPU's time by kind, the flow drains' and
+the client's (bench.cpu_time), and with --stats the program's own run time beside them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -48,6 +51,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from bench import cpu_time
 from bench.datapath import (
     CLIENT_IDENTITY,
     POD_FLOW_BUDGET,
@@ -74,6 +78,9 @@ METRICS: dict[str, tuple[str, Callable[[Pod, Pod, float], float]]] = {
     "udp": DATAPATH_METRICS["udp_kpps"],
     "tcp": DATAPATH_METRICS["tcp_gbps"],
 }
+# --metric -> the unit --cpu reports per, and how many of it one unit of the test's value is
+# per second (conn: k/s, udp: kpps, tcp: Gbit/s).
+UNITS = {"conn": ("connection", 1e3), "udp": ("datagram", 1e3), "tcp": ("Gbit", 1.0)}
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,9 @@ class Result:
     values: list[float] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
     ns_per_run: list[float] = field(default_factory=list)
+    # --cpu: per sample, microseconds per unit of work by where they went (bench.cpu_time),
+    # and with --stats the program's runs and run time per unit.
+    cpu: list[dict[str, float]] = field(default_factory=list)
 
 
 def measure(args: argparse.Namespace) -> dict[str, Result]:
@@ -223,11 +233,20 @@ def rounds(args: argparse.Namespace, loaded: dict[str, Datapath],
                 dp.set_endpoint(server.host_ifindex, 2, policy_with(args.rules, CLIENT_IDENTITY))
                 if stats_fd is not None:
                     before = prog_stats(dp)
-            results[name].values.append(test(client, server, args.seconds))
+            cpu_before = cpu_time.snapshot() if args.cpu else None
+            value = test(client, server, args.seconds)
+            results[name].values.append(value)
+            units = value * UNITS[args.metric][1] * args.seconds
+            spent = (cpu_time.per_unit(cpu_before, cpu_time.snapshot(), units)
+                     if cpu_before is not None else {})
             if dp is not None and stats_fd is not None:
                 after = prog_stats(dp)
-                results[name].ns_per_run.append((after[0] - before[0])
-                                                / max(after[1] - before[1], 1))
+                ns, runs = after[0] - before[0], after[1] - before[1]
+                results[name].ns_per_run.append(ns / max(runs, 1))
+                spent |= {"program runs": runs / max(units, 1e-9),
+                          "program (bpf statistics)": ns / 1e3 / max(units, 1e-9)}
+            if cpu_before is not None:
+                results[name].cpu.append(spent)
         # Paired with the baseline measured in the same round.
         baseline = results[NO_PROGRAM].values[-1]
         for name in names:
@@ -243,6 +262,27 @@ def report(results: dict[str, Result], metric: str) -> str:
         ns = f"{statistics.median(res.ns_per_run):8.0f}" if res.ns_per_run else f"{'':8}"
         lines.append(f"{name:20} {statistics.median(res.values):16.2f} "
                      f"{statistics.median(res.ratios):15.3f} {ns}")
+    if any(res.cpu for res in results.values()):
+        lines += ["", cpu_report(results, metric)]
+    return "\n".join(lines)
+
+
+def cpu_report(results: dict[str, Result], metric: str) -> str:
+    """Medians over rounds of each kind of CPU time per unit, a column per variant (µs; the
+    program's runs as a count)."""
+    keys = list(dict.fromkeys(k for res in results.values() for sample in res.cpu
+                              for k in sample))
+    names = list(results)
+    width = max(len(n) for n in names) + 2
+    lines = [f"{'µs per ' + UNITS[metric][0]:26}" + "".join(f"{n:>{max(width, 9)}}"
+                                                        for n in names)]
+    for key in keys:
+        cells = []
+        for name in names:
+            values = [s[key] for s in results[name].cpu if key in s]
+            cells.append(f"{statistics.median(values):{max(width, 9)}.2f}" if values
+                         else " " * max(width, 9))
+        lines.append(f"{key:26}" + "".join(cells))
     return "\n".join(lines)
 
 
@@ -264,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="fill each variant's conntrack table before measuring")
     parser.add_argument("--stats", action="store_true",
                         help="bpf run-time statistics: ns per program run (lowers the ratios)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="where each sample's CPU time went, per unit of work")
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write every sample (values, ratios, ns/run, CPU time) here")
     args = parser.parse_args(argv)
     names = [v.name for v in args.variant]
     if len(set(names)) != len(names):
@@ -275,7 +319,11 @@ def main(argv: list[str] | None = None) -> int:
                      "seconds")
     # A kill (timeout, ^C) still removes the namespaces, pins and servers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    print(report(measure(args), args.metric))
+    results = measure(args)
+    print(report(results, args.metric))
+    if args.json:
+        args.json.write_text(json.dumps({name: vars(res) for name, res in results.items()},
+                                        indent=1))
     return 0
 
 

@@ -4,6 +4,7 @@ and a short run measures no program and the variant in one topology and leaves n
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import subprocess
@@ -94,3 +95,27 @@ def test_each_attach_mode_runs_its_variant_on_the_traffic() -> None:
         assert rate > 0 and 0.3 < ratio < 1.2 and ns_per_run > 0
     assert "attach mode tcx" in proc.stderr and "attach mode tc\n" in proc.stderr
     assert _leftovers() <= before
+
+
+def test_cpu_accounting_puts_a_connections_time_where_it_went(tmp_path: Path) -> None:
+    """--cpu --stats --json: per connection, the busiest CPU's time is about one over the rate
+    (the client is CPU-bound on its own CPU), and the program ran eight times (SYN, SYN-ACK,
+    ACK and the client's RST, each at both pods' veths)."""
+    out = tmp_path / "samples.json"
+    proc = _run("--variant", "main=bpf", "--stats", "--cpu", "--json", str(out),
+                "--metric", "conn", "--rounds", "2", "--seconds", "1", "--rules", "10")
+    assert proc.returncode == 0, proc.stderr
+    assert "µs per connection" in proc.stdout and "program (bpf statistics)" in proc.stdout
+    samples = json.loads(out.read_text())
+    assert set(samples) == {"none", "main"}
+    for name, result in samples.items():
+        assert len(result["cpu"]) == 2
+        for rate, spent in zip(result["values"], result["cpu"], strict=True):
+            busiest = max(v for k, v in spent.items() if k.endswith(" busy"))
+            assert 0.5 < busiest / (1e3 / rate) < 2.0, (name, rate, spent)
+            assert spent["client"] > 0
+            if name == "main":
+                assert 7.5 < spent["program runs"] < 8.5
+                assert spent["program (bpf statistics)"] > 0
+            else:
+                assert "program runs" not in spent
