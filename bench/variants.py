@@ -24,7 +24,9 @@ A variant spec ending in @tc or @tcx (before any +flows) sets how that variant i
 hooks themselves cost: e.g. `--variant tc=bpf@tc --variant tcx=bpf@tcx`. Without it, as the
 agent: TCX where the kernel has it. A macro may carry a value:
 `--variant lookup=bpf:FLOW_CACHE_SLOTS=0` is the program without its per-CPU flow memory
-(bpf/lib/flowcache.h).
+(bpf/lib/flowcache.h). CT_MAX=N sets that variant's conntrack table size instead of
+--conntrack (the map is created with it, not only the macro), to measure what the table's
+memory costs side by side: `--variant small=bpf:CT_MAX=8192`.
 
 --fill-conntrack fills each variant's conntrack table to capacity first (a busy node's table
 is full: every new flow evicts one). --stats turns on the kernel's bpf run-time statistics
@@ -100,6 +102,7 @@ class Variant:
     macros: tuple[str, ...] = field(default=())
     attach: str = "auto"  # DatapathConfig.attach_mode
     flows: bool = False  # report allowed new flows and drain them as the agent does
+    conntrack: int | None = None  # its own conntrack table size (CT_MAX=N), else --conntrack
 
 
 def parse_variant(spec: str) -> Variant:
@@ -121,8 +124,16 @@ def parse_variant(spec: str) -> Variant:
     source = Path(directory)
     if not (source / "enforcer.c").is_file():
         raise argparse.ArgumentTypeError(f"--variant {name}: no enforcer.c in {source}")
-    return Variant(name, source.resolve(), tuple(m for m in macros.split(",") if m), attach,
-                   flows)
+    defines = [m for m in macros.split(",") if m]
+    conntrack = None
+    for define in [d for d in defines if d.startswith("CT_MAX=")]:
+        defines.remove(define)  # the config passes it, with the map made that size
+        size = define.removeprefix("CT_MAX=")
+        if not size.isdigit() or int(size) < 1:
+            raise argparse.ArgumentTypeError(f"--variant {spec!r}: CT_MAX must be a positive "
+                                             f"number of entries, not {size!r}")
+        conntrack = int(size)
+    return Variant(name, source.resolve(), tuple(defines), attach, flows, conntrack)
 
 
 def fill_conntrack(dp: Datapath, capacity: int) -> None:
@@ -137,7 +148,8 @@ def fill_conntrack(dp: Datapath, capacity: int) -> None:
 def load(variant: Variant, pin_root: Path, args: argparse.Namespace, client: Pod,
          server: Pod) -> Datapath:
     """Compile the variant from its own sources and write the benchmark's tables."""
-    config = VariantConfig(max_identities=args.rules + 16, max_conntrack=args.conntrack,
+    conntrack = variant.conntrack or args.conntrack
+    config = VariantConfig(max_identities=args.rules + 16, max_conntrack=conntrack,
                            macros=variant.macros, attach_mode=variant.attach,
                            events_for_allowed_flows=variant.flows,
                            pod_flows_per_second=POD_FLOW_BUDGET, pod_flow_burst=POD_FLOW_BUDGET)
@@ -158,7 +170,7 @@ def load(variant: Variant, pin_root: Path, args: argparse.Namespace, client: Pod
     dp.set_endpoint(client.host_ifindex, 1, EndpointPolicy.allow_all())
     dp.set_endpoint(server.host_ifindex, 2, policy_with(args.rules, CLIENT_IDENTITY))
     if args.fill_conntrack:
-        fill_conntrack(dp, args.conntrack)
+        fill_conntrack(dp, conntrack)
     return dp
 
 
@@ -193,7 +205,9 @@ def measure(args: argparse.Namespace) -> dict[str, Result]:
                 pin_roots.append(Path("/sys/fs/bpf") / f"enf-variant-{secrets.token_hex(4)}")
                 print(f"compiling {variant.name} from {variant.source}"
                       + (f" with {', '.join(variant.macros)}" if variant.macros else "")
-                      + (f", attach mode {variant.attach}" if variant.attach != "auto" else ""),
+                      + (f", attach mode {variant.attach}" if variant.attach != "auto" else "")
+                      + (f", {variant.conntrack} conntrack entries" if variant.conntrack
+                         else ""),
                       file=sys.stderr, flush=True)
                 loaded[variant.name] = load(variant, pin_roots[-1], args, client, server)
             stats_fd = bpfsys.enable_run_time_stats() if args.stats else None

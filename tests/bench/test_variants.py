@@ -47,6 +47,12 @@ def test_a_variant_spec_names_its_sources_and_macros(tmp_path: Path) -> None:
     assert (v.source, v.macros, v.attach) == (CHECKOUT_BPF_DIR, ("EXP_A",), "tcx")
     with pytest.raises(argparse.ArgumentTypeError, match="attach mode 'xdp'"):
         parse_variant(f"exp={CHECKOUT_BPF_DIR}@xdp")
+    # CT_MAX sizes the variant's own table rather than reaching the compiler twice.
+    v = parse_variant(f"small={CHECKOUT_BPF_DIR}:EXP_A,CT_MAX=8192+flows")
+    assert (v.macros, v.conntrack, v.flows) == (("EXP_A",), 8192, True)
+    assert parse_variant(f"exp={CHECKOUT_BPF_DIR}").conntrack is None
+    with pytest.raises(argparse.ArgumentTypeError, match="CT_MAX must be a positive"):
+        parse_variant(f"exp={CHECKOUT_BPF_DIR}:CT_MAX=lots")
 
 
 def test_a_variants_macro_reaches_the_compiler(tmp_path: Path) -> None:
@@ -66,7 +72,7 @@ def test_a_variants_macro_reaches_the_compiler(tmp_path: Path) -> None:
 
 def test_a_short_run_measures_no_program_and_each_variant() -> None:
     before = _leftovers()
-    proc = _run("--variant", "main=bpf", "--variant", f"same={CHECKOUT_BPF_DIR}",
+    proc = _run("--variant", "main=bpf", "--variant", f"same={CHECKOUT_BPF_DIR}:CT_MAX=4096",
                 "--metric", "conn", "--rounds", "2", "--seconds", "0.5", "--rules", "10")
     assert proc.returncode == 0, proc.stderr
     rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()[1:]}
@@ -77,6 +83,7 @@ def test_a_short_run_measures_no_program_and_each_variant() -> None:
         # Connections went through the program (its policy allows the client).
         assert rate > 0 and 0.3 < ratio < 1.2
     assert "round 2/2" in proc.stderr
+    assert "same from" in proc.stderr and "4096 conntrack entries" in proc.stderr
     assert _leftovers() <= before
 
 
