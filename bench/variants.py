@@ -12,7 +12,7 @@ is not there.
 
     .venv/bin/python -m bench.variants --variant main=bpf --variant exp=/tmp/bpf:EXP_X \\
         [--metric conn|udp|tcp] [--rounds 12] [--seconds 2] [--rules 10000] \\
-        [--conntrack N] [--fill-conntrack] [--stats] [--cpu]
+        [--conntrack N] [--fill-conntrack] [--stats] [--cpu] [--json FILE]
 
 A variant spec ending in +flows runs that variant as the agent runs by default: every allowed
 new flow is reported too, and a thread drains the events through the agent's flow pipeline
@@ -33,7 +33,9 @@ is full: every new flow evicts one). --stats turns on the kernel's bpf run-time 
 and prints ns per program run; they cost each run two clock reads, so ratios measured with
 them are lower than without. --cpu adds where each sample's CPU time went, per unit of the
 test's work (a connection, a datagram, a Gbit): each CPU's time by kind, the flow drains' and
-the client's (bench.cpu_time), and with --stats the program's own run time beside them.
+the client's (bench.cpu_time), and with --stats the program's own run time beside them and,
+for every variant after the first, its time per unit above the first's (one over the rate),
+paired per round and split into the program's own run time and the rest.
 """
 
 from __future__ import annotations
@@ -278,6 +280,8 @@ def report(results: dict[str, Result], metric: str) -> str:
                      f"{statistics.median(res.ratios):15.3f} {ns}")
     if any(res.cpu for res in results.values()):
         lines += ["", cpu_report(results, metric)]
+        if len(results) > 2 and any(res.ns_per_run for res in results.values()):
+            lines += ["", paired_split(results, metric)]
     return "\n".join(lines)
 
 
@@ -287,16 +291,39 @@ def cpu_report(results: dict[str, Result], metric: str) -> str:
     keys = list(dict.fromkeys(k for res in results.values() for sample in res.cpu
                               for k in sample))
     names = list(results)
-    width = max(len(n) for n in names) + 2
-    lines = [f"{'µs per ' + UNITS[metric][0]:26}" + "".join(f"{n:>{max(width, 9)}}"
-                                                        for n in names)]
+    width = max(9, max(len(n) for n in names) + 2)
+    lines = [f"{'µs per ' + UNITS[metric][0]:26}" + "".join(f"{n:>{width}}" for n in names)]
     for key in keys:
         cells = []
         for name in names:
             values = [s[key] for s in results[name].cpu if key in s]
-            cells.append(f"{statistics.median(values):{max(width, 9)}.2f}" if values
-                         else " " * max(width, 9))
+            cells.append(f"{statistics.median(values):{width}.2f}" if values else " " * width)
         lines.append(f"{key:26}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def paired_split(results: dict[str, Result], metric: str) -> str:
+    """Each variant after the first against the first, round by round: how much more time a
+    unit of work took (one over the rate), how much of it the program's own run time accounts
+    for (--cpu --stats), and the rest, outside the program; medians, the rest's quartiles."""
+    unit, per_second = UNITS[metric]
+    names = [n for n in results if n != NO_PROGRAM]
+    base = results[names[0]]
+
+    def took(value: float) -> float:  # µs per unit
+        return 1e6 / (value * per_second) if value else float("nan")
+
+    lines = [f"µs per {unit} above {names[0]}, paired per round: "
+             "time, the program's run time, the rest (its quartiles)"]
+    for name in names[1:]:
+        res = results[name]
+        time = [took(v) - took(b) for v, b in zip(res.values, base.values, strict=True)]
+        program = [s["program (bpf statistics)"] - b["program (bpf statistics)"]
+                   for s, b in zip(res.cpu, base.cpu, strict=True)]
+        rest = [t - p for t, p in zip(time, program, strict=True)]
+        q1, _, q3 = statistics.quantiles(rest, n=4) if len(rest) > 1 else (rest[0],) * 3
+        lines.append(f"{name:20} {statistics.median(time):8.2f} {statistics.median(program):8.2f} "
+                     f"{statistics.median(rest):8.2f} ({q1:.2f} to {q3:.2f})")
     return "\n".join(lines)
 
 

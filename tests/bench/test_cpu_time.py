@@ -42,3 +42,25 @@ def test_a_snapshot_sees_this_process_burn_cpu() -> None:
     spent = per_unit(before, snapshot(), units=1)
     assert spent["bench process"] >= 0.2e6
     assert sum(spent[f"{cpu} busy"] for cpu in before.cpus) >= 0.15e6
+
+
+def test_a_variants_time_above_the_first_splits_into_program_and_rest() -> None:
+    """bench.variants --cpu --stats: per round, one over the rate above the first variant's,
+    less the program's run time above the first's, is the rest."""
+    from bench.variants import Result, paired_split
+
+    def result(rates: list[float], program_us: list[float]) -> Result:
+        return Result(values=rates, ns_per_run=[1.0] * len(rates),
+                      cpu=[{"program (bpf statistics)": p} for p in program_us])
+
+    split = paired_split({"none": Result(values=[50.0, 50.0]),
+                          "empty": result([40.0, 50.0], [0.5, 0.5]),
+                          "main": result([25.0, 40.0], [2.5, 2.0])}, "conn")
+    header, row = split.splitlines()
+    assert header.startswith("µs per connection above empty")
+    # Round 1: 1e3/25 - 1e3/40 = 15 µs, program 2 µs above; round 2: 25 - 20 = 5, 1.5 above.
+    name, time, program, rest = row.split()[:4]
+    assert name == "main"
+    assert float(time) == pytest.approx(10.0)  # the median of 15 and 5
+    assert float(program) == pytest.approx(1.75)
+    assert float(rest) == pytest.approx((13 + 3.5) / 2)
