@@ -90,3 +90,12 @@ class StaticInterfaces:
     def watch(self, on_new: Callable[..., None], on_gone: Callable[..., None],
               stop: threading.Event, on_routing: Callable[[], None] | None = None) -> None:
         stop.wait()
+
+
+class IdleSource:
+    """A source that is never run: tests drive the agent's loop through `Agent.step`."""
+
+    healthy = True
+
+    def describe(self) -> str:
+        return "test"

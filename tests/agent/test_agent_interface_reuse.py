@@ -14,7 +14,7 @@ from enforcer.agent.http import EventHub
 from enforcer.agent.metrics import AgentMetrics
 from enforcer.agent.runtime import Agent
 from enforcer.sources.base import EventType, SourceEvent
-from tests.agent.fakes import MemoryDatapath, StaticInterfaces
+from tests.agent.fakes import IdleSource, MemoryDatapath, StaticInterfaces
 from tests.sources.builders import namespace, pod, policy
 
 NODE = "n1"
@@ -27,11 +27,6 @@ A_FROM_B = policy("a-from-b", "x", {
 })
 
 
-class _Source:
-    def describe(self) -> str:
-        return "test"
-
-
 def _event(etype: EventType, obj: dict[str, Any]) -> tuple[float, SourceEvent]:
     return (0.0, SourceEvent(etype, obj["kind"], obj, None))
 
@@ -42,7 +37,7 @@ def _pod(name: str, ip: str, app: str, uid: str) -> dict[str, Any]:
 
 def _agent(datapath: MemoryDatapath) -> Agent:
     interfaces = StaticInterfaces({A_IP: A_IF, B_IP: B_IF})
-    agent = Agent(NODE, _Source(), datapath, interfaces,  # type: ignore[arg-type]
+    agent = Agent(NODE, IdleSource(), datapath, interfaces,  # type: ignore[arg-type]
                   AgentMetrics(), EventHub())
     agent.step([
         _event(EventType.ADDED, namespace("x")),

@@ -123,16 +123,10 @@ def test_pins_gone_while_running_make_the_agent_not_ready_until_fixed() -> None:
     from enforcer.agent.http import EventHub
     from enforcer.agent.metrics import AgentMetrics
     from enforcer.agent.runtime import Agent
-    from tests.agent.fakes import MemoryDatapath, StaticInterfaces
-
-    class Source:  # healthy, never run
-        healthy = True
-
-        def describe(self) -> str:
-            return "test"
+    from tests.agent.fakes import IdleSource, MemoryDatapath, StaticInterfaces
 
     fault: list[str | None] = ["bpffs under /x was unmounted: mount it again"]
-    agent = Agent("n1", Source(), MemoryDatapath(),  # type: ignore[arg-type]
+    agent = Agent("n1", IdleSource(), MemoryDatapath(),  # type: ignore[arg-type]
                   StaticInterfaces({}), AgentMetrics(), EventHub(),  # type: ignore[arg-type]
                   pin_check=lambda: fault[0])
     agent.status.ready = True  # the first full sync is enforced
