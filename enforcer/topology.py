@@ -148,7 +148,13 @@ class NodeWiring:
 def add_nodes(nodes: Sequence[NodeWiring]) -> None:
     add_netns([n.netns for n in nodes], NODE_SYSCTLS)
     for n in nodes:
-        cmds = [f"addr add {a}/{a.max_prefixlen} dev lo" for a in (n.address4, n.address6) if a]
+        # nodad: an address added without it stays tentative until a kernel work item runs,
+        # and a pod's `route ... src` naming it meanwhile fails "Invalid source address".
+        cmds = [
+            f"addr add {a}/{a.max_prefixlen} dev lo" + (" nodad" if a.version == 6 else "")
+            for a in (n.address4, n.address6)
+            if a
+        ]
         if n.mode == "bridged":
             cmds += [
                 f"link add {BRIDGE} type bridge mcast_snooping 0",
