@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from enforcer.commands.reading import accept_groups, add_accept_group
@@ -207,16 +208,31 @@ def probe_documents(
     timeout: float,
     via: str = "pod",
 ) -> list[dict[str, Any]]:
+    """`lab probe`'s documents: one port, or every declared port (of `protocol`, if given)."""
+    from enforcer.lab import lab
+
+    ports = [(port, protocol or "TCP")] if port else lab.declared_ports(state, protocol)
+    return probe_ports(state, ports, family, timeout, via)
+
+
+def probe_ports(
+    state: Any,
+    ports: Sequence[tuple[int, str]],
+    family: int,
+    timeout: float,
+    via: str = "pod",
+) -> list[dict[str, Any]]:
+    """A matrix document per (port, protocol), all probed at once; `via` "service": to each
+    pod through the Service that has it as its only backend on that port."""
     from enforcer.analysis.matrix import matrix_document
     from enforcer.lab import lab
-    from enforcer.lab.probe import ProbeEndpoint, probe_matrix
+    from enforcer.lab.probe import PortProbe, ProbeEndpoint, probe_matrices
 
     endpoints = lab.probe_endpoints(state, family)
-    ports = [(port, protocol or "TCP")] if port else lab.declared_ports(state, protocol)
-    docs = []
+    probes = []
     for p, proto in ports:
         if via != "service":
-            docs.append(matrix_document(p, proto, probe_matrix(endpoints, p, proto, timeout)))
+            probes.append(PortProbe(p, proto))
             continue
         targets = lab.service_targets(state, p, proto, family)
         dsts = [
@@ -224,10 +240,13 @@ def probe_documents(
             for e in endpoints
             if e.key in targets
         ]
-        matrix = probe_matrix(endpoints, p, proto, timeout, destinations=dsts)
-        doc = matrix_document(p, proto, matrix)
-        doc["via"] = "service"
-        doc["services"] = {d.key: d.via for d in dsts}
+        probes.append(PortProbe(p, proto, dsts))
+    docs = []
+    for probe, matrix in zip(probes, probe_matrices(endpoints, probes, timeout), strict=True):
+        doc = matrix_document(probe.port, probe.protocol, matrix)
+        if probe.destinations is not None:
+            doc["via"] = "service"
+            doc["services"] = {d.key: d.via for d in probe.destinations}
         docs.append(doc)
     return docs
 

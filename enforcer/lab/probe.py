@@ -210,6 +210,41 @@ def probe_pair(
     return run_in_netns(src.netns, lambda: fn(dst.ip, port, timeout, bind))
 
 
+@dataclass(frozen=True)
+class PortProbe:
+    """One matrix to probe: a port and protocol, to `destinations` (None: every source)."""
+
+    port: int
+    protocol: str
+    destinations: Sequence[ProbeEndpoint] | None = None
+
+
+Matrix = dict[str, dict[str, bool]]
+
+
+def probe_matrices(
+    pods: Sequence[ProbeEndpoint],
+    probes: Sequence[PortProbe],
+    timeout: float = 1.0,
+    workers: int = 128,
+) -> list[Matrix]:
+    """A matrix per PortProbe, rows the sources `pods`. Every pair of every port goes into one
+    pool: a denied probe waits out its timeout, and the ports' waits overlap instead of adding
+    up port after port."""
+    jobs = [
+        (src, dst, probe.port, probe.protocol, i)
+        for i, probe in enumerate(probes)
+        for src in pods
+        for dst in (pods if probe.destinations is None else probe.destinations)
+    ]
+    with ThreadPoolExecutor(max_workers=min(workers, len(jobs) or 1)) as pool:
+        results = list(pool.map(lambda j: probe_pair(j[0], j[1], j[2], j[3], timeout), jobs))
+    matrices: list[Matrix] = [{s.key: {} for s in pods} for _ in probes]
+    for (src, dst, _, _, i), ok in zip(jobs, results, strict=True):
+        matrices[i][src.key][dst.key] = ok
+    return matrices
+
+
 def probe_matrix(
     pods: Sequence[ProbeEndpoint],
     port: int,
@@ -217,17 +252,10 @@ def probe_matrix(
     timeout: float = 1.0,
     workers: int = 128,
     destinations: Sequence[ProbeEndpoint] | None = None,
-) -> dict[str, dict[str, bool]]:
+) -> Matrix:
     """A new connection from every pod to every destination (default: every pod); rows are
     sources, columns destinations."""
-    dsts = pods if destinations is None else destinations
-    pairs = [(s, d) for s in pods for d in dsts]
-    with ThreadPoolExecutor(max_workers=min(workers, len(pairs) or 1)) as pool:
-        results = list(pool.map(lambda p: probe_pair(p[0], p[1], port, protocol, timeout), pairs))
-    matrix: dict[str, dict[str, bool]] = {s.key: {} for s in pods}
-    for (s, d), ok in zip(pairs, results, strict=True):
-        matrix[s.key][d.key] = ok
-    return matrix
+    return probe_matrices(pods, [PortProbe(port, protocol, destinations)], timeout, workers)[0]
 
 
 def parse_ip(text: str) -> IPAddress:

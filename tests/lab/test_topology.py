@@ -14,7 +14,7 @@ import pytest
 
 from enforcer.agent.interfaces import InterfaceDiscovery
 from enforcer.lab import topology as topo
-from enforcer.lab.probe import ProbeEndpoint, probe_matrix
+from enforcer.lab.probe import PortProbe, ProbeEndpoint, probe_matrices, probe_matrix
 from enforcer.netnsutil import run_in_netns
 
 pytestmark = pytest.mark.kernel
@@ -102,6 +102,25 @@ def test_closed_port_is_reported_unreachable(build) -> None:
     net = build("routed", nodes=1, pods_per_node=2)
     matrix = probe_matrix(endpoints(net, 4), 9999, "TCP", timeout=0.5)
     assert not any(ok for row in matrix.values() for ok in row.values())
+
+
+def test_several_ports_probed_at_once_each_answer_in_its_own_matrix(build) -> None:
+    net = build("routed", nodes=1, pods_per_node=2)
+    pods = endpoints(net, 4)
+    probes = [
+        PortProbe(80, "TCP"),  # served
+        PortProbe(9999, "TCP"),  # closed
+        PortProbe(81, "UDP"),  # served
+        PortProbe(80, "UDP"),  # closed
+        PortProbe(80, "TCP", destinations=pods[1:]),  # served, one column
+    ]
+    served, closed, echoed, unanswered, one_column = probe_matrices(pods, probes, timeout=1.0)
+    keys = [p.key for p in pods]
+    for matrix in (served, closed, echoed, unanswered):
+        assert {s: list(row) for s, row in matrix.items()} == {k: keys for k in keys}
+    assert all(ok for m in (served, echoed) for row in m.values() for ok in row.values())
+    assert not any(ok for m in (closed, unanswered) for row in m.values() for ok in row.values())
+    assert one_column == {k: {keys[1]: True} for k in keys}
 
 
 def test_sctp_probe_sees_injected_init(build) -> None:
