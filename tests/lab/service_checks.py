@@ -16,7 +16,7 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
-from enforcer.commands.lab import check_documents, probe_documents
+from enforcer.commands.lab import check_documents, probe_ports
 from enforcer.lab import lab
 from enforcer.lab import services as svcs
 from enforcer.lab.probe import ProbeEndpoint, answered_by, probe_pair
@@ -254,11 +254,11 @@ def ipv6_follows_model(state: lab.LabState, write: Write, *policy: dict[str, Any
     gets the model's verdict."""
     with policies(state, write) as apply:
         apply(*policy)
-        for port, proto in ((80, "TCP"), (81, "TCP"), (80, "UDP")):
-            docs = probe_documents(state, port, proto, 6, 0.5, via="service")
-            for row in docs[0]["matrix"].values():
+        docs = probe_ports(state, [(80, "TCP"), (81, "TCP"), (80, "UDP")], 6, 0.5, via="service")
+        for doc in docs:
+            for row in doc["matrix"].values():
                 assert len(row) == len(state.pods)  # every pod through its IPv6 ClusterIP
-            assert check_documents(state, docs, 6) == []
+        assert check_documents(state, docs, 6) == []
 
 
 def pod_to_node_port_judged_on_the_node_address(

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from enforcer.commands.lab import check_documents, probe_documents
+from enforcer.commands.lab import check_documents, probe_ports
 from enforcer.lab import lab
 from enforcer.model import clusterpolicy
 from tests.model import test_clusterpolicy_conformance as conf
@@ -350,7 +350,7 @@ def test_conformance_steps_in_the_kernel(
             policies |= {(o["kind"], o["metadata"]["name"]): o for o in applied
                          if o["kind"] in POLICY_KINDS}
             wanted = sorted({(n, proto.upper()) for _, _, proto, n, _ in expected})
-            docs = [d for n, proto in wanted for d in probe_documents(state, n, proto, 4, 0.5)]
+            docs = probe_ports(state, wanted, 4, 0.5)
             problems += [f"{case} step {number}: kernel and model: {p}"
                          for p in check_documents(state, docs, 4)]
             got = {(d["port"], d["protocol"]): d["matrix"] for d in docs}

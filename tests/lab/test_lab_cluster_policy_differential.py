@@ -15,7 +15,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from enforcer.commands.lab import check_documents, probe_documents
+from enforcer.commands.lab import check_documents, probe_ports
 from enforcer.lab import lab
 from enforcer.model import clusterpolicy
 from tests.lab import upstream
@@ -143,8 +143,7 @@ def test_random_cluster_policies_kernel_equals_model(
         path.write_text(yaml.safe_dump_all(cluster + nps))
         lab.apply(state, [path])
         try:
-            docs = probe_documents(state, 80, "TCP", 4, 0.4)
-            docs += probe_documents(state, 81, "UDP", 4, 0.4)
+            docs = probe_ports(state, [(80, "TCP"), (81, "UDP")], 4, 0.4)
             assert check_documents(state, docs, 4) == [], yaml.safe_dump_all(cluster + nps)
             denied[0] += sum(not ok for d in docs for row in d["matrix"].values()
                              for ok in row.values())

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enforcer.commands.lab import check_documents, probe_documents
+from enforcer.commands.lab import check_documents, probe_ports
 from enforcer.lab import lab
 from tests.lab import upstream
 
@@ -128,8 +128,7 @@ def test_random_policies_kernel_equals_model(
         path.write_text(yaml.safe_dump_all(objs))
         lab.apply(running_lab, [path])
         try:
-            docs = probe_documents(running_lab, 80, "TCP", 4, 0.4)
-            docs += probe_documents(running_lab, 81, "UDP", 4, 0.4)
+            docs = probe_ports(running_lab, [(80, "TCP"), (81, "UDP")], 4, 0.4)
             assert check_documents(running_lab, docs, 4) == [], yaml.safe_dump_all(objs)
         finally:
             lab.delete(running_lab, [path])

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from enforcer.analysis.matrix import reachability
-from enforcer.commands.lab import check_documents, probe_documents
+from enforcer.commands.lab import check_documents, probe_ports
 from enforcer.lab import dns, lab
 from enforcer.lab import services as svcs
 from enforcer.lab.probe import _capture_socket, answered_by
@@ -57,16 +57,17 @@ def test_upstream_cases_through_services_equal_pod_probes(
             continue
         path = write_manifests(policies)
         lab.apply(state, [path])
-        for port, proto in upstream.PROBED:
-            through = probe_documents(state, port, proto, 4, 0.5, via="service")
-            problems += [f"{name}: {p}" for p in check_documents(state, through, 4)]
+        through = probe_ports(state, upstream.PROBED, 4, 0.5, via="service")
+        problems += [f"{name}: {p}" for p in check_documents(state, through, 4)]
+        for doc in through:
+            port, proto = doc["port"], doc["protocol"]
             # What probing the pods directly gives: the model's pod matrix, which
             # test_lab_upstream holds the kernel to (probing the pods here too cost CI 20 s).
             direct = reachability(lab.model_state(state), port, proto, 4,
-                                  pods=list(through[0]["matrix"]))
-            if through[0]["matrix"] != direct:
+                                  pods=list(doc["matrix"]))
+            if doc["matrix"] != direct:
                 problems.append(f"{name}: {port}/{proto} through Services != pod probes")
-        denied = sum(not ok for row in through[0]["matrix"].values() for ok in row.values())
+        denied = sum(not ok for d in through for row in d["matrix"].values() for ok in row.values())
         assert denied > 0, f"{name}: nothing denied"
         lab.delete(state, [path])
     assert problems == []

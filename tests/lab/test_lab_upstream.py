@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from enforcer.commands.lab import check_documents, probe_documents
+from enforcer.commands.lab import check_documents, probe_documents, probe_ports
 from enforcer.lab import lab
 from tests.lab import upstream
 
@@ -22,12 +22,12 @@ def _run_cases(state: lab.LabState, write_manifests) -> None:
     for name, policies in upstream.cases(_ipv4(state)).items():
         path = write_manifests(policies)
         lab.apply(state, [path])
-        for port, proto in upstream.PROBED:
-            docs = probe_documents(state, port, proto, 4, 0.5)
-            problems += [f"{name}: {p}" for p in check_documents(state, docs, 4)]
-            denied = sum(not ok for row in docs[0]["matrix"].values() for ok in row.values())
+        docs = probe_ports(state, upstream.PROBED, 4, 0.5)
+        problems += [f"{name}: {p}" for p in check_documents(state, docs, 4)]
+        for doc in docs:
+            denied = sum(not ok for row in doc["matrix"].values() for ok in row.values())
             if name.startswith("default-deny"):
-                assert denied > 0, f"{name}: nothing denied on {port}/{proto}"
+                assert denied > 0, f"{name}: nothing denied on {doc['port']}/{doc['protocol']}"
         lab.delete(state, [path])
     assert problems == []
 
@@ -88,8 +88,8 @@ def test_ipv6_lab_enforces_the_same(lab_factory, write_manifests) -> None:
         state,
         [write_manifests(upstream.cases(_ipv4(state))["pod-and-namespace-selector"])],
     )
-    for proto in ("TCP", "UDP"):
-        docs = probe_documents(state, 80, proto, 6, 0.5)
-        assert check_documents(state, docs, 6) == []
-        assert not docs[0]["matrix"]["z/b"]["x/a"]
-        assert docs[0]["matrix"]["y/b"]["x/a"]
+    docs = probe_ports(state, [(80, "TCP"), (80, "UDP")], 6, 0.5)
+    assert check_documents(state, docs, 6) == []
+    for doc in docs:
+        assert not doc["matrix"]["z/b"]["x/a"]
+        assert doc["matrix"]["y/b"]["x/a"]
