@@ -212,7 +212,8 @@ def probe_pair(
 
 @dataclass(frozen=True)
 class PortProbe:
-    """One matrix to probe: a port and protocol, to `destinations` (None: every source)."""
+    """One matrix to probe: a port and protocol, from every source to `destinations` (None:
+    to the sources themselves)."""
 
     port: int
     protocol: str
