@@ -39,8 +39,8 @@ def snapshot() -> Snapshot:
 
 def per_unit(before: Snapshot, after: Snapshot, units: float) -> dict[str, float]:
     """Microseconds per unit: "cpu0 softirq" and the like for every CPU and kind, "cpu0 busy"
-    (all but idle), then
-    "bench process" (its threads: flow drains) and "client" (the test's own process)."""
+    (all but idle), then "bench process" (its threads: flow drains) and "client" (the test's
+    own process)."""
     out: dict[str, float] = {}
     scale = 1e6 / max(units, 1e-9)
     for cpu, ticks in after.cpus.items():

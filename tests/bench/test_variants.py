@@ -128,4 +128,3 @@ def test_each_attach_mode_runs_its_variant_on_the_traffic() -> None:
         assert rate > 0 and 0.3 < ratio < 1.2 and ns_per_run > 0
     assert "attach mode tcx" in proc.stderr and "attach mode tc\n" in proc.stderr
     assert _leftovers() <= before
-
